@@ -20,8 +20,8 @@ def check_unit(unit: Any) -> str:
 
 
 def to_unit(h: torch.Tensor, unit: str) -> torch.Tensor:
-    """Convert an entropy in nats to ``unit``."""
-    return h / LN2 if unit == "bits" else h
+    """Convert an entropy in nats to ``unit`` (and turn a -0.0 of a certain outcome into 0.0)."""
+    return (h / LN2 if unit == "bits" else h) + 0.0
 
 
 def compute_dtype(t: torch.Tensor) -> torch.dtype:

@@ -72,7 +72,14 @@ class Decomposition:
     unit: str = "nats"
     n_members: int = 1
 
-    _ARRAY_FIELDS: ClassVar[tuple[str, ...]] = ("prob", "total", "aleatoric", "epistemic", "margin_mean", "margin_std")
+    _ARRAY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "prob",
+        "total",
+        "aleatoric",
+        "epistemic",
+        "margin_mean",
+        "margin_std",
+    )
 
     def __len__(self) -> int:
         return int(self.prob.shape[0])
@@ -87,7 +94,9 @@ class Decomposition:
         """
         import pandas as pd
 
-        return pd.DataFrame({name: to_numpy_column(getattr(self, name)) for name in self._ARRAY_FIELDS})
+        return pd.DataFrame(
+            {name: to_numpy_column(getattr(self, name)) for name in self._ARRAY_FIELDS}
+        )
 
     def __repr__(self) -> str:
         names = [f.name for f in fields(self)]

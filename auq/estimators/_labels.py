@@ -25,7 +25,9 @@ def _fractions(votes: Any) -> tuple[torch.Tensor, Any, torch.dtype]:
                 f"got shape {tuple(t.shape)}"
             )
         if bool((v < 0).any()):
-            raise ValueError(f"votes must be non-negative counts, got a value of {float(v.min())!r}")
+            raise ValueError(
+                f"votes must be non-negative counts, got a value of {float(v.min())!r}"
+            )
         n = t.sum(dim=1)
         zero = (n.detach() == 0).nonzero()
         if zero.numel():
