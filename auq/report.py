@@ -1,0 +1,528 @@
+"""Evaluation report: metrics JSON, a self-contained HTML page, and the figures as PDF.
+
+The report reads per-pair predictions (the output of :func:`auq.models.score` /
+``auq score``): at least a column ``prob`` (P(chosen preferred)), optionally ``target`` (soft label,
+1.0 when absent), the uncertainty columns ``total``, ``aleatoric``, ``epistemic``,
+``margin_mean``, ``margin_std`` and the per-response reward statistics.
+
+Calibration of pairwise predictions is measured order-free (``design.md``): confidence
+``max(p, 1 - p)``, correct ``[p > 0.5]`` (ties half). The Brier decomposition is computed on the
+*mirrored* pairs (each pair once as (p, q) and once as (1 - p, 1 - q), each with weight 1/2): with
+every label equal to 1 the plain decomposition is degenerate (its uncertainty term is 0), while the
+mirrored form measures how well p separates and matches the preferences, whatever the order the
+data came in. The Brier score itself is the same either way.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import calibration as cal
+from ._checks import (
+    as_float_array,
+    check_choice,
+    check_columns,
+    check_float,
+    check_int,
+    check_labels,
+    check_probabilities,
+)
+
+logger = logging.getLogger(__name__)
+
+RECALIBRATORS = ("temperature", "platt", "isotonic", "histogram", "beta")
+UNCERTAINTY_COLUMNS = ("total", "aleatoric", "epistemic", "margin_std")
+
+__all__ = ["Report", "RECALIBRATORS", "compute_metrics", "write_report", "load_predictions"]
+
+
+@dataclass(frozen=True)
+class Report:
+    """Where a report was written, and its metrics.
+
+    Attributes
+    ----------
+    output_dir : Path
+        The folder holding everything below.
+    metrics : dict
+        The metrics, as written to ``metrics.json``.
+    metrics_path, html_path : Path
+        ``metrics.json`` and ``report.html``.
+    figures : dict of str to Path
+        Figure name -> PDF path.
+    """
+
+    output_dir: Path
+    metrics: dict[str, Any]
+    metrics_path: Path
+    html_path: Path
+    figures: dict[str, Path] = field(default_factory=dict)
+
+
+def load_predictions(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+    """Read per-pair predictions from a CSV/Parquet file (or take a DataFrame) and validate them.
+
+    Examples
+    --------
+    >>> df = load_predictions(pd.DataFrame({"prob": [0.9, 0.3]}))
+    >>> list(df["target"])
+    [1.0, 1.0]
+    """
+    if isinstance(source, pd.DataFrame):
+        df = source.copy()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise ValueError(f"predictions: no such file {str(path)!r}")
+        if path.suffix == ".parquet":
+            df = pd.read_parquet(path)
+        elif path.suffix in (".csv", ".gz"):
+            df = pd.read_csv(path)
+        else:
+            raise ValueError(f"predictions must be a .csv or .parquet file, got {path.name!r}")
+    check_columns(df.columns, ["prob"], "predictions")
+    if len(df) == 0:
+        raise ValueError("predictions is empty; at least one pair is needed")
+    probs = as_float_array(df["prob"].to_numpy(), "predictions['prob']", ndim=1)
+    check_probabilities(probs, "predictions['prob']")
+    if "target" not in df.columns:
+        df["target"] = 1.0
+    targets = as_float_array(df["target"].to_numpy(), "predictions['target']", ndim=1)
+    check_labels(targets, "predictions['target']")
+    for col in UNCERTAINTY_COLUMNS:
+        if col in df.columns:
+            as_float_array(df[col].to_numpy(), f"predictions[{col!r}]", ndim=1)
+    return df
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities, clipped to [1e-12, 1 - 1e-12] (a rounded p of exactly 0 or 1)."""
+    p = np.clip(p, 1e-12, 1.0 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def _mirror(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each pair in both orders, each with weight 1/2 (order-free binary view)."""
+    n = probs.shape[0]
+    return (
+        np.concatenate([probs, 1.0 - probs]),
+        np.concatenate([targets, 1.0 - targets]),
+        np.full(2 * n, 0.5),
+    )
+
+
+def _ci(metric, *arrays, n_resamples: int, seed: int, **kwargs) -> dict[str, float]:
+    if n_resamples > 0:
+        ci = cal.bootstrap_ci(metric, *arrays, n_resamples=n_resamples, seed=seed, **kwargs)
+        return {"estimate": float(ci.estimate), "low": float(ci.low), "high": float(ci.high)}
+    return {"estimate": float(metric(*arrays, **kwargs))}
+
+
+def compute_metrics(
+    probs: Any,
+    targets: Any = None,
+    uncertainties: dict[str, Any] | None = None,
+    *,
+    n_bins: int = 15,
+    n_resamples: int = 1000,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """All report metrics for one set of pairwise predictions.
+
+    Parameters
+    ----------
+    probs : array-like of shape (n_pairs,)
+        P(chosen preferred) per pair.
+    targets : array-like of shape (n_pairs,), optional
+        Soft labels q = P(chosen preferred) (1.0 when absent).
+    uncertainties : dict of str to array-like, optional
+        Named per-pair uncertainty scores (e.g. ``total``, ``epistemic``) for selective prediction.
+    n_bins : int, default 15
+        Bins of the binned calibration errors.
+    n_resamples : int, default 1000
+        Bootstrap resamples for the 95% intervals (0: no intervals).
+    seed : int, default 0
+        Seed of the bootstrap.
+
+    Returns
+    -------
+    dict
+        JSON-serialisable nested dict of floats.
+
+    Examples
+    --------
+    >>> m = compute_metrics([0.9, 0.8, 0.3, 0.6], n_resamples=0)
+    >>> m["accuracy"]
+    0.75
+    """
+    probs = as_float_array(probs, "probs", ndim=1)
+    check_probabilities(probs, "probs")
+    n = probs.shape[0]
+    if targets is None:
+        targets = np.ones(n)
+    targets = as_float_array(targets, "targets", ndim=1)
+    check_labels(targets, "targets")
+    if targets.shape != probs.shape:
+        raise ValueError(f"probs and targets must have the same shape, got {probs.shape} and {targets.shape}")
+    n_bins = check_int(n_bins, "n_bins", minimum=1)
+    n_resamples = check_int(n_resamples, "n_resamples", minimum=0)
+
+    mp, mt, mw = _mirror(probs, targets)
+    decomposition = cal.brier_decomposition(mp, mt, n_bins=n_bins, weights=mw)
+    metrics: dict[str, Any] = {
+        "n_pairs": int(n),
+        "accuracy": float(cal.preference_accuracy(probs, targets)),
+        "nll": float(cal.negative_log_likelihood(probs, targets)),
+        "brier": float(cal.brier_score(probs, targets)),
+        "brier_decomposition": {
+            "reliability": float(decomposition.reliability),
+            "resolution": float(decomposition.resolution),
+            "uncertainty": float(decomposition.uncertainty),
+            "within_bin_variance": float(decomposition.within_bin_variance),
+            "note": "order-free: computed on the mirrored pairs (p, q) and (1-p, 1-q)",
+        },
+        "ece": {},
+    }
+    ece = metrics["ece"]
+    for norm in ("l1", "l2", "max"):
+        ece[f"pairwise_{norm}"] = _ci(
+            cal.pairwise_calibration_error, probs, targets, n_resamples=n_resamples, seed=seed,
+            n_bins=n_bins, norm=norm,
+        )
+    ece["pairwise_l1_quantile"] = _ci(
+        cal.pairwise_calibration_error, probs, targets, n_resamples=n_resamples, seed=seed,
+        n_bins=n_bins, strategy="quantile",
+    )
+    ece["debiased_l2_mirrored"] = {
+        "estimate": float(cal.debiased_calibration_error(mp, mt, n_bins=n_bins))
+    }
+    ece["smooth_mirrored"] = {"estimate": float(cal.smooth_calibration_error(mp, mt))}
+
+    correct = np.where(probs > 0.5, targets, np.where(probs < 0.5, 1.0 - targets, 0.5))
+    selective: dict[str, Any] = {}
+    scores = dict(uncertainties or {})
+    scores.setdefault("1 - confidence", 1.0 - np.maximum(probs, 1.0 - probs))
+    for name, values in scores.items():
+        u = as_float_array(values, f"uncertainties[{name!r}]", ndim=1)
+        if u.shape != probs.shape:
+            raise ValueError(
+                f"uncertainties[{name!r}] must have shape {probs.shape}, got {u.shape}"
+            )
+        hard = correct != 0.5
+        entry = {"aurc": float(cal.aurc(u, correct)), "eaurc": float(cal.eaurc(u, correct))}
+        wrong = correct[hard] < 0.5
+        if hard.any() and wrong.any() and (~wrong).any():
+            entry["error_detection_auroc"] = float(
+                cal.error_detection_auroc(u[hard], correct[hard] >= 0.5)
+            )
+        entry["mean"] = float(u.mean())
+        entry["median"] = float(np.median(u))
+        entry["p90"] = float(np.quantile(u, 0.9))
+        selective[name] = entry
+    metrics["uncertainty"] = selective
+    return metrics
+
+
+def _make_recalibrator(method: str):
+    if method == "temperature":
+        return cal.TemperatureScaling(), "logit"
+    if method == "platt":
+        return cal.PlattScaling(), "logit"
+    if method == "isotonic":
+        return cal.IsotonicCalibration(), "prob"
+    if method == "histogram":
+        return cal.HistogramBinning(), "prob"
+    return cal.BetaCalibration(), "prob"
+
+
+def recalibrate_split(
+    probs: np.ndarray,
+    targets: np.ndarray,
+    method: str,
+    *,
+    test_size: float = 0.5,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, Any]:
+    """Fit a recalibrator on one part of the pairs and apply it to the held-out rest.
+
+    The recalibrator is fitted on the mirrored fit pairs (each pair once in each order), so that
+    data where every label is "chosen wins" still show it both outcomes.
+
+    Returns
+    -------
+    (held-out indices, held-out probs before, held-out probs after, fitted recalibrator)
+    """
+    method = check_choice(method, "recalibrate", RECALIBRATORS)
+    test_size = check_float(test_size, "test_size", minimum=0.0, maximum=1.0, inclusive=(False, False))
+    n = probs.shape[0]
+    n_test = int(round(n * test_size))
+    if n_test < 1 or n - n_test < 2:
+        raise ValueError(f"recalibration needs at least 2 fit pairs and 1 held-out pair, got {n} pairs")
+    order = np.random.default_rng(seed).permutation(n)
+    test_idx, fit_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
+    recal, space = _make_recalibrator(method)
+    fp, ft, _ = _mirror(probs[fit_idx], targets[fit_idx])
+    scores_fit = _logit(fp) if space == "logit" else fp
+    if "symmetrize" in recal.get_params():
+        recal.set_params(symmetrize=False)  # already mirrored
+    recal.fit(scores_fit, ft)
+    test_scores = _logit(probs[test_idx]) if space == "logit" else probs[test_idx]
+    after = np.clip(np.asarray(recal.predict_proba(test_scores), dtype=np.float64), 0.0, 1.0)
+    return test_idx, probs[test_idx], after, recal
+
+
+def _png_data_uri(fig) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=150, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _fmt(x: Any) -> str:
+    if isinstance(x, dict) and "estimate" in x:
+        s = f"{x['estimate']:.4f}"
+        if "low" in x:
+            s += f" <span class='ci'>[{x['low']:.4f}, {x['high']:.4f}]</span>"
+        return s
+    if isinstance(x, float):
+        return f"{x:.4f}"
+    return html.escape(str(x))
+
+
+def _table(rows: list[tuple[str, Any]], header: tuple[str, str] = ("metric", "value")) -> str:
+    body = "".join(f"<tr><td>{html.escape(k)}</td><td>{_fmt(v)}</td></tr>" for k, v in rows)
+    return f"<table><thead><tr><th>{header[0]}</th><th>{header[1]}</th></tr></thead><tbody>{body}</tbody></table>"
+
+
+def _frame_table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in [df.index.name or ""] + list(df.columns))
+    rows = []
+    for idx, row in df.iterrows():
+        cells = "".join(f"<td>{_fmt(v)}</td>" for v in row.tolist())
+        rows.append(f"<tr><td>{html.escape(str(idx))}</td>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+_CSS = """
+body{font-family:-apple-system,'Segoe UI',Helvetica,Arial,sans-serif;max-width:1000px;margin:2em auto;
+padding:0 1em;color:#222;line-height:1.45}
+h1{font-size:1.7em;margin-bottom:.2em}h2{font-size:1.3em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}
+.sub{color:#666;margin-top:0}table{border-collapse:collapse;margin:.6em 0 1em}
+td,th{border:1px solid #ddd;padding:.3em .7em;text-align:right}td:first-child,th:first-child{text-align:left}
+th{background:#f4f4f4}.ci{color:#777;font-size:.9em}figure{margin:1em 0}figure img{max-width:100%}
+figcaption{color:#555;font-size:.92em}.note{color:#555;font-size:.92em}
+"""
+
+
+def write_report(
+    predictions: str | os.PathLike | pd.DataFrame,
+    output_dir: str | os.PathLike,
+    *,
+    recalibrate: str | None = None,
+    test_size: float = 0.5,
+    n_bins: int = 15,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    title: str = "auq evaluation report",
+) -> Report:
+    """Write ``metrics.json``, ``report.html`` (figures embedded) and ``figures/*.pdf``.
+
+    Parameters
+    ----------
+    predictions : path or DataFrame
+        Per-pair predictions (``auq score`` output); see :func:`load_predictions`.
+    output_dir : path
+        Folder to write into (created; files are replaced atomically).
+    recalibrate : {"temperature", "platt", "isotonic", "histogram", "beta"}, optional
+        Also fit this recalibrator on a random ``1 - test_size`` of the pairs and compare the
+        held-out pairs before and after.
+    test_size : float, default 0.5
+        Held-out fraction for the recalibration comparison.
+    n_bins, n_resamples, seed
+        Binning, bootstrap resamples for the 95% intervals, and the seed for splits and bootstrap.
+    title : str
+        Title of the HTML page.
+
+    Returns
+    -------
+    Report
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> df = pd.DataFrame({"prob": np.linspace(0.05, 0.95, 40)})
+    >>> rep = write_report(df, tempfile.mkdtemp(), n_resamples=0)
+    >>> sorted(rep.figures)[:1]
+    ['reliability']
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from . import plots
+
+    df = load_predictions(predictions)
+    if recalibrate is not None:
+        check_choice(recalibrate, "recalibrate", RECALIBRATORS)
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    fig_dir = out / "figures"
+    fig_dir.mkdir(exist_ok=True)
+
+    probs = df["prob"].to_numpy(dtype=np.float64)
+    targets = df["target"].to_numpy(dtype=np.float64)
+    uncertainties = {c: df[c].to_numpy(dtype=np.float64) for c in UNCERTAINTY_COLUMNS if c in df}
+    metrics = compute_metrics(
+        probs, targets, uncertainties, n_bins=n_bins, n_resamples=n_resamples, seed=seed
+    )
+
+    figures: dict[str, Path] = {}
+    images: dict[str, str] = {}
+
+    def keep(name: str, fig) -> None:
+        paths = plots.save_figure(fig, fig_dir / name, formats=("pdf",))
+        figures[name] = Path(paths[0]) if isinstance(paths, (list, tuple)) else Path(paths)
+        images[name] = _png_data_uri(fig)
+        plt.close(fig)
+
+    recal_rows = None
+    if recalibrate is not None:
+        test_idx, before, after, recal = recalibrate_split(
+            probs, targets, recalibrate, test_size=test_size, seed=seed
+        )
+        t = targets[test_idx]
+        m_before = compute_metrics(before, t, n_bins=n_bins, n_resamples=n_resamples, seed=seed)
+        m_after = compute_metrics(after, t, n_bins=n_bins, n_resamples=n_resamples, seed=seed)
+        keys = [("accuracy", "accuracy"), ("nll", "nll"), ("brier", "brier")]
+        summary = {
+            "method": recalibrate,
+            "n_fit": int(len(probs) - len(test_idx)),
+            "n_heldout": int(len(test_idx)),
+            "before": {k: m_before[k] for k, _ in keys} | {"ece": m_before["ece"]["pairwise_l1"]},
+            "after": {k: m_after[k] for k, _ in keys} | {"ece": m_after["ece"]["pairwise_l1"]},
+        }
+        if hasattr(recal, "temperature_"):
+            summary["temperature"] = float(recal.temperature_)
+        metrics["recalibration"] = summary
+        recal_rows = pd.DataFrame(
+            {
+                "before": [summary["before"][k] for k in ("accuracy", "nll", "brier", "ece")],
+                "after": [summary["after"][k] for k in ("accuracy", "nll", "brier", "ece")],
+            },
+            index=pd.Index(["accuracy", "NLL", "Brier", "pairwise ECE"], name="held-out"),
+        )
+        fig = plots.reliability_diagram(
+            {"before": before, f"after {recalibrate}": after},
+            {"before": t, f"after {recalibrate}": t},
+            n_bins=n_bins, pairwise=True,
+        )
+    else:
+        fig = plots.reliability_diagram({"model": probs}, {"model": targets}, n_bins=n_bins, pairwise=True)
+    keep("reliability", _figure_of(fig))
+
+    correct = np.where(probs > 0.5, targets, np.where(probs < 0.5, 1.0 - targets, 0.5))
+    if uncertainties:
+        curves = {name: cal.risk_coverage_curve(u, correct) for name, u in uncertainties.items()}
+        keep("risk_coverage", _figure_of(plots.risk_coverage_plot(curves)))
+    if {"aleatoric", "epistemic"} <= set(df.columns):
+        from .estimators import Decomposition
+
+        dec = Decomposition(
+            prob=probs,
+            total=df["total"].to_numpy(dtype=np.float64) if "total" in df else df["aleatoric"].to_numpy() + df["epistemic"].to_numpy(),
+            aleatoric=df["aleatoric"].to_numpy(dtype=np.float64),
+            epistemic=df["epistemic"].to_numpy(dtype=np.float64),
+            margin_mean=df["margin_mean"].to_numpy(dtype=np.float64) if "margin_mean" in df else _logit(probs),
+            margin_std=df["margin_std"].to_numpy(dtype=np.float64) if "margin_std" in df else np.zeros_like(probs),
+        )
+        keep("decomposition", _figure_of(plots.uncertainty_decomposition_plot(dec)))
+
+    metrics_path = out / "metrics.json"
+    _atomic_write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False))
+    html_path = out / "report.html"
+    _atomic_write_text(html_path, _render_html(title, metrics, images, recal_rows))
+    return Report(out, metrics, metrics_path, html_path, figures)
+
+
+def _figure_of(obj):
+    return obj if hasattr(obj, "savefig") else obj.figure
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+_CAPTIONS = {
+    "reliability": "Reliability diagram (order-free: confidence max(p, 1-p) against the observed "
+    "frequency of the predicted side winning); bars below: pairs per bin.",
+    "risk_coverage": "Risk-coverage: error rate among the most certain pairs as coverage grows, "
+    "for each uncertainty score (lower is better; AURC in the legend).",
+    "decomposition": "Uncertainty decomposition per pair (entropy view, nats): aleatoric against "
+    "epistemic, and their distributions.",
+}
+
+
+def _render_html(title, metrics, images, recal_rows) -> str:
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p class='sub'>{metrics['n_pairs']} preference pairs · 95% bootstrap intervals in brackets</p>",
+        "<h2>Summary</h2>",
+        _table([
+            ("preference accuracy", metrics["accuracy"]),
+            ("NLL (nats)", metrics["nll"]),
+            ("Brier score", metrics["brier"]),
+            ("pairwise ECE (L1, 15 equal-width bins)", metrics["ece"]["pairwise_l1"]),
+        ]),
+        "<h2>Calibration</h2>",
+        _table([(k, v) for k, v in metrics["ece"].items()], ("calibration error", "value")),
+        "<p class='note'>Pairwise errors bin the confidence max(p, 1-p); the mirrored ones score each "
+        "pair in both orders.</p>",
+        _table(
+            [(k, v) for k, v in metrics["brier_decomposition"].items() if k != "note"],
+            ("Brier decomposition (mirrored pairs)", "value"),
+        ),
+    ]
+    if recal_rows is not None:
+        rc = metrics["recalibration"]
+        extra = f", fitted temperature {rc['temperature']:.3f}" if "temperature" in rc else ""
+        parts += [
+            "<h2>Recalibration</h2>",
+            f"<p>{html.escape(rc['method'])} fitted on {rc['n_fit']} pairs, evaluated on "
+            f"{rc['n_heldout']} held-out pairs{extra}.</p>",
+            _frame_table(recal_rows),
+        ]
+    unc = metrics["uncertainty"]
+    if unc:
+        df = pd.DataFrame(unc).T
+        df.index.name = "uncertainty score"
+        parts += ["<h2>Selective prediction and uncertainty</h2>", _frame_table(df)]
+    parts.append("<h2>Figures</h2>")
+    for name, uri in images.items():
+        parts.append(
+            f"<figure><img alt='{name}' src='{uri}'><figcaption>{html.escape(_CAPTIONS.get(name, name))}"
+            "</figcaption></figure>"
+        )
+    parts.append("</body></html>")
+    return "\n".join(parts)
