@@ -34,6 +34,11 @@ def _special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [], []
 
 
+def _value(example: Mapping[str, Any], key: str, default: float) -> float:
+    v = example.get(key)
+    return default if v is None else float(v)
+
+
 class PreferenceCollator:
     """Turn a list of preference examples into padded token tensors for a reward model.
 
@@ -218,10 +223,12 @@ class PreferenceCollator:
             out[f"input_ids_{side}"] = ids
             out[f"attention_mask_{side}"] = mask
         out["targets"] = torch.tensor(
-            [float(ex.get("target", 1.0)) for ex in examples], dtype=torch.float32
+            [_value(ex, "target", 1.0) for ex in examples], dtype=torch.float32
         )
         out["weights"] = torch.tensor(
-            [float(ex.get("weight", 1.0)) for ex in examples], dtype=torch.float32
+            [_value(ex, "weight", 1.0) for ex in examples], dtype=torch.float32
         )
-        out["index"] = torch.tensor([int(ex.get("index", -1)) for ex in examples], dtype=torch.long)
+        out["index"] = torch.tensor(
+            [int(_value(ex, "index", -1)) for ex in examples], dtype=torch.long
+        )
         return out
