@@ -159,7 +159,7 @@ class PreferenceCollator:
     def _encode(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
-        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
     def _assemble(
         self, p_ids: list[int], r_ids: list[int], chat: bool
