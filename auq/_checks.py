@@ -348,12 +348,44 @@ def check_columns(columns: Iterable[str], required: Iterable[str], name: str) ->
         )
 
 
-def check_texts(texts: Sequence[Any], name: str) -> None:
-    """Raise an error naming ``name`` and the first bad row unless every item is a non-empty string."""
-    if len(texts) == 0:
+def check_texts(
+    texts: Sequence[Any],
+    name: str,
+    *,
+    allow_blank: bool = False,
+    allow_empty: bool = False,
+    allow_no_rows: bool = False,
+) -> list[str]:
+    """Check that every item of ``texts`` is a string; return them as a list.
+
+    Parameters
+    ----------
+    texts : sequence
+        The texts.
+    name : str
+        The argument's (or column's) name, used in error messages with the first bad row.
+    allow_blank : bool, default False
+        Accept whitespace-only strings such as ``" "`` (real preference data hold replies like that).
+    allow_empty : bool, default False
+        Accept ``""`` too (a prompt may be empty).
+    allow_no_rows : bool, default False
+        Accept a sequence with no items.
+
+    Examples
+    --------
+    >>> check_texts(["a", " "], "chosen", allow_blank=True)
+    ['a', ' ']
+    """
+    out = list(texts)
+    if not out and not allow_no_rows:
         raise ValueError(f"{name} is empty; at least one text is needed")
-    for i, t in enumerate(texts):
+    for i, t in enumerate(out):
         if not isinstance(t, str):
             raise TypeError(f"{name}[{i}] must be a string, got {_describe(t)}")
-        if not t.strip():
+        if allow_empty:
+            continue
+        if t == "":
             raise ValueError(f"{name}[{i}] is an empty string")
+        if not allow_blank and not t.strip():
+            raise ValueError(f"{name}[{i}] is blank (whitespace only)")
+    return out

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from auq._checks import as_float_array, check_labels, check_weights
+from auq._checks import as_float_array, check_labels, check_texts, check_weights
 
 logger = logging.getLogger(__name__)
 
@@ -59,31 +59,6 @@ def _check_messages(msgs: Any, name: str, *, allow_empty: bool) -> list[dict[str
             if not isinstance(m[key], str):
                 raise TypeError(f"{name}[{j}][{key!r}] must be a string, got {type(m[key]).__name__}")
         out.append({"role": m["role"], "content": m["content"]})
-    return out
-
-
-def _check_response_texts(texts: Sequence[Any], name: str) -> list[str]:
-    """Responses must be non-empty strings.
-
-    Whitespace-only replies are accepted: real data hold them (three rows of the bundled hh-rlhf
-    sample have the reply ``" "``, an assistant that said nothing, preferred as the harmless one).
-    """
-    out = []
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a string, got {type(t).__name__}")
-        if t == "":
-            raise ValueError(f"{name}[{i}] is an empty string")
-        out.append(t)
-    return out
-
-
-def _check_prompt_texts(texts: Sequence[Any], name: str) -> list[str]:
-    out = []
-    for i, t in enumerate(texts):
-        if not isinstance(t, str):
-            raise TypeError(f"{name}[{i}] must be a string, got {type(t).__name__}")
-        out.append(t)
     return out
 
 
@@ -195,9 +170,9 @@ class PreferenceDataset:
                 for i, r in enumerate(rejected)
             ]
         else:
-            self._prompt = _check_prompt_texts(prompt, "prompt")
-            self._chosen = _check_response_texts(chosen, "chosen")
-            self._rejected = _check_response_texts(rejected, "rejected")
+            self._prompt = check_texts(prompt, "prompt", allow_empty=True, allow_no_rows=True)
+            self._chosen = check_texts(chosen, "chosen", allow_blank=True, allow_no_rows=True)
+            self._rejected = check_texts(rejected, "rejected", allow_blank=True, allow_no_rows=True)
         self._conversational = conversational
 
         self._votes = None

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 from scipy.special import expit as sigmoid
 
-from auq._checks import as_float_array, check_float, check_int
+from auq._checks import as_float_array, check_float, check_int, check_texts
 from auq.data.dataset import PreferenceDataset
 
 logger = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class SyntheticPreferenceGenerator:
         """Features ``[n, dim]`` encoded by texts (bin centres; dimensions with no word are 0,
         a dimension with several words gets their sum)."""
         out = np.zeros((len(texts), self.dim))
-        for i, t in enumerate(self._check_texts(texts)):
+        for i, t in enumerate(check_texts(texts, "texts", allow_empty=True, allow_no_rows=True)):
             for w in _TOKEN.findall(t.lower()):
                 if w in self._dim_of:
                     j, q = self._dim_of[w]
@@ -186,16 +186,9 @@ class SyntheticPreferenceGenerator:
         if isinstance(texts, str):
             texts = [texts]
         out = np.zeros(len(texts))
-        for i, t in enumerate(self._check_texts(texts)):
+        for i, t in enumerate(check_texts(texts, "texts", allow_empty=True, allow_no_rows=True)):
             out[i] = sum(self._score_of.get(w, 0.0) for w in _TOKEN.findall(t.lower()))
         return out
-
-    @staticmethod
-    def _check_texts(texts: Sequence[Any]) -> Sequence[str]:
-        for i, t in enumerate(texts):
-            if not isinstance(t, str):
-                raise TypeError(f"texts[{i}] must be a string, got {type(t).__name__}")
-        return texts
 
     # ------------------------------------------------------------------ sampling
     def sample(
