@@ -303,8 +303,11 @@ class TemperatureScaling(_LogitRecalibrator):
     ``T`` minimises the (weighted) mean negative log-likelihood
     ``(1/Σw) Σ w_i [softplus(z_i/T) − y_i z_i/T]`` over ``log T`` with L-BFGS-B and the analytic
     gradient, in float64. As a function of ``β = 1/T`` the objective is convex, so the optimum is
-    unique; ``log T`` is searched in ``[-20, 20]``. The fit never ends above the NLL of the
-    starting temperature ``init`` (checked after the search). ``T > 1`` softens over-confident
+    unique. The limits of its derivative are checked first: if every margin has the sign of its
+    (hard) label the likelihood keeps growing as ``T → 0`` and if the scores are not positively
+    related to the labels it grows as ``T → ∞``; ``T`` is then set to the end of its search range
+    ``log T ∈ [-20, 20]`` with a logged warning. Otherwise the search starts at ``init`` and never
+    ends above the NLL there (checked after the search). ``T > 1`` softens over-confident
     scores, ``T < 1`` sharpens.
 
     Parameters
@@ -383,31 +386,45 @@ class TemperatureScaling(_LogitRecalibrator):
             return f, np.array([-beta * dbeta])
 
         u0 = min(max(math.log(init), _LOG_T_BOUNDS[0]), _LOG_T_BOUNDS[1])
-        res = minimize(
-            fun,
-            np.array([u0]),
-            jac=True,
-            method="L-BFGS-B",
-            bounds=[_LOG_T_BOUNDS],
-            options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-12},
-        )
-        u = float(res.x[0])
-        if fun(np.array([u]))[0] > fun(np.array([u0]))[0]:  # never worse than the start
+        # f is convex in beta = 1/T with derivative g(beta) = mean w (sigma(beta z) - y) z, strictly
+        # increasing when some z != 0. Its limits decide whether the optimum is interior:
+        # g(0+) >= 0 -> optimum at beta <= 0 (T -> inf); g(inf) <= 0 -> beta -> inf (T -> 0).
+        informative = bool(np.any((z != 0) & (wn > 0)))
+        g_zero = float(np.dot(wn, (0.5 - y) * z))
+        g_inf = float(np.dot(wn, (np.sign(z) * 0.5 + 0.5 - y) * z))
+        n_iter = 0
+        if not informative:
             u = u0
-        if u <= _LOG_T_BOUNDS[0] + 1e-9:
+        elif g_inf <= 0:
+            u = _LOG_T_BOUNDS[0]
             logger.warning(
-                "TemperatureScaling: T reached its lower bound %.3g: every margin has the sign of "
-                "its label (separable fit set), the maximum-likelihood T is 0",
+                "TemperatureScaling: every margin has the sign of its label (a separable fit "
+                "set): the maximum-likelihood T is 0; T is set to its lower bound %.3g",
                 math.exp(u),
             )
-        elif u >= _LOG_T_BOUNDS[1] - 1e-9:
+        elif g_zero >= 0:
+            u = _LOG_T_BOUNDS[1]
             logger.warning(
-                "TemperatureScaling: T reached its upper bound %.3g: the scores are not positively "
-                "related to the labels (predictions ~0.5); PlattScaling allows a negative slope",
+                "TemperatureScaling: the scores are not positively related to the labels, the "
+                "maximum-likelihood T is infinite; T is set to its upper bound %.3g (predictions "
+                "~0.5). PlattScaling allows a negative slope",
                 math.exp(u),
             )
+        else:
+            res = minimize(
+                fun,
+                np.array([u0]),
+                jac=True,
+                method="L-BFGS-B",
+                bounds=[_LOG_T_BOUNDS],
+                options={"maxiter": max_iter, "ftol": 1e-15, "gtol": 1e-12},
+            )
+            u = float(res.x[0])
+            n_iter = int(res.nit)
+            if fun(np.array([u]))[0] > fun(np.array([u0]))[0]:  # never worse than the start
+                u = u0
         self.temperature_ = math.exp(u)
-        self.n_iter_ = int(res.nit)
+        self.n_iter_ = n_iter
         return self
 
     def _logits(self, s: np.ndarray) -> np.ndarray:
