@@ -130,8 +130,13 @@ def test_temperature_never_raises_nll_on_fit_set(data):
 def test_temperature_finite_at_extreme_logits():
     z = np.array([-1e4, -3.0, 0.5, 1e4, 2.0, -1.0])
     y = np.array([0, 1, 0, 1, 1, 0.0])
-    for est in (TemperatureScaling(), PlattScaling(), BetaCalibration(input="logit"),
-                IsotonicCalibration(input="logit"), HistogramBinning(input="logit")):
+    for est in (
+        TemperatureScaling(),
+        PlattScaling(),
+        BetaCalibration(input="logit"),
+        IsotonicCalibration(input="logit"),
+        HistogramBinning(input="logit"),
+    ):
         p = est.fit(z, y).predict_proba(z)
         assert np.isfinite(p).all() and ((p >= 0) & (p <= 1)).all()
     lg = BetaCalibration(input="logit").fit(z, y).predict_logits(z)
@@ -187,7 +192,9 @@ def test_symmetrized_nonparametric_maps_are_antisymmetric(cls, preference):
     np.testing.assert_allclose(est.predict_proba(grid), 1 - est.predict_proba(1 - grid), atol=1e-12)
 
 
-@pytest.mark.parametrize("cls", [PlattScaling, IsotonicCalibration, HistogramBinning, BetaCalibration])
+@pytest.mark.parametrize(
+    "cls", [PlattScaling, IsotonicCalibration, HistogramBinning, BetaCalibration]
+)
 def test_one_class_labels_are_refused_without_symmetrize(cls, preference):
     zp, ones = preference
     scores = zp[:100] if cls is PlattScaling else sigmoid(zp[:100])
@@ -282,7 +289,9 @@ def test_histogram_quantile_bins_and_weights():
     for b in range(5):
         assert hb.bin_values_[b] == pytest.approx(y[idx == b].mean(), abs=1e-14)
     # repeated scores merge edges
-    hb2 = HistogramBinning(n_bins=10, strategy="quantile").fit(np.r_[np.full(90, 0.3), p[:10]], np.r_[np.ones(50), np.zeros(50)])
+    hb2 = HistogramBinning(n_bins=10, strategy="quantile").fit(
+        np.r_[np.full(90, 0.3), p[:10]], np.r_[np.ones(50), np.zeros(50)]
+    )
     assert hb2.bin_edges_.size < 11 and np.all(np.diff(hb2.bin_edges_) > 0)
 
 

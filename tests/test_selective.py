@@ -151,7 +151,9 @@ def test_integer_weights_equal_replication():
     np.testing.assert_allclose(a.coverage, b.coverage, rtol=1e-12)
     np.testing.assert_allclose(a.risk, b.risk, rtol=1e-12)
     assert a.aurc == pytest.approx(b.aurc, rel=1e-12)
-    assert eaurc(u, c, weights=w) == pytest.approx(eaurc(np.repeat(u, w), np.repeat(c, w)), rel=1e-12)
+    assert eaurc(u, c, weights=w) == pytest.approx(
+        eaurc(np.repeat(u, w), np.repeat(c, w)), rel=1e-12
+    )
     assert error_detection_auroc(u, c, weights=w) == pytest.approx(
         error_detection_auroc(np.repeat(u, w), np.repeat(c, w)), rel=1e-12
     )
@@ -168,10 +170,13 @@ def test_error_detection_auroc_matches_sklearn():
         ours = error_detection_auroc(u, correct)
         assert abs(ours - roc_auc_score(1 - correct, u)) < 1e-12
         w = rng.random(n)
-        assert abs(
-            error_detection_auroc(u, correct, weights=w)
-            - roc_auc_score(1 - correct, u, sample_weight=w)
-        ) < 1e-12
+        assert (
+            abs(
+                error_detection_auroc(u, correct, weights=w)
+                - roc_auc_score(1 - correct, u, sample_weight=w)
+            )
+            < 1e-12
+        )
     assert error_detection_auroc([0.9, 0.1, 0.5, 0.2], [0, 1, 0, 1]) == 1.0
     assert error_detection_auroc([0.9, 0.1, 0.5, 0.2], [1, 0, 1, 0]) == 0.0
     assert error_detection_auroc([0.3, 0.3], [1, 0]) == 0.5

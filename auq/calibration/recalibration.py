@@ -469,7 +469,9 @@ class PlattScaling(_LogitRecalibrator):
     True
     """
 
-    def __init__(self, max_iter: int = 1000, symmetrize: bool = False, input: str = "logit") -> None:
+    def __init__(
+        self, max_iter: int = 1000, symmetrize: bool = False, input: str = "logit"
+    ) -> None:
         self.max_iter = max_iter
         self.symmetrize = symmetrize
         self.input = input
@@ -486,7 +488,11 @@ class PlattScaling(_LogitRecalibrator):
         s, y, w = self._fit_data(scores, labels, sample_weight)
         z = self._as_logit(s)
         coef, intercept = _fit_logistic(
-            z[:, None], y, w, fit_intercept=not self.symmetrize, max_iter=max_iter,
+            z[:, None],
+            y,
+            w,
+            fit_intercept=not self.symmetrize,
+            max_iter=max_iter,
             what="PlattScaling",
         )
         self.coef_ = float(coef[0])
@@ -563,7 +569,11 @@ class BetaCalibration(_LogitRecalibrator):
         if self.symmetrize:
             # x1 + x2 = ln p - ln(1-p) = logit p; one slope, no intercept.
             coef, _ = _fit_logistic(
-                X.sum(axis=1, keepdims=True), y, w, fit_intercept=False, max_iter=max_iter,
+                X.sum(axis=1, keepdims=True),
+                y,
+                w,
+                fit_intercept=False,
+                max_iter=max_iter,
                 what=what,
             )
             a = max(float(coef[0]), 0.0)
@@ -724,7 +734,8 @@ class HistogramBinning(_Recalibrator):
             if edges.size < n_bins + 1:
                 logger.info(
                     "HistogramBinning: %d repeated quantile edges merged; %d bins",
-                    n_bins + 1 - edges.size, edges.size - 1,
+                    n_bins + 1 - edges.size,
+                    edges.size - 1,
                 )
         idx = self._bin_index(p, edges)
         k = edges.size - 1

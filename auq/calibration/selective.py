@@ -111,7 +111,9 @@ class RiskCoverage:
         return df
 
 
-def _validate(uncertainty: Any, correct: Any, weights: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _validate(
+    uncertainty: Any, correct: Any, weights: Any
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     u = as_float_array(uncertainty, "uncertainty", ndim=1)
     c = as_float_array(correct, "correct", ndim=1)
     check_same_shape(u, c, "uncertainty", "correct")
@@ -276,4 +278,3 @@ def ood_auroc(scores_in: Any, scores_out: Any) -> float:
     scores = np.concatenate([s_in, s_out])
     is_out = np.concatenate([np.zeros(s_in.size), np.ones(s_out.size)])
     return _auroc(scores, is_out, 1.0 - is_out, "scores_in and scores_out must both be non-empty")
-
