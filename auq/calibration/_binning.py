@@ -15,8 +15,12 @@ Bins are half-open on the right, ``[edge_k, edge_{k+1})``, except the last, whic
 * for ``strategy="uniform"`` the edges are ``k / n_bins`` rounded to float64 (``np.arange(n + 1) /
   n``), so a decimal literal such as ``0.3`` typed by a user is exactly the edge ``3 / 10``.
 
-This is the convention of scikit-learn's ``calibration_curve``
-(``np.searchsorted(edges[1:-1], p, side="right")``). Uniform bins are computed without a search:
+This is ``np.searchsorted(edges[1:-1], p, side="right")`` and the convention of torchmetrics
+(``torch.bucketize(..., right=True)``, except that torchmetrics gives ``p = 1.0`` a bin of its own)
+and netcal. scikit-learn's ``calibration_curve`` (1.9) uses ``side="left"``, i.e. bins
+``(e_k, e_{k+1}]``: a value exactly on an inner edge goes to the bin *below* there (and its uniform
+edges come from ``np.linspace``, which may differ from ``k / n`` in the last ulp). The two agree
+for every value not on an edge; the mapping is tested. Uniform bins are computed without a search:
 ``floor(p * n_bins)`` (clipped to ``n_bins - 1``) agrees with the rule above except on a few
 floats within an ulp or two of an edge for some ``n_bins`` (``fl(fl(1/49) * 49) < 1``); those
 intervals are precomputed once per ``n_bins`` (:func:`_floor_fixups`) and patched, so the result is
@@ -60,8 +64,8 @@ def uniform_edges(n_bins: int) -> np.ndarray:
 def quantile_edges(probs: np.ndarray, n_bins: int) -> np.ndarray:
     """Equal-mass edges: the ``k / n_bins`` percentiles of ``probs`` (linear interpolation).
 
-    Computed exactly as scikit-learn's ``calibration_curve(strategy="quantile")`` does, so both
-    assign every prediction to the same bin. Edges are taken from the predictions alone (weights do
+    Computed exactly as scikit-learn's ``calibration_curve(strategy="quantile")`` computes its
+    edges. Edges are taken from the predictions alone (weights do
     not move them). Ties can make edges coincide, which leaves empty bins.
 
     Examples

@@ -342,7 +342,9 @@ def reliability_table(
 
     Uses the same binning as :func:`expected_calibration_error`; ``table.ece(norm)`` equals it.
     For non-empty bins ``observed_frequency`` and ``mean_confidence`` are scikit-learn's
-    ``calibration_curve`` ``prob_true`` and ``prob_pred`` (which drops empty bins).
+    ``calibration_curve`` ``prob_true`` and ``prob_pred`` (which drops empty bins), except that
+    scikit-learn puts a value lying exactly on an inner edge into the bin below (see
+    :mod:`auq.calibration._binning`).
 
     Parameters
     ----------
@@ -398,6 +400,7 @@ def debiased_calibration_error(
     n_bins: int = 15,
     strategy: str = "quantile",
     weights: Any = None,
+    squared: bool = False,
 ) -> float:
     """Debiased L2 calibration error (Kumar, Liang & Ma 2019, "Verified Uncertainty Calibration").
 
@@ -415,6 +418,9 @@ def debiased_calibration_error(
     probs, labels, n_bins, weights
         As in :func:`expected_calibration_error`.
     strategy : {"quantile", "uniform"}, default "quantile"
+    squared : bool, default False
+        Return the unbiased estimate of the *squared* L2 error itself, unclipped (it can be
+        negative when the model is well calibrated; averaging it over data sets is unbiased).
 
     Returns
     -------
@@ -439,6 +445,8 @@ def debiased_calibration_error(
     ybar = sums["label"][ok] / wb_ok
     s2 = np.maximum(sums["label2"][ok] - wb_ok * ybar * ybar, 0.0) / (wb_ok - 1.0)
     sq = float(np.dot(wb_ok, gap * gap - s2 / wb_ok) / _total_weight(p.shape[0], w))
+    if squared:
+        return sq
     return math.sqrt(max(sq, 0.0))
 
 
