@@ -14,6 +14,7 @@ from hypothesis.extra.numpy import arrays
 
 from auq.calibration import (
     ConfidenceInterval,
+    _binning,
     bootstrap_ci,
     brier_decomposition,
     brier_score,
@@ -27,7 +28,6 @@ from auq.calibration import (
     reliability_table,
     smooth_calibration_error,
 )
-from auq.calibration import _binning
 
 TOL = 1e-9
 
