@@ -229,26 +229,31 @@ def as_float_tensor(
 
 
 def check_probabilities(values: Any, name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` unless every value lies in [0, 1]."""
+    """Raise ``ValueError`` naming ``name`` unless every value is finite and lies in [0, 1]."""
     _check_unit_interval(values, name, "probabilities")
 
 
 def check_labels(values: Any, name: str) -> None:
-    """Raise ``ValueError`` naming ``name`` unless every label lies in [0, 1] (soft labels allowed)."""
+    """Raise ``ValueError`` naming ``name`` unless every label is finite and in [0, 1] (soft labels allowed)."""
     _check_unit_interval(values, name, "labels")
 
 
 def _check_unit_interval(values: Any, name: str, what: str) -> None:
+    # Fast path: two reductions; min/max propagate NaN, so NaN fails the comparison too.
     if is_tensor(values):
+        if values.numel() == 0:
+            return
         lo, hi = float(values.min()), float(values.max())
     else:
         arr = np.asarray(values)
         if arr.size == 0:
             return
         lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        bad = lo if lo < 0.0 else hi
-        raise ValueError(f"{name} must be {what} in [0, 1], got a value of {bad!r}")
+    if lo >= 0.0 and hi <= 1.0:
+        return
+    check_finite(values, name)
+    bad = lo if lo < 0.0 else hi
+    raise ValueError(f"{name} must be {what} in [0, 1], got a value of {bad!r}")
 
 
 def _shape(x: Any) -> tuple[int, ...]:

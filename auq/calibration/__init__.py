@@ -1,4 +1,5 @@
-"""auq.calibration: calibration metrics, bootstrap intervals, streaming accumulators.
+"""auq.calibration: calibration metrics, bootstrap intervals, streaming accumulators,
+recalibrators (scikit-learn style) and selective prediction.
 
 Metrics (:mod:`.metrics`), bootstrap (:mod:`.bootstrap`) and streaming (:mod:`.streaming`) share
 one binning implementation (:mod:`._binning`, which documents the bin-edge convention).
@@ -20,9 +21,35 @@ from .metrics import (
     reliability_table,
     smooth_calibration_error,
 )
+from .recalibration import (
+    BetaCalibration,
+    HistogramBinning,
+    IsotonicCalibration,
+    PlattScaling,
+    TemperatureScaling,
+)
+from .selective import (
+    RiskCoverage,
+    aurc,
+    eaurc,
+    error_detection_auroc,
+    ood_auroc,
+    risk_coverage_curve,
+)
 from .streaming import StreamingBrier, StreamingECE, StreamingNLL
 
 __all__ = [
+    "BetaCalibration",
+    "HistogramBinning",
+    "IsotonicCalibration",
+    "PlattScaling",
+    "TemperatureScaling",
+    "RiskCoverage",
+    "aurc",
+    "eaurc",
+    "error_detection_auroc",
+    "ood_auroc",
+    "risk_coverage_curve",
     "BrierDecomposition",
     "ConfidenceInterval",
     "ReliabilityTable",
@@ -43,11 +70,3 @@ __all__ = [
     "smooth_calibration_error",
 ]
 
-# --- recalibration & selective prediction (branch `recal`) -------------------------------------
-# LEAD: when merging `recal`, re-export its public API here, e.g.
-#   from .recalibration import (BetaCalibration, HistogramBinning, IsotonicCalibration,
-#                               PlattScaling, TemperatureScaling)
-#   from .selective import (RiskCoverage, aurc, eaurc, error_detection_auroc, ood_auroc,
-#                           risk_coverage_curve)
-# and extend __all__ with those names.
-# -----------------------------------------------------------------------------------------------

@@ -57,18 +57,6 @@ NORMS = ("l1", "l2", "max")
 
 
 # ----------------------------------------------------------------------------- validation
-def _check_unit(x: np.ndarray, name: str, what: str) -> None:
-    """Finite and in [0, 1], in two reductions (min/max propagate NaN)."""
-    lo, hi = x.min(), x.max()
-    if lo >= 0.0 and hi <= 1.0:
-        return
-    _checks.check_finite(x, name)
-    if what == "labels":
-        _checks.check_labels(x, name)
-    else:
-        _checks.check_probabilities(x, name)
-
-
 def _prepare(
     probs: Any,
     labels: Any,
@@ -80,21 +68,21 @@ def _prepare(
     p = _checks.as_float_array(probs, probs_name, ndim=1, finite=False)
     y = _checks.as_float_array(labels, labels_name, ndim=1, finite=False)
     _checks.check_same_shape(p, y, probs_name, labels_name)
-    _check_unit(p, probs_name, "probabilities")
-    _check_unit(y, labels_name, "labels")
+    _checks.check_probabilities(p, probs_name)
+    _checks.check_labels(y, labels_name)
     w = _checks.check_weights(weights, "weights", p.shape[0])
     return p, y, w
 
 
 def _prepare_targets(probs: Any, targets: Any, weights: Any):
     p = _checks.as_float_array(probs, "probs", ndim=1, finite=False)
-    _check_unit(p, "probs", "probabilities")
+    _checks.check_probabilities(p, "probs")
     if targets is None:
         q = None
     else:
         q = _checks.as_float_array(targets, "targets", ndim=1, finite=False)
         _checks.check_same_shape(p, q, "probs", "targets")
-        _check_unit(q, "targets", "labels")
+        _checks.check_labels(q, "targets")
     w = _checks.check_weights(weights, "weights", p.shape[0])
     return p, q, w
 
@@ -699,7 +687,7 @@ def negative_log_likelihood_from_logits(logits: Any, labels: Any, weights: Any =
     z = _checks.as_float_array(logits, "logits", ndim=1)
     y = _checks.as_float_array(labels, "labels", ndim=1, finite=False)
     _checks.check_same_shape(z, y, "logits", "labels")
-    _check_unit(y, "labels", "labels")
+    _checks.check_labels(y, "labels")
     w = _checks.check_weights(weights, "weights", z.shape[0])
     zt = torch.from_numpy(np.ascontiguousarray(z))
     yt = torch.from_numpy(np.ascontiguousarray(y))
