@@ -1,5 +1,12 @@
 """auq.training: uncertainty-aware losses and trainers."""
 
+from auq.training.dpo_trainer import (
+    CausalLMPreferenceCollator,
+    UncertaintyDPOConfig,
+    UncertaintyDPOTrainer,
+    attach_uncertainty,
+    sequence_logps,
+)
 from auq.training.losses import (
     ImplicitRewards,
     PolicyLossOutput,
@@ -21,6 +28,11 @@ from auq.training.losses import (
 )
 
 __all__ = [
+    "CausalLMPreferenceCollator",
+    "UncertaintyDPOConfig",
+    "UncertaintyDPOTrainer",
+    "attach_uncertainty",
+    "sequence_logps",
     "ImplicitRewards",
     "PolicyLossOutput",
     "bradley_terry_loss",
