@@ -109,7 +109,6 @@ def main() -> None:
     print(f"plain DPO step    median {mp * 1e3:8.2f} ms over {args.repeats}")
     print(f"weighted DPO step median {mw * 1e3:8.2f} ms over {args.repeats}")
     print(f"ratio weighted/plain = {mw / mp:.3f} (target <= 1.02)")
-    print(f"ratio of the fastest steps (less sensitive to CPU contention) = {min(weighted) / min(plain):.3f}")
     print(
         f"loss only (fwd+bwd): plain {lo_p * 1e6:.0f} us, weighted {lo_w * 1e6:.0f} us; "
         f"extra {(lo_w - lo_p) * 1e6:.0f} us = {(lo_w - lo_p) / mp * 100:.3f}% of a plain step"
