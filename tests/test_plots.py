@@ -260,7 +260,7 @@ def test_uncertainty_decomposition_panels():
     sc_out = [c for c in ax_sc.collections if c.get_gid() == "scatter:1"][0]
     assert len(sc_in.get_offsets()) == 250  # subsampled
     np.testing.assert_allclose(sc_out.get_offsets(), np.c_[d_out.aleatoric, d_out.epistemic])
-    assert ax_sc.get_xlabel() == "aleatoric (nats)"
+    assert ax_sc.get_xlabel() == "aleatoric [nats]"
     assert ax_sc.get_ylabel().startswith("epistemic")
     assert ax_y.get_xlabel().startswith("epistemic") and ax_x.get_xlabel().startswith("aleatoric")
     # each histogram is a density: area 1
@@ -284,7 +284,7 @@ def test_uncertainty_decomposition_kde_dataframe_and_ax():
     x, y = dens.get_xdata(), dens.get_ydata()
     assert np.trapezoid(y, x) == pytest.approx(1.0, abs=0.1)
     fig2 = uncertainty_decomposition_plot(d)
-    assert fig2.axes[0].get_xlabel() == "aleatoric (bits)"
+    assert fig2.axes[0].get_xlabel() == "aleatoric [bits]"
     # one member: epistemic exactly 0, still drawable
     fig3 = uncertainty_decomposition_plot(decompose(rng.normal(size=50)), kind="kde", log=False)
     assert len(fig3.axes) == 3

@@ -238,3 +238,32 @@ def save_figure(
             logger.info("saved figure to %s", out)
             written.append(out)
     return written
+
+
+def place_legend(
+    ax: Any,
+    loc: str | None,
+    *,
+    handles: Sequence[Any] | None = None,
+    ncol: int = 1,
+    title: str | None = None,
+) -> Any:
+    """Draw the legend of ``ax``: ``"outside"`` (above the axes, frameless, covering no data),
+    any matplotlib location, or ``None`` for no legend. Returns the Legend (or None)."""
+    if loc is None:
+        return None
+    kwargs: dict[str, Any] = {"title": title}
+    if handles is not None:
+        kwargs["handles"] = list(handles)
+    if loc == "outside":
+        return ax.legend(
+            loc="lower left",
+            bbox_to_anchor=(0.0, 1.02),
+            borderaxespad=0.0,
+            frameon=False,
+            ncol=ncol,
+            alignment="left",
+            columnspacing=1.2,
+            **kwargs,
+        )
+    return ax.legend(loc=loc, ncol=ncol, **kwargs)

@@ -55,6 +55,7 @@ def overoptimization_plot(
     sqrt_kl: bool = False,
     mark_peak: bool = True,
     title: str | None = None,
+    legend_loc: str | None = "outside",
     ax: Any = None,
 ) -> Any:
     """Gold and proxy reward against KL(π ‖ π_ref) for one or several training objectives.
@@ -80,6 +81,9 @@ def overoptimization_plot(
         Mark the maximum of each gold curve.
     title : str, optional
         Axes title.
+    legend_loc : str or None, default "outside"
+        ``"outside"`` puts the legend above the axes, where it covers no data; any matplotlib
+        location (``"upper left"``, ``"best"``, ...) puts it inside; ``None`` draws none.
     ax : matplotlib.axes.Axes, optional
         Axes to draw in; created when ``None``.
 
@@ -151,7 +155,9 @@ def overoptimization_plot(
         style_handles = [Line2D([], [], color="black", linestyle="-", label="gold reward")]
         if any_proxy:
             style_handles.append(Line2D([], [], color="black", linestyle="--", label="proxy reward"))
-        ax.legend(handles=handles + style_handles, loc="best")
+        _style.place_legend(
+            ax, legend_loc, handles=handles + style_handles, ncol=2 if handles else 1
+        )
         ax.set_xlabel("\N{SQUARE ROOT}KL(\N{GREEK SMALL LETTER PI} \N{PARALLEL TO} "
                       "\N{GREEK SMALL LETTER PI}_ref)" if sqrt_kl else
                       "KL(\N{GREEK SMALL LETTER PI} \N{PARALLEL TO} "

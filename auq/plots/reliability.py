@@ -8,7 +8,10 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Any
 
+import matplotlib
+import matplotlib.colors
 import matplotlib.pyplot as plt
+import matplotlib.ticker
 import numpy as np
 
 from auq._checks import (
@@ -203,7 +206,7 @@ def reliability_diagram(
     weights: Any = None,
     kind: str | None = None,
     show_counts: bool = True,
-    show_gap: bool = True,
+    show_gap: bool | None = None,
     ece_ci: bool = False,
     n_resamples: int = 1000,
     confidence: float = 0.95,
@@ -212,6 +215,7 @@ def reliability_diagram(
     xlabel: str | None = None,
     ylabel: str | None = None,
     title: str | None = None,
+    legend_loc: str | None = "outside",
     ax: Any = None,
 ) -> Any:
     """Reliability diagram: observed frequency against confidence per bin, with ECE.
@@ -248,8 +252,9 @@ def reliability_diagram(
     show_counts : bool, default True
         Draw the per-bin count histogram beneath (then a :class:`~matplotlib.figure.Figure`
         is returned).
-    show_gap : bool, default True
-        Shade the gap between observed frequency and mean confidence in each bin.
+    show_gap : bool, optional
+        Shade the gap between observed frequency and mean confidence in each bin. Default: on
+        for one model, off for several (overlapping shades hide each other).
     ece_ci : bool, default False
         Add a bootstrap interval to each ECE (needs raw probabilities; uses
         :func:`auq.calibration.bootstrap_ci` with ``n_resamples``, ``confidence``, ``seed``).
@@ -257,6 +262,9 @@ def reliability_diagram(
         Scale of the count axis.
     xlabel, ylabel, title : str, optional
         Override the default axis labels / add a title.
+    legend_loc : str or None, default "outside"
+        ``"outside"`` puts the legend above the diagram, where it covers no data; any
+        matplotlib location (``"upper left"``, ...) puts it inside; ``None`` draws none.
     ax : matplotlib.axes.Axes, optional
         Axes to draw in; created (with :func:`auq.plots.paper_style`) when ``None``. With
         ``show_counts=True`` the count axes is appended beneath it.
@@ -301,6 +309,8 @@ def reliability_diagram(
     )
     if kind is None:
         kind = "bar" if len(entries) == 1 else "line"
+    if show_gap is None:
+        show_gap = len(entries) == 1
     with _style.paper_style() if ax is None else nullcontext():
         fig, ax_main, ax_count = _make_axes(ax, show_counts)
         _draw(entries, ax_main, ax_count, kind=kind, show_gap=show_gap, count_scale=count_scale)
@@ -308,7 +318,13 @@ def reliability_diagram(
         hi = max(float(e.table["bin_upper"].max()) for e in entries)
         is_pairwise = pairwise or lo >= 0.5
         ax_main.set_xlim(lo, hi)
-        ax_main.set_ylim(0.0, 1.0)
+        bottom = 0.0
+        if is_pairwise:  # accuracy of the preferred side rarely falls far below 0.5
+            freqs = np.concatenate(
+                [e.table["observed_frequency"][nonempty_bins(e.table)] for e in entries]
+            )
+            bottom = max(0.0, min(lo, np.floor((float(freqs.min()) - 0.02) * 10) / 10))
+        ax_main.set_ylim(bottom, 1.0)
         ax_main.set_ylabel(ylabel or ("accuracy" if is_pairwise else "observed frequency"))
         x_label = xlabel or (
             "confidence max(p, 1 \N{MINUS SIGN} p)" if is_pairwise else "predicted probability"
@@ -321,7 +337,7 @@ def reliability_diagram(
             if any(e.ci is not None for e in entries)
             else None
         )
-        ax_main.legend(loc="upper left", title=legend_title)
+        _style.place_legend(ax_main, legend_loc, title=legend_title)
         for a in (ax_main, ax_count):
             if a is not None:
                 _style.apply_tick_style(a)
@@ -371,9 +387,16 @@ def _draw(
         linewidth=1.0,
         label="perfect calibration",
         gid="diagonal",
-        zorder=1,
+        zorder=5,
     )
     single = len(entries) == 1
+    gap_color = _style.OKABE_ITO["vermillion"]
+    shared_edges = all(
+        len(e.table["bin_lower"]) == len(entries[0].table["bin_lower"])
+        and np.allclose(e.table["bin_lower"], entries[0].table["bin_lower"])
+        and np.allclose(e.table["bin_upper"], entries[0].table["bin_upper"])
+        for e in entries
+    )
     for i, e in enumerate(entries):
         c = _style.color(i)
         t = e.table
@@ -384,35 +407,41 @@ def _draw(
         conf = t["mean_confidence"][keep]
         label = _legend_label(e)
         gap_label = "gap to diagonal" if i == 0 else None
+        side_by_side = not single and shared_edges
         if kind == "bar":
+            if side_by_side:
+                # several models on the same bins: narrow bars side by side within each bin
+                sub = width / len(entries)
+                bar_left, bar_width = left + i * sub, sub
+            else:
+                bar_left, bar_width = left, width
             ax.bar(
-                left,
+                bar_left,
                 freq,
-                width=width,
+                width=bar_width,
                 align="edge",
-                color=c,
-                alpha=0.85 if single else 0.35,
-                edgecolor="white" if single else c,
-                linewidth=0.6 if single else 1.2,
+                color=c if single or side_by_side else "none",
+                alpha=0.9 if single else 1.0,
+                edgecolor="white" if single or side_by_side else c,
+                linewidth=0.6 if single or side_by_side else 1.5,
                 label=label,
                 gid=f"bars:{i}",
                 zorder=2,
             )
             if show_gap:
                 ax.bar(
-                    left,
+                    bar_left,
                     conf - freq,
                     bottom=freq,
-                    width=width,
+                    width=bar_width,
                     align="edge",
-                    facecolor=_style.OKABE_ITO["vermillion"] if single else "none",
-                    alpha=0.25 if single else 0.6,
-                    edgecolor=_style.OKABE_ITO["vermillion"] if single else c,
-                    hatch="///",
-                    linewidth=0.0 if single else 0.6,
+                    facecolor=matplotlib.colors.to_rgba(gap_color if single else c, 0.18),
+                    edgecolor=gap_color if single else c,
+                    hatch="////",
+                    linewidth=0.8,
                     label=gap_label,
                     gid=f"gap:{i}",
-                    zorder=2,
+                    zorder=3,
                 )
         else:
             ax.plot(
@@ -423,7 +452,7 @@ def _draw(
                 color=c,
                 label=label,
                 gid=f"line:{i}",
-                zorder=3,
+                zorder=4,
             )
             if show_gap:
                 ax.fill_between(
@@ -431,30 +460,44 @@ def _draw(
                     freq,
                     conf,
                     color=c,
-                    alpha=0.15,
+                    alpha=0.2,
                     linewidth=0,
-                    label=None,
+                    label=gap_label if single else None,
                     gid=f"gap:{i}",
                     zorder=2,
                 )
         if ax_count is not None:
             counts = t["count"][keep]
-            ax_count.bar(
-                left,
-                counts,
-                width=width,
-                align="edge",
-                color=c,
-                alpha=0.85 if single else 0.3,
-                edgecolor="white" if single else c,
-                linewidth=0.6 if single else 1.0,
-                gid=f"counts:{i}",
-            )
+            if single or not shared_edges:
+                # one model: bars spanning the bins; several with different bins: outlines
+                ax_count.bar(
+                    left,
+                    counts,
+                    width=width,
+                    align="edge",
+                    color=c if single else "none",
+                    alpha=0.9 if single else 1.0,
+                    edgecolor="white" if single else c,
+                    linewidth=0.6 if single else 1.3,
+                    gid=f"counts:{i}",
+                )
+            else:
+                # several models on the same bins: side by side within each bin
+                sub = width / len(entries)
+                ax_count.bar(
+                    left + i * sub,
+                    counts,
+                    width=sub,
+                    align="edge",
+                    color=c,
+                    linewidth=0,
+                    gid=f"counts:{i}",
+                )
     if ax_count is not None:
         ax_count.set_ylabel("count")
         ax_count.set_yscale(count_scale)
         ax_count.grid(axis="x", visible=False)
-        ax_count.yaxis.set_major_locator(plt.MaxNLocator(3, integer=True))
         if count_scale == "linear":
+            ax_count.yaxis.set_major_locator(matplotlib.ticker.MaxNLocator(3, integer=True))
             ax_count.set_ylim(bottom=0)
         ax.tick_params(labelbottom=False)

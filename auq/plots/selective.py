@@ -73,6 +73,7 @@ def risk_coverage_plot(
     oracle: bool = False,
     percent: bool = False,
     title: str | None = None,
+    legend_loc: str | None = "outside",
     ax: Any = None,
     **curve_kwargs: Any,
 ) -> Any:
@@ -101,6 +102,9 @@ def risk_coverage_plot(
         Show risk and coverage in percent.
     title : str, optional
         Axes title.
+    legend_loc : str or None, default "outside"
+        ``"outside"`` puts the legend above the axes, where it covers no data; any matplotlib
+        location (``"upper left"``, ``"best"``, ...) puts it inside; ``None`` draws none.
     ax : matplotlib.axes.Axes, optional
         Axes to draw in; created with :func:`auq.plots.paper_style` when ``None``.
     **curve_kwargs
@@ -200,10 +204,11 @@ def risk_coverage_plot(
         ax.set_xlabel(f"coverage{unit}")
         ax.set_ylabel(f"selective risk (error rate){unit}")
         ax.set_xlim(0.0, 1.0 * scale)
-        ax.set_ylim(bottom=0.0)
+        top = max(float(np.max(r)) for _, _, r, _ in drawn) * scale
+        ax.set_ylim(-0.02 * top, 1.05 * top)  # the oracle's zero risk stays visible
         if title:
             ax.set_title(title)
         if any(line.get_label() and not line.get_label().startswith("_") for line in ax.lines):
-            ax.legend(loc="upper left")
+            _style.place_legend(ax, legend_loc)
         _style.apply_tick_style(ax)
     return ax

@@ -8,6 +8,7 @@ from contextlib import nullcontext
 from typing import Any
 
 import matplotlib.pyplot as plt
+import matplotlib.ticker as ticker
 import numpy as np
 from matplotlib.patches import Patch
 
@@ -21,9 +22,9 @@ __all__ = ["uncertainty_decomposition_plot", "member_reward_plot"]
 
 _ENTROPY_FIELDS = ("total", "aleatoric", "epistemic")
 _FIELD_LABELS = {
-    "total": "total uncertainty",
+    "total": "total",
     "aleatoric": "aleatoric",
-    "epistemic": "epistemic (mutual information)",
+    "epistemic": "epistemic (MI)",
     "margin_std": "margin std over members",
     "margin_mean": "mean margin",
     "prob": "P(chosen preferred)",
@@ -33,7 +34,7 @@ _FIELD_LABELS = {
 def _axis_label(field: str, unit: str) -> str:
     label = _FIELD_LABELS.get(field, field)
     if field in _ENTROPY_FIELDS:
-        label += f" ({unit})"
+        label += f" [{unit}]"
     return label
 
 
@@ -43,6 +44,14 @@ def _unit(decomposition: Any) -> str:
         if isinstance(unit, str):
             return unit
     return "nats"
+
+
+def _log_ticks(axis: Any, lo: float, hi: float) -> None:
+    """Readable ticks on a log axis: no labelled minor ticks; 1-2-5 ticks over short ranges."""
+    axis.set_minor_formatter(ticker.NullFormatter())
+    if np.log10(hi / lo) < 2.0:
+        axis.set_major_locator(ticker.LogLocator(base=10.0, subs=(1.0, 2.0, 5.0)))
+        axis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
 
 
 def _density(ax: Any, values: list[np.ndarray], names: list[str | None], *, kind: str,
@@ -71,16 +80,21 @@ def _density(ax: Any, values: list[np.ndarray], names: list[str | None], *, kind
                 kde = gaussian_kde(v)
                 x = np.linspace(lo, hi, 256)
                 dens = kde(x)
-            ax.fill_between(x, dens, color=c, alpha=0.25, linewidth=0)
+            ax.fill_between(x, dens, color=c, alpha=0.2, linewidth=0)
             ax.plot(x, dens, color=c, label=name, gid=f"density:{i}")
         else:
-            ax.hist(v, bins=edges, density=True, histtype="stepfilled", color=c, alpha=0.3,
-                    gid=f"hist-fill:{i}")
-            ax.hist(v, bins=edges, density=True, histtype="step", color=c, linewidth=1.3,
-                    label=name, gid=f"hist:{i}")
+            if log:  # equal-width bins in log10 x: density per decade, area 1 in log10 x
+                hist_kw = {"weights": np.full(len(v), bins / (len(v) * np.log10(hi / lo)))}
+            else:
+                hist_kw = {"density": True}
+            ax.hist(v, bins=edges, histtype="stepfilled", color=c, alpha=0.2,
+                    linewidth=0, gid=f"hist-fill:{i}", **hist_kw)
+            ax.hist(v, bins=edges, histtype="step", color=c, linewidth=1.3,
+                    label=name, gid=f"hist:{i}", **hist_kw)
     if log:
         ax.set_xscale("log")
-    ax.set_ylabel("density" + (" (log10 x)" if log and kind == "kde" else ""))
+        _log_ticks(ax.xaxis, lo, hi)
+    ax.set_ylabel("density per decade" if log else "density")
     ax.set_ylim(bottom=0)
 
 
@@ -217,8 +231,9 @@ def uncertainty_decomposition_plot(
                       label=str(n))
                 for i, n in enumerate(group_names)
             ]
+            top = max(a.get_position().y1 for a in axes)
             fig.legend(
-                handles=handles, loc="lower center", bbox_to_anchor=(0.5, 0.98),
+                handles=handles, loc="lower center", bbox_to_anchor=(0.5, top + 0.03),
                 ncol=len(handles), frameon=False,
             )
     return fig
@@ -232,6 +247,7 @@ def member_reward_plot(
     member_names: Sequence[str] | None = None,
     names: Sequence[str] | None = None,
     ylabel: str | None = None,
+    legend_loc: str | None = "outside",
     ax: Any = None,
 ) -> Any:
     """Distribution of each ensemble member's rewards (violins or boxes, one per member).
@@ -251,6 +267,9 @@ def member_reward_plot(
         Group names (default: mapping keys).
     ylabel : str, optional
         Override the y axis label.
+    legend_loc : str or None, default "outside"
+        ``"outside"`` puts the legend above the axes, where it covers no data; any matplotlib
+        location (``"upper left"``, ``"best"``, ...) puts it inside; ``None`` draws none.
     ax : matplotlib.axes.Axes, optional
         Axes to draw in; created when ``None``.
 
@@ -315,8 +334,8 @@ def member_reward_plot(
                     body.set_edgecolor(c)
                     body.set_alpha(0.45)
                     body.set_gid(f"violin:{g}")
-                parts["cmedians"].set_color(c)
-                parts["cmedians"].set_linewidth(1.4)
+                parts["cmedians"].set_color("black")
+                parts["cmedians"].set_linewidth(1.2)
             else:
                 bp = ax.boxplot(
                     data, positions=pos, widths=width, patch_artist=True, showfliers=True,
@@ -344,6 +363,6 @@ def member_reward_plot(
                       label=str(n))
                 for g, n in enumerate(group_names)
             ]
-            ax.legend(handles=handles, loc="upper right", ncol=n_groups)
+            _style.place_legend(ax, legend_loc, handles=handles, ncol=n_groups)
         _style.apply_tick_style(ax)
     return ax
