@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import matplotlib
 
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
+from auq.calibration import (  # noqa: E402
+    ReliabilityTable,
+    bootstrap_ci,
+    expected_calibration_error,
+    pairwise_calibration_error,
+    pairwise_reliability_table,
+    reliability_table,
+)
+from auq.calibration.selective import RiskCoverage, risk_coverage_curve  # noqa: E402
 from auq.estimators import decompose  # noqa: E402
 from auq.plots import (  # noqa: E402
     PALETTE,
@@ -38,34 +44,18 @@ def _close_figures():
 # helpers
 
 
-@dataclass(frozen=True)
-class Table:
-    """Stand-in with the field names of auq.calibration.ReliabilityTable."""
-
-    bin_lower: np.ndarray
-    bin_upper: np.ndarray
-    count: np.ndarray
-    weight: np.ndarray
-    mean_confidence: np.ndarray
-    observed_frequency: np.ndarray
-    gap: np.ndarray
-
-
-@dataclass(frozen=True)
-class Curve:
-    """Stand-in with the field names of auq.calibration.RiskCoverage."""
-
-    coverage: np.ndarray
-    risk: np.ndarray
-    threshold: np.ndarray
-    aurc: float
-
-
 def _table(freq, conf, count, edges=None):
+    """A real ReliabilityTable with chosen contents; empty bins hold the bin midpoint, as
+    auq.calibration does."""
     freq, conf, count = (np.asarray(a, dtype=float) for a in (freq, conf, count))
     n = len(freq)
     edges = np.linspace(0, 1, n + 1) if edges is None else np.asarray(edges, dtype=float)
-    return Table(edges[:-1], edges[1:], count, count, conf, freq, conf - freq)
+    mid = 0.5 * (edges[:-1] + edges[1:])
+    empty = count == 0
+    freq, conf = np.where(empty, mid, freq), np.where(empty, mid, conf)
+    return ReliabilityTable(
+        edges[:-1], edges[1:], count.astype(int), count, conf, freq, np.where(empty, 0, conf - freq)
+    )
 
 
 def _bars(ax, gid):
@@ -80,7 +70,7 @@ def _legend_texts(ax):
 
 @pytest.fixture
 def table():
-    # 5 bins, the second one empty (NaN statistics), overconfident model
+    # 5 bins, the second one empty, over-confident model
     return _table(
         freq=[0.05, np.nan, 0.40, 0.55, 0.80],
         conf=[0.1, np.nan, 0.5, 0.7, 0.93],
@@ -116,6 +106,7 @@ def test_reliability_bars_equal_table(table):
     # ECE by hand: sum_b n_b |freq_b - conf_b| / n
     ece = (40 * 0.05 + 25 * 0.10 + 30 * 0.15 + 105 * 0.13) / 200
     assert ece_from_table(table) == pytest.approx(ece)
+    assert ece_from_table(table.to_pandas()) == pytest.approx(ece)  # duck-typed fallback
     assert any(f"ECE {ece:.3f}" in t for t in _legend_texts(ax))
     # the diagonal and axis labels
     (diag,) = [line for line in ax.lines if line.get_gid() == "diagonal"]
@@ -193,12 +184,70 @@ def test_reliability_validation(table):
         reliability_diagram(table, kind="pie")
     with pytest.raises(ValueError, match="n_bins"):
         reliability_diagram(table, n_bins=0)
-    bad = Table(*(np.asarray(a) for a in (table.bin_lower[:3], *list(table.__dict__.values())[1:])))
+    bad = table.to_pandas().to_dict("list")
+    bad["bin_lower"] = bad["bin_lower"][:3]
     with pytest.raises(ValueError, match="bin_lower"):
         reliability_diagram(bad)
-    empty = _table(freq=[np.nan, np.nan], conf=[np.nan, np.nan], count=[0, 0])
+    empty = _table(freq=[0.0, 0.0], conf=[0.0, 0.0], count=[0, 0])
     with pytest.raises(ValueError, match="non-empty"):
         reliability_diagram(empty)
+
+
+def test_reliability_from_probabilities_uses_calibration():
+    rng = np.random.default_rng(0)
+    p = rng.uniform(size=600)
+    y = (rng.uniform(size=600) < p**1.5).astype(float)
+    fig = reliability_diagram(p, y, n_bins=10, ece_ci=True, n_resamples=200, names=["model"])
+    t = reliability_table(p, y, n_bins=10)
+    keep = t.count > 0
+    ax, ax_count = fig.axes
+    bars = _bars(ax, "bars:0")
+    np.testing.assert_allclose([b.get_height() for b in bars], t.observed_frequency[keep])
+    np.testing.assert_allclose([b.get_x() for b in bars], t.bin_lower[keep])
+    np.testing.assert_allclose([b.get_height() for b in _bars(ax_count, "counts:0")], t.count[keep])
+    ece = expected_calibration_error(p, y, n_bins=10)
+    ci = bootstrap_ci(expected_calibration_error, p, y, n_resamples=200, n_bins=10)
+    assert f"model: ECE {ece:.3f} [{ci.low:.3f}, {ci.high:.3f}]" in _legend_texts(ax)
+    assert ci.low < ece < ci.high
+    # several calibrators on the same labels: one line each, ECEs from the metric
+    p_hot = 1 / (1 + np.exp(-3 * np.log(p / (1 - p))))
+    fig2 = reliability_diagram({"raw": p, "sharpened": p_hot}, y, n_bins=10)
+    lines = [ln for ln in fig2.axes[0].lines if (ln.get_gid() or "").startswith("line:")]
+    assert len(lines) == 2
+    ece_hot = expected_calibration_error(p_hot, y, n_bins=10)
+    assert f"sharpened: ECE {ece_hot:.3f}" in _legend_texts(fig2.axes[0])
+    assert ece_hot > ece
+    # per-model labels and weights
+    w = rng.uniform(0.5, 2.0, size=600)
+    fig3 = reliability_diagram({"a": (p, y), "b": (p[:300], y[:300])}, weights=None)
+    assert len(_legend_texts(fig3.axes[0])) == 3
+    ax4 = reliability_diagram(p, y, weights=w, n_bins=10, show_counts=False)
+    ece_w = expected_calibration_error(p, y, n_bins=10, weights=w)
+    assert f"ECE {ece_w:.3f}" in _legend_texts(ax4)
+    with pytest.raises(ValueError, match="weights"):
+        reliability_diagram(p, y, weights=w[:10])
+
+
+def test_reliability_pairwise_from_preference_probabilities():
+    rng = np.random.default_rng(1)
+    margin = rng.normal(1.0, 2.0, size=500)
+    p = 1 / (1 + np.exp(-margin))
+    ax = reliability_diagram(p, pairwise=True, n_bins=10, show_counts=False)
+    t = pairwise_reliability_table(p, n_bins=10)
+    keep = t.count > 0
+    assert t.bin_lower[keep].min() >= 0.5
+    np.testing.assert_allclose(
+        [b.get_height() for b in _bars(ax, "bars:0")], t.observed_frequency[keep]
+    )
+    assert f"ECE {pairwise_calibration_error(p, n_bins=10):.3f}" in _legend_texts(ax)
+    assert ax.get_xlim() == pytest.approx((0.5, 1.0))
+    (diag,) = [line for line in ax.lines if line.get_gid() == "diagonal"]
+    np.testing.assert_allclose(diag.get_xdata(), [0.5, 1.0])
+    assert ax.get_ylabel() == "accuracy"
+    # soft targets are passed through as labels
+    q = rng.uniform(0.5, 1.0, size=500)
+    ax2 = reliability_diagram(p, q, pairwise=True, n_bins=10, show_counts=False)
+    assert f"ECE {pairwise_calibration_error(p, q, n_bins=10):.3f}" in _legend_texts(ax2)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,14 +255,17 @@ def test_reliability_validation(table):
 
 
 def test_risk_coverage_curves():
-    c1 = Curve(np.array([0.25, 0.5, 0.75, 1.0]), np.array([0.0, 0.0, 1 / 3, 0.5]),
-               np.array([0.9, 0.8, 0.7, 0.6]), 0.2083)
-    c2 = Curve(np.array([0.5, 1.0]), np.array([0.5, 0.5]), np.array([0.9, 0.6]), 0.5)
+    c1 = RiskCoverage(np.array([0.25, 0.5, 0.75, 1.0]), np.array([0.0, 0.0, 1 / 3, 0.5]),
+                      np.array([0.1, 0.2, 0.3, 0.4]), 0.2083)
+    c2 = RiskCoverage(np.array([0.5, 1.0]), np.array([0.5, 0.5]), np.array([0.1, 0.4]), 0.5)
     ax = risk_coverage_plot({"ensemble": c1, "single": c2})
     curves = [line for line in ax.lines if (line.get_gid() or "").startswith("curve:")]
     assert len(curves) == 2
-    np.testing.assert_allclose(curves[0].get_xdata(), c1.coverage)
-    np.testing.assert_allclose(curves[0].get_ydata(), c1.risk)
+    x, y = curves[0].get_xdata(), curves[0].get_ydata()
+    assert x[0] == 0.0 and y[0] == 0.0  # risk is constant on the first segment
+    for cov, risk in zip(c1.coverage, c1.risk):  # every point of the curve is drawn
+        assert np.any(np.isclose(x, cov) & np.isclose(y, risk))
+    assert np.all(np.diff(x) > 0)
     assert _legend_texts(ax) == ["ensemble (AURC 0.208)", "single (AURC 0.500)"]
     assert ax.get_xlabel() == "coverage"
     assert "risk" in ax.get_ylabel()
@@ -221,7 +273,42 @@ def test_risk_coverage_curves():
     assert risk_coverage_plot(c1, ax=ax2) is ax2
     assert _legend_texts(ax2) == ["AURC 0.208"]
     ax3 = risk_coverage_plot([c1, c2], percent=True)
-    np.testing.assert_allclose(ax3.lines[0].get_xdata(), 100 * c1.coverage)
+    np.testing.assert_allclose(ax3.lines[0].get_xdata(), 100 * curves[0].get_xdata())
+
+
+def test_risk_coverage_from_scores_and_oracle():
+    rng = np.random.default_rng(0)
+    u = rng.uniform(size=400)
+    correct = (rng.uniform(size=400) > 0.6 * u).astype(float)
+    ax = risk_coverage_plot({"score": u}, correct, oracle=True)
+    curve = risk_coverage_curve(u, correct)
+    texts = _legend_texts(ax)
+    assert texts[0] == f"score (AURC {curve.aurc:.3f})"
+    r = 1 - correct.mean()
+    assert texts[1] == f"oracle (AURC {r + (1 - r) * np.log(1 - r):.3f})"  # Geifman et al.
+    (oracle,) = [line for line in ax.lines if line.get_gid() == "oracle:0"]
+    x, y = oracle.get_xdata(), oracle.get_ydata()
+    np.testing.assert_allclose(y, np.where(x <= 1 - r, 0.0, 1 - (1 - r) / np.maximum(x, 1e-12)),
+                               atol=1e-12)
+    # confidence scores give the same curve as negated uncertainties
+    ax2 = risk_coverage_plot(1 - u, correct, score="confidence")
+    np.testing.assert_allclose(ax2.lines[0].get_ydata(), ax.lines[0].get_ydata())
+    with pytest.raises(ValueError, match="score"):
+        risk_coverage_plot(u, correct, score="probability")
+
+
+def test_risk_coverage_tied_scores_drawn_exactly():
+    # two tied groups: the accepted error grows linearly inside a group, so the risk E(c)/c
+    # is a curve between the two points, not a straight line
+    u = np.r_[np.zeros(50), np.ones(50)]
+    correct = np.r_[np.ones(40), np.zeros(10), np.ones(10), np.zeros(40)]
+    ax = risk_coverage_plot(u, correct)
+    x, y = ax.lines[0].get_xdata(), ax.lines[0].get_ydata()
+    np.testing.assert_allclose(y[x <= 0.5], 0.2)
+    upper = x > 0.5
+    expected = (0.1 + 0.8 * (x[upper] - 0.5)) / x[upper]  # group error rate 40/50
+    np.testing.assert_allclose(y[upper], expected)
+    assert upper.sum() > 10  # densified, not a straight segment
 
 
 def test_risk_coverage_validation():
@@ -433,7 +520,7 @@ def test_save_figure_formats(tmp_path, table):
 
 
 def test_to_pandas_results_accepted(table):
-    df = pd.DataFrame(table.__dict__)
+    df = table.to_pandas()
     fig = reliability_diagram(df)
     np.testing.assert_allclose(
         [b.get_height() for b in _bars(fig.axes[0], "bars:0")],

@@ -68,6 +68,8 @@ def ece_from_table(table: Any) -> float:
     >>> round(ece_from_table(t), 3)
     0.2
     """
+    if callable(getattr(table, "ece", None)):  # auq.calibration.ReliabilityTable
+        return float(table.ece())
     arrays = table_arrays(table, "table")
     keep = nonempty_bins(arrays)
     w = arrays["weight"][keep]
@@ -123,17 +125,17 @@ def _from_arrays(
     ece = float(error_fn(p, y, n_bins=n_bins, strategy=strategy, weights=w))
     ci = None
     if ece_ci:
-        arrays = [p] + ([] if y is None else [y]) + ([] if w is None else [w])
-        has_y, has_w = y is not None, w is not None
-
-        def metric(*arrs: np.ndarray) -> float:
-            pp = arrs[0]
-            yy = arrs[1] if has_y else None
-            ww = arrs[-1] if has_w else None
-            return error_fn(pp, yy, n_bins=n_bins, strategy=strategy, weights=ww)
-
+        # the metric itself (not a wrapper) so that bootstrap_ci can use its vectorised path
+        arrays = [p] if y is None else [p, y]
         res = cal.bootstrap_ci(
-            metric, *arrays, n_resamples=n_resamples, confidence=confidence, seed=seed
+            error_fn,
+            *arrays,
+            n_resamples=n_resamples,
+            confidence=confidence,
+            seed=seed,
+            n_bins=n_bins,
+            strategy=strategy,
+            weights=w,
         )
         ci = (float(res.low), float(res.high))
     return table, ece, ci
@@ -241,7 +243,10 @@ def reliability_diagram(
     pairwise : bool, default False
         Treat raw probabilities as preference probabilities ``P(chosen preferred)`` and draw the
         order-free diagram (confidence ``max(p, 1 - p)``, through
-        :func:`auq.calibration.pairwise_reliability_table`).
+        :func:`auq.calibration.pairwise_reliability_table` and
+        :func:`auq.calibration.pairwise_calibration_error`); the x axis then spans [0.5, 1].
+        Set it too when passing tables made by ``pairwise_reliability_table``. Its bins cover
+        [0, 1] like the metric's, so an even ``n_bins`` puts a bin edge at 0.5.
     names : sequence of str, optional
         Legend names (default: the mapping keys, or "model 1", "model 2", ...).
     weights : array-like, optional
@@ -313,10 +318,20 @@ def reliability_diagram(
         show_gap = len(entries) == 1
     with _style.paper_style() if ax is None else nullcontext():
         fig, ax_main, ax_count = _make_axes(ax, show_counts)
-        _draw(entries, ax_main, ax_count, kind=kind, show_gap=show_gap, count_scale=count_scale)
+        _draw(
+            entries,
+            ax_main,
+            ax_count,
+            kind=kind,
+            show_gap=show_gap,
+            count_scale=count_scale,
+            diagonal_from=0.5 if pairwise else None,
+        )
         lo = min(float(e.table["bin_lower"].min()) for e in entries)
         hi = max(float(e.table["bin_upper"].max()) for e in entries)
         is_pairwise = pairwise or lo >= 0.5
+        if is_pairwise:  # order-free confidence max(p, 1 - p) lies in [0.5, 1]
+            lo = 0.5
         ax_main.set_xlim(lo, hi)
         bottom = 0.0
         if is_pairwise:  # accuracy of the preferred side rarely falls far below 0.5
@@ -376,9 +391,12 @@ def _draw(
     kind: str,
     show_gap: bool,
     count_scale: str,
+    diagonal_from: float | None = None,
 ) -> None:
     lo = min(float(e.table["bin_lower"].min()) for e in entries)
     hi = max(float(e.table["bin_upper"].max()) for e in entries)
+    if diagonal_from is not None:
+        lo = max(lo, diagonal_from)
     ax.plot(
         [lo, hi],
         [lo, hi],
