@@ -459,6 +459,7 @@ def test_overoptimization_lines_and_colours():
     texts = _legend_texts(ax)
     assert texts[:3] == list(objectives) and texts[3:] == ["gold reward", "proxy reward"]
     assert ax.get_xlabel().startswith("KL") and ax.get_ylabel() == "reward"
+    assert "sqrt" in overoptimization_plot(objectives, sqrt_kl=True).get_xlabel()
 
 
 def test_overoptimization_array_forms_and_validation():

@@ -158,10 +158,11 @@ def overoptimization_plot(
         _style.place_legend(
             ax, legend_loc, handles=handles + style_handles, ncol=2 if handles else 1
         )
-        ax.set_xlabel("\N{SQUARE ROOT}KL(\N{GREEK SMALL LETTER PI} \N{PARALLEL TO} "
-                      "\N{GREEK SMALL LETTER PI}_ref)" if sqrt_kl else
-                      "KL(\N{GREEK SMALL LETTER PI} \N{PARALLEL TO} "
-                      "\N{GREEK SMALL LETTER PI}_ref) (nats)")
+        ax.set_xlabel(
+            r"$\sqrt{\mathrm{KL}(\pi\,\|\,\pi_{\mathrm{ref}})}$"
+            if sqrt_kl
+            else r"KL$(\pi\,\|\,\pi_{\mathrm{ref}})$ [nats]"
+        )
         ax.set_ylabel("reward")
         ax.set_xlim(left=0.0)
         if title:
