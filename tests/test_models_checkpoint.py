@@ -103,6 +103,9 @@ def test_wrong_class_and_not_a_checkpoint(backbones, tmp_path):
         load_reward_model(backbones["bert"])  # a transformers model, not an auq checkpoint
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_reward_model(tmp_path / "nope")
+    os.replace(tmp_path / "m", tmp_path / ".m.old-1234abcd")  # crash between the two renames
+    with pytest.raises(FileNotFoundError, match="set aside as .*m.old-1234abcd"):
+        load_reward_model(tmp_path / "m")
 
 
 def test_interrupted_save_leaves_previous_checkpoint_loadable(backbones, tmp_path, monkeypatch):

@@ -365,6 +365,22 @@ class RewardModel(BaseRewardModel):
 
 
 # ---------------------------------------------------------------------------------------------
+def _target_modules(value: Any) -> str | list[str] | None:
+    """LoRA target modules as JSON-friendly data: None (PEFT's default for the model type), a
+    string (a regex or ``"all-linear"``) or a sorted list of module names."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        names = sorted(str(v) for v in value)
+    except TypeError:
+        raise TypeError(
+            f"lora_target_modules must be None, a string or a list of module names, got {type(value).__name__}"
+        ) from None
+    if not names:
+        raise ValueError("lora_target_modules is empty; give at least one module name or None")
+    return names
+
+
 def _lora_key(key: str) -> bool:
     return "lora_" in key
 
@@ -433,7 +449,7 @@ class RewardEnsemble(BaseRewardModel):
                 "r": check_int(lora_r, "lora_r", minimum=1),
                 "alpha": check_float(lora_alpha, "lora_alpha", minimum=0.0, inclusive=(False, True)),
                 "dropout": check_float(lora_dropout, "lora_dropout", minimum=0.0, maximum=1.0, inclusive=(True, False)),
-                "target_modules": lora_target_modules,
+                "target_modules": _target_modules(lora_target_modules),
             }
         config = RewardModelConfig(
             auq_model_type="reward_ensemble",

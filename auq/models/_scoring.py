@@ -247,9 +247,9 @@ def score(
     finally:
         model.train(was_training)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
-    return Predictions(
-        torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), torch.cat(targets).numpy(), ids
-    )
+    exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
+    labels = np.asarray(exact, dtype=np.float64) if exact is not None else torch.cat(targets).numpy()
+    return Predictions(torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), labels, ids)
 
 
 @torch.no_grad()
