@@ -483,7 +483,7 @@ class RewardEnsemble(BaseRewardModel):
         """Names of the LoRA adapters (``member_0`` ...), one per member."""
         return [f"member_{k}" for k in range(self.n_members)]
 
-    def _lora_config(self):
+    def _lora_config(self, fan_in_fan_out: bool = False):
         from peft import LoraConfig
 
         lora = self.config.lora or {}
@@ -493,19 +493,22 @@ class RewardEnsemble(BaseRewardModel):
             lora_dropout=float(lora.get("dropout", 0.0)),
             target_modules=lora.get("target_modules"),
             bias="none",
+            fan_in_fan_out=fan_in_fan_out,
         )
 
     def _make_lora(self, base: nn.Module) -> nn.Module:
         from peft import get_peft_model
 
+        # GPT-2 style Conv1D layers store weights transposed (PEFT would warn and switch)
+        fan_in = any(type(m).__name__ == "Conv1D" for m in base.modules())
         peft_model = None
         for k, name in enumerate(self.adapter_names):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed + k)
                 if peft_model is None:
-                    peft_model = get_peft_model(base, self._lora_config(), adapter_name=name)
+                    peft_model = get_peft_model(base, self._lora_config(fan_in), adapter_name=name)
                 else:
-                    peft_model.add_adapter(name, self._lora_config())
+                    peft_model.add_adapter(name, self._lora_config(fan_in))
         self._activate_adapter(peft_model, self.adapter_names[0])
         return peft_model
 
