@@ -41,7 +41,7 @@ class Predictions:
     --------
     >>> p = Predictions(np.array([[1.0, 2.0]]), np.array([[0.0, 0.5]]), np.array([1.0]), ["a"])
     >>> p.n_members, round(float(p.decompose().prob[0]), 3)
-    (2, 0.769)
+    (2, 0.774)
     """
 
     rewards_chosen: np.ndarray
