@@ -8,7 +8,8 @@ one ``RewardModel`` measured in the same run:
 - one model; ``heads`` ensemble K=8; ``independent`` ensemble K=4; optional ``lora`` K=4
   (mixed-adapter batch and adapter loop);
 - MC dropout T=16 ``scope="head"`` and T=32 ``scope="head"``;
-- MC dropout T=16 ``scope="full"``, batched (batch repeated T times) and as a loop;
+- MC dropout T=16 ``scope="full"``: batched (batch repeated T times, one forward), in chunks of
+  4 samples (``mc_batch_size = 4 * batch``) and as a loop;
 - a training step (BT loss, backward, AdamW) of ``heads`` K=8 on cached features vs one head.
 
 Targets (issue 3): heads K=8 <= 1.15x; head-scope MC T=32 <= 1.15x; full MC with T passes
@@ -22,7 +23,8 @@ median over repeats is reported.
 Usage::
 
     python benchmarks/reward_models.py                        # 64 pairs x 128 tokens, 5 repeats
-    python benchmarks/reward_models.py --pairs 8 --seq-len 64 --repeats 3   # a busy 2-core CPU
+    python benchmarks/reward_models.py --pairs 4 --seq-len 64 --repeats 3 --threads 1 --clock process
+                                              # a busy shared CPU: count CPU time, one thread
 """
 
 from __future__ import annotations
@@ -74,7 +76,15 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--train-steps", type=int, default=200, help="repeats of the cached-feature training step")
     parser.add_argument("--lora", action="store_true", help="also time a LoRA ensemble K=4")
     parser.add_argument("--device", default=None)
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    parser.add_argument(
+        "--clock", choices=("wall", "process"), default="wall",
+        help="wall: elapsed time; process: this process's CPU time (steadier on a shared CPU; CPU only)",
+    )
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = time.perf_counter if args.clock == "wall" else time.process_time
     logging.basicConfig(level=logging.WARNING)
     device = torch.device(args.device) if args.device else default_device()
     path = args.backbone or _minilm_path()
@@ -95,6 +105,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "MC head T=16": MCDropoutRewardModel(backbone, tok, scope="head", n_samples=16),
         "MC head T=32": MCDropoutRewardModel(backbone, tok, scope="head", n_samples=32),
         "MC full T=16 batched": MCDropoutRewardModel(backbone, tok, scope="full", n_samples=16),
+        "MC full T=16 chunks": MCDropoutRewardModel(
+            backbone, tok, scope="full", n_samples=16, mc_batch_size=4 * n_texts
+        ),
         "MC full T=16 loop": MCDropoutRewardModel(backbone, tok, scope="full", n_samples=16, batched=False),
     }
     lora_loop = None
@@ -111,13 +124,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         if name == "lora K=4 loop":
             model.lora_batched = False
         _sync(device)
-        start = time.perf_counter()
+        start = clock()
         with torch.no_grad():
             model(ids, mask)
         _sync(device)
         if name == "lora K=4 loop":
             model.lora_batched = True
-        return time.perf_counter() - start
+        return clock() - start
 
     names = list(models) + (["lora K=4 loop"] if args.lora else [])
     for name in names:  # warm-up
@@ -142,10 +155,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         samples = []
         for _ in range(args.train_steps):
             _sync(device)
-            start = time.perf_counter()
+            start = clock()
             _train_step(head, opt, fc, fr)
             _sync(device)
-            samples.append(time.perf_counter() - start)
+            samples.append(clock() - start)
         step_times[k] = statistics.median(samples)
 
     base = med["one model"]
@@ -153,9 +166,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "heads K=8": 1.15,
         "MC head T=32": 1.15,
         "MC full T=16 batched": 1.1 * 16,
+        "MC full T=16 chunks": 1.1 * 16,
         "MC full T=16 loop": 1.1 * 16,
     }
-    print(f"device={device.type} threads={torch.get_num_threads()} backbone={os.path.basename(path.rstrip('/'))} "
+    print(f"device={device.type} threads={torch.get_num_threads()} clock={args.clock} backbone={os.path.basename(path.rstrip('/'))} "
           f"pairs={args.pairs} seq_len={args.seq_len} texts/forward={n_texts} repeats={args.repeats}")
     print(f"{'configuration':<24}{'median s':>10}{'ratio':>9}{'target':>9}  ok")
     for name in names:
