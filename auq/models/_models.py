@@ -365,6 +365,22 @@ class RewardModel(BaseRewardModel):
 
 
 # ---------------------------------------------------------------------------------------------
+def _target_modules(value: Any) -> str | list[str] | None:
+    """LoRA target modules as JSON-friendly data: None (PEFT's default for the model type), a
+    string (a regex or ``"all-linear"``) or a sorted list of module names."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        names = sorted(str(v) for v in value)
+    except TypeError:
+        raise TypeError(
+            f"lora_target_modules must be None, a string or a list of module names, got {type(value).__name__}"
+        ) from None
+    if not names:
+        raise ValueError("lora_target_modules is empty; give at least one module name or None")
+    return names
+
+
 def _lora_key(key: str) -> bool:
     return "lora_" in key
 
@@ -417,10 +433,15 @@ class RewardEnsemble(BaseRewardModel):
     ):
         check_choice(kind, "kind", ENSEMBLE_KINDS)
         n_members = check_int(n_members, "n_members", minimum=1)
-        if train_trunk is None:
+        if kind == "lora":
+            if train_trunk is False:
+                raise ValueError(
+                    "train_trunk=False does not apply to kind='lora': the adapters inside the trunk "
+                    "are what trains (PEFT keeps the base weights frozen); use kind='heads' for a frozen trunk"
+                )
+            train_trunk = True  # the trunk's features change in training: not cacheable
+        elif train_trunk is None:
             train_trunk = kind == "independent"
-        if kind == "lora" and train_trunk:
-            raise ValueError("train_trunk must be False for kind='lora' (the adapters are trained, the base is frozen)")
         bcfg = backbone.config
         lora = None
         if kind == "lora":
@@ -428,7 +449,7 @@ class RewardEnsemble(BaseRewardModel):
                 "r": check_int(lora_r, "lora_r", minimum=1),
                 "alpha": check_float(lora_alpha, "lora_alpha", minimum=0.0, inclusive=(False, True)),
                 "dropout": check_float(lora_dropout, "lora_dropout", minimum=0.0, maximum=1.0, inclusive=(True, False)),
-                "target_modules": lora_target_modules,
+                "target_modules": _target_modules(lora_target_modules),
             }
         config = RewardModelConfig(
             auq_model_type="reward_ensemble",
@@ -444,6 +465,8 @@ class RewardEnsemble(BaseRewardModel):
             lora=lora,
         )
         super().__init__(config, tokenizer)
+        #: LoRA only: in eval mode run all adapters in one mixed-adapter batch (False: one by one)
+        self.lora_batched = True
         self.heads = MemberHeads(config.hidden_size, n_members, seed=config.seed, hidden=config.head_hidden)
         if kind == "heads":
             self.backbone = backbone
@@ -460,7 +483,7 @@ class RewardEnsemble(BaseRewardModel):
         """Names of the LoRA adapters (``member_0`` ...), one per member."""
         return [f"member_{k}" for k in range(self.n_members)]
 
-    def _lora_config(self):
+    def _lora_config(self, fan_in_fan_out: bool = False):
         from peft import LoraConfig
 
         lora = self.config.lora or {}
@@ -470,19 +493,22 @@ class RewardEnsemble(BaseRewardModel):
             lora_dropout=float(lora.get("dropout", 0.0)),
             target_modules=lora.get("target_modules"),
             bias="none",
+            fan_in_fan_out=fan_in_fan_out,
         )
 
     def _make_lora(self, base: nn.Module) -> nn.Module:
         from peft import get_peft_model
 
+        # GPT-2 style Conv1D layers store weights transposed (PEFT would warn and switch)
+        fan_in = any(type(m).__name__ == "Conv1D" for m in base.modules())
         peft_model = None
         for k, name in enumerate(self.adapter_names):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed + k)
                 if peft_model is None:
-                    peft_model = get_peft_model(base, self._lora_config(), adapter_name=name)
+                    peft_model = get_peft_model(base, self._lora_config(fan_in), adapter_name=name)
                 else:
-                    peft_model.add_adapter(name, self._lora_config())
+                    peft_model.add_adapter(name, self._lora_config(fan_in))
         self._activate_adapter(peft_model, self.adapter_names[0])
         return peft_model
 
@@ -526,7 +552,7 @@ class RewardEnsemble(BaseRewardModel):
     def _encode_lora(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         k, b = self.n_members, input_ids.shape[0]
         pooling = self.config.pooling
-        if not self.training and k > 1:
+        if not self.training and k > 1 and self.lora_batched:
             # one batched forward: PEFT routes each row through its own adapter
             names = [name for name in self.adapter_names for _ in range(b)]
             ids = input_ids.repeat(k, 1)
@@ -570,7 +596,8 @@ class RewardEnsemble(BaseRewardModel):
         """Load a backbone by path or Hub id and build a K-member ensemble of the given ``kind``.
 
         ``train_trunk`` defaults to False for ``heads`` (frozen shared trunk) and True for
-        ``independent``; ``lora`` always freezes the base and trains the adapters.
+        ``independent``; for ``lora`` the adapters inside the trunk train (PEFT keeps the base
+        weights frozen), so ``trunk_frozen`` is False.
         """
         check_choice(kind, "kind", ENSEMBLE_KINDS)
         check_int(n_members, "n_members", minimum=1)
