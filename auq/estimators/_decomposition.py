@@ -1,0 +1,213 @@
+"""Uncertainty decomposition of pairwise preferences from member margins."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from auq._checks import as_float_tensor
+from auq._math import binary_entropy_from_logits
+from auq.estimators._common import (
+    as_tensor_pair,
+    check_unit,
+    compute_dtype,
+    population_std,
+    to_numpy_column,
+    to_unit,
+)
+
+__all__ = ["Decomposition", "decompose"]
+
+
+@dataclass(frozen=True, eq=False)
+class Decomposition:
+    """Per-pair uncertainty of a preference judgement by an ensemble (or MC-dropout samples).
+
+    Every array field has shape ``[n_pairs]`` and the type of the input (NumPy float64 for NumPy or
+    list input; a torch tensor on the input's device and dtype for tensor input).
+
+    Two views, answering two questions:
+
+    * **Entropy view** (``prob``, ``total``, ``aleatoric``, ``epistemic``): *how sure is the model
+      about which response is preferred?* ``total = aleatoric + epistemic``. These terms describe
+      the *preference* and shrink as margins grow, whatever the members' disagreement about the
+      rewards themselves; out-of-domain pairs often have large margins, so a small epistemic term
+      is no evidence that a pair is in-domain.
+    * **Variance view** (``margin_mean``, ``margin_std``): the members' mean margin and its spread,
+      in reward units. For *is this response out of domain?* use the per-response reward spread
+      (:func:`auq.estimators.response_reward_stats`, :func:`auq.estimators.pair_reward_stats`).
+
+    Attributes
+    ----------
+    prob : array
+        Mean member probability that the chosen response is preferred, ``mean_k σ(m_k)``.
+    total : array
+        Entropy of ``prob`` (predictive uncertainty).
+    aleatoric : array
+        Mean member entropy ``mean_k H(σ(m_k))`` (expected data uncertainty).
+    epistemic : array
+        ``total - aleatoric``: the mutual information between the label and the member (BALD);
+        ``>= 0``, exactly 0 for one member.
+    margin_mean : array
+        Mean member margin ``mean_k m_k``.
+    margin_std : array
+        Population standard deviation of the member margins (``ddof=0``: the members are the whole
+        ensemble, not a sample from one); 0 for one member.
+    unit : str
+        ``"nats"`` or ``"bits"``: the unit of ``total``, ``aleatoric`` and ``epistemic``.
+    n_members : int
+        Number of members (columns) the decomposition was computed from.
+    """
+
+    prob: Any
+    total: Any
+    aleatoric: Any
+    epistemic: Any
+    margin_mean: Any
+    margin_std: Any
+    unit: str = "nats"
+    n_members: int = 1
+
+    _ARRAY_FIELDS: ClassVar[tuple[str, ...]] = (
+        "prob",
+        "total",
+        "aleatoric",
+        "epistemic",
+        "margin_mean",
+        "margin_std",
+    )
+
+    def __len__(self) -> int:
+        return int(self.prob.shape[0])
+
+    def to_pandas(self):
+        """One row per pair, one column per array field.
+
+        Examples
+        --------
+        >>> decompose([[2.0, -2.0]]).to_pandas().columns.tolist()
+        ['prob', 'total', 'aleatoric', 'epistemic', 'margin_mean', 'margin_std']
+        """
+        import pandas as pd
+
+        return pd.DataFrame(
+            {name: to_numpy_column(getattr(self, name)) for name in self._ARRAY_FIELDS}
+        )
+
+    def __repr__(self) -> str:
+        names = [f.name for f in fields(self)]
+        return (
+            f"Decomposition(n_pairs={len(self)}, n_members={self.n_members}, unit={self.unit!r}, "
+            f"fields={names[:6]})"
+        )
+
+
+def decompose(
+    margins_or_rewards_chosen: Any,
+    rewards_rejected: Any = None,
+    *,
+    unit: str = "nats",
+) -> Decomposition:
+    """Decompose each pair's preference uncertainty into aleatoric and epistemic parts.
+
+    With one argument it is the member margins ``m[i, k] = r_k(chosen_i) - r_k(rejected_i)``,
+    shape ``[n_pairs, n_members]``; with two it is the member rewards of the chosen and the
+    rejected responses (same shape) and ``m = rewards_chosen - rewards_rejected``. A 1-D input is
+    one member. Member ``k``'s preference probability is ``p_k = σ(m_k)``.
+
+    Entropy view -- *how uncertain is the preference?*  ``prob = mean_k p_k``,
+    ``total = H(prob)``, ``aleatoric = mean_k H(p_k)``, ``epistemic = total - aleatoric`` (the
+    mutual information, BALD). Everything is computed in log-space from the margins
+    (``log prob = logsumexp_k logσ(m_k) - log K``, ``log(1 - prob) = logsumexp_k logσ(-m_k) -
+    log K``), so margins of ±1e4 give finite, exact results in float32 and float64. The entropy
+    terms describe the preference: they shrink as margins grow, even for out-of-domain pairs
+    where the members disagree about the rewards.
+
+    Variance view -- *how much do the members disagree about the margin?*  ``margin_mean`` and
+    ``margin_std`` (population std, ``ddof=0``) over members, in reward units. To flag
+    out-of-domain *responses*, use the per-response reward std of
+    :func:`response_reward_stats` / :func:`pair_reward_stats` instead.
+
+    One implementation serves NumPy and torch: NumPy or list input gives NumPy float64 fields;
+    a tensor gives tensors on its device and dtype (float16/bfloat16 computed in float32 and cast
+    back), differentiable, so losses can use them.
+
+    Parameters
+    ----------
+    margins_or_rewards_chosen : array-like or torch.Tensor, shape [n_pairs, n_members] or [n_pairs]
+        Member margins, or (with ``rewards_rejected``) member rewards of the chosen responses.
+    rewards_rejected : array-like or torch.Tensor, optional
+        Member rewards of the rejected responses, same shape as ``margins_or_rewards_chosen``.
+    unit : {"nats", "bits"}, default "nats"
+        Unit of the entropy terms (bits = nats / ln 2). Margins are unaffected.
+
+    Returns
+    -------
+    Decomposition
+
+    Raises
+    ------
+    ValueError
+        NaN/inf, empty or non 1-/2-D input, shapes that differ, or an unknown ``unit``.
+
+    Examples
+    --------
+    >>> d = decompose([[2.0, -2.0], [3.0, 3.0]])
+    >>> d.prob.round(4).tolist(), d.epistemic.round(4).tolist()
+    ([0.5, 0.9526], [0.3278, 0.0])
+    >>> d = decompose([[1.0, 2.0]], [[0.0, 0.0]], unit="bits")  # rewards of chosen and rejected
+    >>> float(d.margin_mean[0]), float(d.margin_std[0])
+    (1.5, 0.5)
+    """
+    unit = check_unit(unit)
+    if rewards_rejected is None:
+        m, restore = as_float_tensor(margins_or_rewards_chosen, "margins", ndim=(1, 2))
+    else:
+        chosen, rejected, restore = as_tensor_pair(
+            margins_or_rewards_chosen,
+            rewards_rejected,
+            "rewards_chosen",
+            "rewards_rejected",
+            ndim=(1, 2),
+        )
+        m = chosen - rejected
+    out_dtype = m.dtype
+    m = m.to(compute_dtype(m))
+    if m.ndim == 1:
+        m = m.unsqueeze(1)
+    n_members = int(m.shape[1])
+
+    log_k = math.log(n_members)
+    log_p = torch.logsumexp(F.logsigmoid(m), dim=1) - log_k
+    log_q = torch.logsumexp(F.logsigmoid(-m), dim=1) - log_k  # log(1 - prob)
+    prob = torch.exp(log_p)
+    total = -(prob * log_p + torch.exp(log_q) * log_q)
+    aleatoric = binary_entropy_from_logits(m).mean(dim=1)
+    if n_members == 1:
+        # H(mean) and mean H are the same number; make the identity exact, not merely close.
+        total = aleatoric
+        epistemic = torch.zeros_like(aleatoric)
+        margin_std = torch.zeros_like(aleatoric)
+    else:
+        # Jensen: total >= aleatoric; only rounding (~1e-16 relative) can make the difference < 0.
+        epistemic = torch.clamp_min(total - aleatoric, 0.0)
+        margin_std = population_std(m, dim=1)
+    margin_mean = m.mean(dim=1)
+
+    def out(t: torch.Tensor) -> Any:
+        return restore(t.to(out_dtype))
+
+    return Decomposition(
+        prob=out(prob),
+        total=out(to_unit(total, unit)),
+        aleatoric=out(to_unit(aleatoric, unit)),
+        epistemic=out(to_unit(epistemic, unit)),
+        margin_mean=out(margin_mean),
+        margin_std=out(margin_std),
+        unit=unit,
+        n_members=n_members,
+    )
