@@ -7,6 +7,7 @@ import json
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -119,24 +120,10 @@ def test_dataset_split_shuffle_roundtrip_and_fingerprint():
     assert changed.fingerprint() != fp
 
 
-def test_fingerprint_is_stable_across_processes():
-    import subprocess
-    import sys
-
-    code = (
-        "from auq.data import PreferenceDataset;"
-        "print(PreferenceDataset(['q'], ['a é'], ['b'], targets=[0.3]).fingerprint())"
-    )
-    root = os.path.join(os.path.dirname(__file__), "..")
-    outs = {
-        subprocess.run(
-            [sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
-            env={**os.environ, "PYTHONHASHSEED": str(seed)}, check=True,
-        ).stdout.strip()
-        for seed in (1, 2)
-    }
-    assert len(outs) == 1
-    assert outs == {PreferenceDataset(["q"], ["a é"], ["b"], targets=[0.3]).fingerprint()}
+def test_fingerprint_is_a_fixed_value():
+    # a golden value: the digest must not depend on the process (hash seed), platform or run
+    ds = PreferenceDataset(["q"], ["a é"], ["b"], targets=[0.3])
+    assert ds.fingerprint() == "d8baa7f3877a771b0ecd49e98898afc778355735e7af21cf91ce51edf3260c57"
 
 
 @pytest.mark.parametrize(
@@ -205,6 +192,12 @@ def test_collator_bert_special_tokens_padding_and_labels(bert_tokenizer):
     lengths = torch.cat([batch["attention_mask_chosen"].sum(1), batch["attention_mask_rejected"].sum(1)])
     assert batch["input_ids_chosen"].shape[1] == int(lengths.max())
     assert coll.n_truncated == 0 and coll.n_pairs == 2
+    # works as a torch DataLoader collate_fn over the dataset
+    loader = torch.utils.data.DataLoader(ds, batch_size=2, shuffle=False, collate_fn=coll)
+    (again,) = list(loader)
+    assert all(torch.equal(again[k], batch[k]) for k in batch)
+    nones = coll([{"prompt": "", "chosen": "a", "rejected": "b", "target": None, "weight": None}])
+    assert nones["targets"].tolist() == [1.0] and nones["weights"].tolist() == [1.0]
 
 
 def test_collator_truncates_prompt_from_left_and_counts(bert_tokenizer):
@@ -288,3 +281,264 @@ def test_collator_bad_input(bert_tokenizer):
         coll([])
     with pytest.raises(ValueError, match="max_length"):
         PreferenceCollator(bert_tokenizer, max_length=2)
+
+
+# ---------------------------------------------------------------- hh-rlhf and formats
+def test_hh_rlhf_split_every_bundled_row():
+    from auq.data import load_hh_rlhf
+
+    raw = _raw_hh_rows()
+    ds = load_hh_rlhf()
+    assert len(ds) == len(raw) == 1734 and ds.format == "hh_rlhf"
+    for i, row in enumerate(raw):
+        ex = ds[i]
+        assert ex["prompt"] + ex["chosen"] == row["chosen"]
+        assert ex["prompt"] + ex["rejected"] == row["rejected"]
+        assert ex["prompt"].startswith("\n\nHuman:") and ex["prompt"].endswith("\n\nAssistant:")
+        # the replies are the final turn: no further Assistant turn begins in the common part
+        assert ex["chosen"] != ex["rejected"] or row["chosen"] == row["rejected"]
+    assert ds.ids[:3] == [0, 1, 2]
+    # rows whose reply contains "Human:" text are split at the common prefix, not at the reply
+    tricky = [i for i in range(len(ds)) if "Human:" in ds.chosen[i] or "Assistant:" in ds.chosen[i]]
+    assert tricky, "the README says some replies contain role text"
+    assert len(load_hh_rlhf(n=7)) == 7
+
+
+def test_split_helpers():
+    from auq.data import split_common_messages, split_hh_transcript
+
+    c = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant: Human: see you"
+    r = "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant: ciao"
+    assert split_hh_transcript(c, r) == (
+        "\n\nHuman: hi\n\nAssistant: hello\n\nHuman: bye\n\nAssistant:", " Human: see you", " ciao"
+    )
+    assert split_hh_transcript("\n\nHuman: a", "\n\nHuman: b") is None
+    u = {"role": "user", "content": "q"}
+    a1, a2 = {"role": "assistant", "content": "x"}, {"role": "assistant", "content": "y"}
+    assert split_common_messages([u, a1], [u, a2]) == ([u], [a1], [a2])
+    assert split_common_messages([u, a1], [u, a1]) == ([u], [a1], [a1])
+
+
+def test_formats_detected():
+    from auq.data import load_preferences
+
+    std = load_preferences({"prompt": ["q?"], "chosen": [" yes"], "rejected": [" no"]})
+    assert std.format == "standard" and std[0]["prompt"] == "q?"
+    imp = load_preferences({"chosen": ["The sky is blue."], "rejected": ["The sky is green."]})
+    assert imp.format == "implicit_prompt" and imp.prompt == [""] and imp.chosen == ["The sky is blue."]
+    u = {"role": "user", "content": "What color is the sky?"}
+    a1 = {"role": "assistant", "content": "Blue."}
+    a2 = {"role": "assistant", "content": "Green."}
+    conv = load_preferences({"prompt": [[u]], "chosen": [[a1]], "rejected": [[a2]]})
+    assert conv.format == "conversational" and conv.is_conversational and conv[0]["prompt"] == [u]
+    conv_imp = load_preferences({"chosen": [[u, a1]], "rejected": [[u, a2]]})
+    assert conv_imp.format == "conversational_implicit_prompt"
+    assert conv_imp[0] == {"prompt": [u], "chosen": [a1], "rejected": [a2], "target": 1.0, "weight": 1.0, "index": 0}
+    hh = load_preferences({"chosen": ["\n\nHuman: hi\n\nAssistant: hello"], "rejected": ["\n\nHuman: hi\n\nAssistant: go away"]})
+    assert hh.format == "hh_rlhf" and hh.chosen == [" hello"] and hh.prompt == ["\n\nHuman: hi\n\nAssistant:"]
+    # conversational data render through the chat template in the collator
+    with pytest.raises(TypeError, match=r"prompt\[0\] is a string but the responses are message lists"):
+        load_preferences({"prompt": ["q"], "chosen": [[a1]], "rejected": [[a2]]})
+
+
+def test_soft_labels_votes_weights_carried_through(bert_tokenizer):
+    from auq.data import load_preferences
+
+    df = pd.DataFrame(
+        {
+            "question": ["a?", "b?", "c?"],
+            "good": ["x", "y", "z"],
+            "bad": ["u", "v", "w"],
+            "n_good": [4, 1, 3],
+            "n_bad": [0, 3, 1],
+            "w": [1.0, 0.5, 2.0],
+        }
+    )
+    ds = load_preferences(
+        df, prompt_column="question", chosen_column="good", rejected_column="bad",
+        votes_columns=("n_good", "n_bad"), weight_column="w",
+    )
+    np.testing.assert_allclose(ds.targets, [1.0, 0.25, 0.75])
+    batch = PreferenceCollator(bert_tokenizer)([ds[1], ds[2]])
+    assert batch["targets"].tolist() == [0.25, 0.75] and batch["weights"].tolist() == [0.5, 2.0]
+    soft = load_preferences({"prompt": ["", ""], "chosen": ["a", "b"], "rejected": ["c", "d"], "p": [0.6, 0.9]}, target_column="p")
+    np.testing.assert_allclose(soft.targets, [0.6, 0.9])
+
+
+# ---------------------------------------------------------------- loaders
+ROWS = [
+    {"prompt": "What is 2+2?", "chosen": " 4", "rejected": " 5", "target": 0.9},
+    {"prompt": "Capital of France?", "chosen": " Paris", "rejected": " Lyon – non-ASCII ✓", "target": 0.7},
+    {"prompt": "", "chosen": "Hi", "rejected": "Go away", "target": 1.0},
+]
+
+
+def _expected_check(ds):
+    assert len(ds) == 3 and ds.format == "standard"
+    assert ds.prompt == [r["prompt"] for r in ROWS]
+    assert ds.chosen == [r["chosen"] for r in ROWS] and ds.rejected == [r["rejected"] for r in ROWS]
+    np.testing.assert_allclose(ds.targets, [0.9, 0.7, 1.0])
+
+
+def test_load_from_files(tmp_path):
+    from auq.data import load_preferences
+
+    df = pd.DataFrame(ROWS)
+    jl = tmp_path / "d.jsonl"
+    jl.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in ROWS), encoding="utf-8")
+    gz = tmp_path / "d.jsonl.gz"
+    with gzip.open(gz, "wt", encoding="utf-8") as f:
+        f.write(jl.read_text(encoding="utf-8"))
+    js = tmp_path / "d.json"
+    js.write_text(json.dumps(ROWS, ensure_ascii=False), encoding="utf-8")
+    csv = tmp_path / "d.csv"
+    df.to_csv(csv, index=False, encoding="utf-8")
+    pq = tmp_path / "d.parquet"
+    df.to_parquet(pq)
+    for path in (jl, gz, js, pq):
+        _expected_check(load_preferences(path))
+    # CSV turns the empty prompt into a missing value: a clear error, not a silent "nan"
+    with pytest.raises(TypeError, match=r"prompt\[2\] must be a string, got float"):
+        load_preferences(str(csv))
+    _expected_check(load_preferences(df))
+    _expected_check(load_preferences({k: [r[k] for r in ROWS] for k in ROWS[0]}))
+    bad = tmp_path / "d.txt"
+    bad.write_text("x")
+    with pytest.raises(ValueError, match="unsupported type"):
+        load_preferences(bad)
+
+
+def test_load_conversational_parquet(tmp_path):
+    from auq.data import load_preferences
+
+    u = {"role": "user", "content": "hi"}
+    df = pd.DataFrame({
+        "prompt": [[u], [u]],
+        "chosen": [[{"role": "assistant", "content": "hello"}], [{"role": "assistant", "content": "hey"}]],
+        "rejected": [[{"role": "assistant", "content": "go"}], [{"role": "assistant", "content": "no"}]],
+    })
+    df.to_parquet(tmp_path / "c.parquet")
+    ds = load_preferences(tmp_path / "c.parquet")
+    assert ds.format == "conversational" and ds[1]["chosen"] == [{"role": "assistant", "content": "hey"}]
+
+
+def test_load_datasets_objects_and_hub_path(tmp_path):
+    import datasets
+
+    from auq.data import load_preferences
+
+    hf = datasets.Dataset.from_list(ROWS)
+    _expected_check(load_preferences(hf))
+    dd = datasets.DatasetDict({"train": hf, "test": hf.select([0])})
+    _expected_check(load_preferences(dd, split="train"))
+    with pytest.raises(ValueError, match=r"split is required .* \['train', 'test'\]"):
+        load_preferences(dd)
+    # the Hub-id path: datasets.load_dataset on a local data folder and on a builder + data_files
+    folder = tmp_path / "hub_like"
+    folder.mkdir()
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in ROWS), encoding="utf-8")
+    cache = str(tmp_path / "cache")
+    _expected_check(load_preferences(str(folder), split="train", cache_dir=cache))
+    _expected_check(load_preferences(str(folder), cache_dir=cache))  # one split: used
+    _expected_check(
+        load_preferences("json", split="train", data_files=str(folder / "train.jsonl"), cache_dir=cache)
+    )
+
+
+def test_loader_errors_name_columns():
+    from auq.data import load_preferences
+
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['rejected'\]; it has \['answer', 'chosen', 'prompt'\]"):
+        load_preferences({"prompt": ["q"], "chosen": ["a"], "answer": ["b"]})
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['question'\]"):
+        load_preferences({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"]}, prompt_column="question")
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['good', 'rejected'\]; it has \['chosen_x'\]"):
+        load_preferences({"chosen_x": ["a"]}, chosen_column="good")
+    with pytest.raises(ValueError, match=r"column 'good'.*chosen\[1\] is an empty string"):
+        load_preferences({"good": ["a", ""], "rejected": ["b", "c"]}, chosen_column="good")
+    with pytest.raises(TypeError, match=r"rejected\[0\] must be a string"):
+        load_preferences({"prompt": ["q"], "chosen": ["a"], "rejected": [7]})
+    with pytest.raises(ValueError, match="column 'rejected' has length 1"):
+        load_preferences({"prompt": ["q", "r"], "chosen": ["a", "b"], "rejected": ["b"]})
+    with pytest.raises(ValueError, match=r"targets must be labels in \[0, 1\]"):
+        load_preferences({"prompt": ["q"], "chosen": ["a"], "rejected": ["b"], "target": [1.5]})
+    with pytest.raises(TypeError, match="source must be"):
+        load_preferences(42)
+
+
+# ---------------------------------------------------------------- synthetic
+def test_synthetic_flip_rate_and_gold_reward():
+    from auq.data import make_synthetic_preferences
+
+    data = make_synthetic_preferences(20_000, flip_rate=0.1, seed=0)
+    assert len(data) == 20_000 and len(data.dataset) == 20_000
+    assert abs(data.flipped.mean() - 0.1) < 0.01
+    gen = data.generator
+    # gold reward of the texts is exactly the true reward
+    np.testing.assert_allclose(gen.reward(data.dataset.chosen), data.rewards_chosen, atol=1e-12)
+    np.testing.assert_allclose(gen.reward(data.dataset.rejected), data.rewards_rejected, atol=1e-12)
+    np.testing.assert_allclose(gen.decode(data.dataset.chosen), data.features_chosen)
+    np.testing.assert_allclose(data.true_probs, 1 / (1 + np.exp(-gen.beta * (data.rewards_chosen - data.rewards_rejected))))
+    # the labels agree with the gold reward as often as the BT model plus flips says
+    margin = gen.reward(data.dataset.chosen) - gen.reward(data.dataset.rejected)
+    agree = margin > 0
+    assert agree[~data.flipped].mean() > 0.75 and agree[data.flipped].mean() < 0.25
+    q = data.label_probs[margin != 0]
+    assert abs(agree[margin != 0].mean() - np.maximum(q, 1 - q).mean()) < 0.01
+    # with near-deterministic labels and no flips the gold reward recovers every label
+    sharp = make_synthetic_preferences(2000, beta=1e4, seed=3)
+    m = sharp.rewards_chosen - sharp.rewards_rejected
+    assert (m[m != 0] > 0).all()
+    # unknown words score 0, repeats count: the gold reward is hackable
+    best = " ".join(gen.vocabulary[j, np.argmax(gen.word_scores[j])] for j in range(gen.dim))
+    assert gen.reward([best + " " + best])[0] == pytest.approx(2 * gen.reward([best])[0])
+    assert gen.reward(["hello there"])[0] == 0.0
+    # the same reward across draws with the same reward_seed; a different one otherwise
+    other = make_synthetic_preferences(10, seed=5)
+    assert other.generator.vocabulary.tolist() == gen.vocabulary.tolist()
+    assert make_synthetic_preferences(10, reward_seed=1).generator.vocabulary.tolist() != gen.vocabulary.tolist()
+    # reproducible
+    again = make_synthetic_preferences(20_000, flip_rate=0.1, seed=0)
+    assert again.dataset.fingerprint() == data.dataset.fingerprint()
+
+
+def test_synthetic_shift_changes_distribution_and_features_mode():
+    from auq.data import make_synthetic_preferences
+
+    ind = make_synthetic_preferences(3000, seed=0)
+    ood = make_synthetic_preferences(3000, shift=3.0, seed=1)
+    gen = ind.generator
+    top = gen.n_levels - 1
+    assert (gen.quantise(ind.features_chosen) == top).mean() < 0.01
+    assert (gen.quantise(ood.features_chosen) == top).mean() > 0.4
+    from collections import Counter
+
+    counts_in = Counter(w for t in ind.dataset.chosen + ind.dataset.rejected for w in t.split())
+    freq_in = {w: c / (2 * len(ind)) for w, c in counts_in.items()}  # share of responses with w
+    words_out = [w for t in ood.dataset.chosen for w in t.split()]
+    rare = np.mean([freq_in.get(w, 0.0) < 0.03 for w in words_out])
+    assert rare > 0.6  # shifted responses are mostly words that are rare in distribution
+    assert np.mean([freq_in.get(w, 0.0) < 0.03 for t in ind.dataset.chosen for w in t.split()]) < 0.1
+    cont = make_synthetic_preferences(5000, shift=2.0, as_text=False, dim=4, seed=2)
+    assert cont.dataset is None and cont.features_chosen.shape == (5000, 4)
+    allx = np.concatenate([cont.features_chosen, cont.features_rejected])
+    np.testing.assert_allclose(allx.mean(0), 2.0, atol=0.05)
+    np.testing.assert_allclose(allx.std(0), 1.0, atol=0.05)
+    np.testing.assert_allclose(gen.reward_features(ind.features_chosen), ind.rewards_chosen)
+    voted = make_synthetic_preferences(500, n_annotators=5, seed=4)
+    assert voted.votes.sum(1).tolist() == [5.0] * 500
+    np.testing.assert_allclose(voted.dataset.targets, voted.votes[:, 0] / 5)
+    assert list(voted.to_pandas().columns)[:2] == ["chosen", "rejected"]
+    with pytest.raises(ValueError, match="flip_rate"):
+        make_synthetic_preferences(10, flip_rate=0.7)
+    with pytest.raises(ValueError, match="n_pairs"):
+        make_synthetic_preferences(0)
+
+
+def test_synthetic_texts_tokenise_to_one_token_per_word(bert_tokenizer):
+    from auq.data import make_synthetic_preferences
+
+    data = make_synthetic_preferences(20, seed=0)
+    coll = PreferenceCollator(bert_tokenizer, max_length=32)
+    batch = coll([data.dataset[i] for i in range(20)])
+    assert (batch["attention_mask_chosen"].sum(1) == data.generator.dim + 2).all()

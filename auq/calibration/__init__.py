@@ -1,1 +1,53 @@
-"""auq.calibration."""
+"""auq.calibration: calibration metrics, bootstrap intervals, streaming accumulators.
+
+Metrics (:mod:`.metrics`), bootstrap (:mod:`.bootstrap`) and streaming (:mod:`.streaming`) share
+one binning implementation (:mod:`._binning`, which documents the bin-edge convention).
+"""
+
+from .bootstrap import ConfidenceInterval, bootstrap_ci
+from .metrics import (
+    BrierDecomposition,
+    ReliabilityTable,
+    brier_decomposition,
+    brier_score,
+    debiased_calibration_error,
+    expected_calibration_error,
+    negative_log_likelihood,
+    negative_log_likelihood_from_logits,
+    pairwise_calibration_error,
+    pairwise_reliability_table,
+    preference_accuracy,
+    reliability_table,
+    smooth_calibration_error,
+)
+from .streaming import StreamingBrier, StreamingECE, StreamingNLL
+
+__all__ = [
+    "BrierDecomposition",
+    "ConfidenceInterval",
+    "ReliabilityTable",
+    "StreamingBrier",
+    "StreamingECE",
+    "StreamingNLL",
+    "bootstrap_ci",
+    "brier_decomposition",
+    "brier_score",
+    "debiased_calibration_error",
+    "expected_calibration_error",
+    "negative_log_likelihood",
+    "negative_log_likelihood_from_logits",
+    "pairwise_calibration_error",
+    "pairwise_reliability_table",
+    "preference_accuracy",
+    "reliability_table",
+    "smooth_calibration_error",
+]
+
+# --- recalibration & selective prediction (branch `recal`) -------------------------------------
+# LEAD: when merging `recal`, re-export its public API here, e.g.
+#   from .recalibration import (BetaCalibration, HistogramBinning, IsotonicCalibration,
+#                               PlattScaling, TemperatureScaling)
+#   from .selective import (RiskCoverage, aurc, eaurc, error_detection_auroc, ood_auroc,
+#                           risk_coverage_curve)
+# and extend __all__ with those names.
+# -----------------------------------------------------------------------------------------------

@@ -1,6 +1,24 @@
 """auq.data: preference pairs, loaders, synthetic data with known rewards, tokenising collator."""
 
+from auq.data._formats import FORMATS, split_common_messages, split_hh_transcript
 from auq.data.collator import PreferenceCollator
 from auq.data.dataset import PreferenceDataset
+from auq.data.loaders import load_hh_rlhf, load_preferences
+from auq.data.synthetic import (
+    SyntheticPreferenceGenerator,
+    SyntheticPreferences,
+    make_synthetic_preferences,
+)
 
-__all__ = ["PreferenceDataset", "PreferenceCollator"]
+__all__ = [
+    "FORMATS",
+    "PreferenceCollator",
+    "PreferenceDataset",
+    "SyntheticPreferenceGenerator",
+    "SyntheticPreferences",
+    "load_hh_rlhf",
+    "load_preferences",
+    "make_synthetic_preferences",
+    "split_common_messages",
+    "split_hh_transcript",
+]

@@ -153,8 +153,8 @@ def columns_to_dataset(
     if missing:
         raise _missing_columns(source, missing, present)
 
-    chosen_raw = list(data[chosen_column])
-    rejected_raw = list(data[rejected_column])
+    chosen_raw = [_plain(v) for v in data[chosen_column]]
+    rejected_raw = [_plain(v) for v in data[rejected_column]]
     n = len(chosen_raw)
     for name in needed:
         if len(data[name]) != n:
@@ -171,7 +171,7 @@ def columns_to_dataset(
     if format in ("standard", "conversational"):
         if p_col is None:
             raise _missing_columns(source, ["prompt"], present)
-        prompt = list(data[p_col])
+        prompt = [_plain(v) for v in data[p_col]]
         chosen, rejected = chosen_raw, rejected_raw
         if format == "conversational":
             prompt = [_as_messages(p, "prompt", i) for i, p in enumerate(prompt)]
@@ -243,6 +243,13 @@ def columns_to_dataset(
     logger.info("read %d preference pairs (%s format) from %s", len(ds), format, source)
     ds.format = format
     return ds
+
+
+def _plain(value: Any) -> Any:
+    """NumPy arrays (message lists read from parquet) -> lists; everything else unchanged."""
+    if hasattr(value, "tolist") and not isinstance(value, (str, bytes)) and hasattr(value, "ndim"):
+        return value.tolist() if value.ndim > 0 else value
+    return value
 
 
 def _as_messages(value: Any, name: str, i: int) -> Any:

@@ -34,6 +34,11 @@ def _special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
     return [], []
 
 
+def _value(example: Mapping[str, Any], key: str, default: float) -> float:
+    v = example.get(key)
+    return default if v is None else float(v)
+
+
 class PreferenceCollator:
     """Turn a list of preference examples into padded token tensors for a reward model.
 
@@ -154,7 +159,7 @@ class PreferenceCollator:
     def _encode(self, texts: list[str]) -> list[list[int]]:
         if not texts:
             return []
-        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False)["input_ids"]]
+        return [list(ids) for ids in self.tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]]
 
     def _assemble(
         self, p_ids: list[int], r_ids: list[int], chat: bool
@@ -218,10 +223,12 @@ class PreferenceCollator:
             out[f"input_ids_{side}"] = ids
             out[f"attention_mask_{side}"] = mask
         out["targets"] = torch.tensor(
-            [float(ex.get("target", 1.0)) for ex in examples], dtype=torch.float32
+            [_value(ex, "target", 1.0) for ex in examples], dtype=torch.float32
         )
         out["weights"] = torch.tensor(
-            [float(ex.get("weight", 1.0)) for ex in examples], dtype=torch.float32
+            [_value(ex, "weight", 1.0) for ex in examples], dtype=torch.float32
         )
-        out["index"] = torch.tensor([int(ex.get("index", -1)) for ex in examples], dtype=torch.long)
+        out["index"] = torch.tensor(
+            [int(_value(ex, "index", -1)) for ex in examples], dtype=torch.long
+        )
         return out
