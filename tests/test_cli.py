@@ -15,6 +15,17 @@ from _trainer_fixtures import make_tiny_bert, synthetic_pairs
 from auq.cli import COMMANDS, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared machine: one intra-op thread is several times faster."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 PAIR_COLUMNS = [
     "prob",
     "total",
