@@ -133,6 +133,8 @@ def test_train_mc_dropout(files, tmp_path):
         (["train", "--data", "D.jsonl", "--backbone", "B", "--output", "O", "--members", "0"], "--members"),
         (["train", "--data", "D.jsonl", "--backbone", "B", "--output", "O", "--epochs", "-1"], "--epochs"),
         (["train", "--backbone", "B", "--output", "O"], "--data"),
+        (["train", "--data", "D.jsonl", "--backbone", "B", "--output", "O", "--resume", "nowhere"], "--resume"),
+        ([], "COMMAND"),
         (["score", "--model", "nowhere", "--data", "D.jsonl", "--output", "s.csv"], "--model"),
         (["score", "--model", "M", "--data", "D.jsonl", "--output", "s.txt"], "--output"),
     ],
