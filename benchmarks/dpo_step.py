@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (1 = stable timings)")
+    ap.add_argument("--aa", action="store_true", help="control: both arms run plain DPO (noise floor)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -60,7 +61,7 @@ def main() -> None:
         with torch.no_grad():
             ref_logps, _ = sequence_logps(ref, ids, attn, resp)
         pc, pr, rc, rr = logps[:b], logps[b:], ref_logps[:b], ref_logps[b:]
-        if weighted:
+        if weighted and not args.aa:
             loss = dpo_loss(pc, pr, rc, rr, beta=0.1, weights=weights, targets=targets)
         else:
             loss = dpo_loss(pc, pr, rc, rr, beta=0.1)
@@ -84,10 +85,34 @@ def main() -> None:
             weighted.append(step(True))
             plain.append(step(False))
     mp, mw = statistics.median(plain), statistics.median(weighted)
-    print(f"device={dev} threads={args.threads} pairs={b} length={n} hidden={args.hidden} layers={args.layers}")
+
+    # the loss alone (forward + backward on [B] log-probs), to show where any difference comes from
+    lp = torch.randn(4, b, device=dev, dtype=torch.float32)
+
+    def loss_only(weighted: bool) -> float:
+        xs = [x.clone().requires_grad_(True) for x in lp]
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        if weighted:
+            loss = dpo_loss(*xs, beta=0.1, weights=weights, targets=targets)
+        else:
+            loss = dpo_loss(*xs, beta=0.1)
+        loss.backward()
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t0
+
+    lo_p = statistics.median(loss_only(False) for _ in range(200))
+    lo_w = statistics.median(loss_only(True) for _ in range(200))
+    print(f"{'A/A CONTROL (both arms plain) ' if args.aa else ''}device={dev} threads={args.threads} pairs={b} length={n} hidden={args.hidden} layers={args.layers}")
     print(f"plain DPO step    median {mp * 1e3:8.2f} ms over {args.repeats}")
     print(f"weighted DPO step median {mw * 1e3:8.2f} ms over {args.repeats}")
     print(f"ratio weighted/plain = {mw / mp:.3f} (target <= 1.02)")
+    print(
+        f"loss only (fwd+bwd): plain {lo_p * 1e6:.0f} us, weighted {lo_w * 1e6:.0f} us; "
+        f"extra {(lo_w - lo_p) * 1e6:.0f} us = {(lo_w - lo_p) / mp * 100:.3f}% of a plain step"
+    )
 
 
 if __name__ == "__main__":

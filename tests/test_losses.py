@@ -83,6 +83,7 @@ def make_trl_dpo(tiny_lm_dir, tmp_path_factory):
                 per_device_train_batch_size=2,
                 report_to=[],
                 use_cpu=True,
+                bf16=False,
             )
             cache[key] = DPOTrainer(
                 model=AutoModelForCausalLM.from_pretrained(tiny_lm_dir),
@@ -235,7 +236,7 @@ def test_bradley_terry_margin_equals_trl_reward_trainer(tiny_lm_dir, tmp_path):
     ds = _tiny_dataset().remove_columns("prompt")
     trainer = RewardTrainer(
         model=AutoModelForSequenceClassification.from_pretrained(tiny_lm_dir, num_labels=1),
-        args=RewardConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+        args=RewardConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False),
         train_dataset=ds,
         processing_class=AutoTokenizer.from_pretrained(tiny_lm_dir),
     )

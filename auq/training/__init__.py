@@ -1,11 +1,20 @@
-"""auq.training: losses (Bradley-Terry, DPO variants, penalised rewards, PPO) and the reward-model trainer.
+"""auq.training: losses (Bradley-Terry, DPO variants, penalised rewards, PPO) and trainers.
 
-The loss functions live in :mod:`auq.training.losses` and are re-exported here; the Accelerate-based
-reward-model trainer lives in :mod:`auq.training.reward_trainer`.
+* :mod:`auq.training.losses` -- differentiable loss functions (re-exported here);
+* :mod:`auq.training.reward_trainer` -- :class:`RewardModelTrainer`, the Accelerate-based
+  reward-model trainer, and its :class:`RewardTrainerConfig`;
+* :mod:`auq.training.dpo_trainer` -- uncertainty-aware DPO.
 """
 
 from . import losses
-from .losses import *  # noqa: F403  (the losses module defines __all__)
+from .dpo_trainer import (
+    CausalLMPreferenceCollator,
+    UncertaintyDPOConfig,
+    UncertaintyDPOTrainer,
+    attach_uncertainty,
+    sequence_logps,
+)
+from .losses import *  # noqa: F403  (every name in losses.__all__)
 from .reward_trainer import (
     RewardModelTrainer,
     RewardTrainerConfig,
@@ -20,6 +29,11 @@ __all__ = [
     "TrainResult",
     "bootstrap_counts",
     "load_checkpoint_state",
+    "CausalLMPreferenceCollator",
+    "UncertaintyDPOConfig",
+    "UncertaintyDPOTrainer",
+    "attach_uncertainty",
+    "sequence_logps",
     "losses",
     *losses.__all__,
 ]

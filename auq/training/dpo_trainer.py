@@ -284,6 +284,12 @@ def _score_cached(reward_model: Any, dataset: Any, cache_path: str | None, batch
 # --------------------------------------------------------------------------------------------
 
 
+def _disable_dropout(model: torch.nn.Module) -> None:
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = 0.0
+
+
 @dataclass
 class UncertaintyDPOConfig:
     """Configuration of :class:`UncertaintyDPOTrainer` (JSON-serialisable).
@@ -301,6 +307,9 @@ class UncertaintyDPOConfig:
         Denominator of the weighted batch mean (Σw or number of pairs).
     precompute_ref_logps : bool
         Compute the reference log-probs once before training (then the reference model is freed).
+    disable_dropout : bool
+        Set every dropout probability of policy and reference to 0 (TRL's default), so that the
+        policy and reference log-probs agree at the start and the loss is deterministic.
     """
 
     output_dir: str = "auq-dpo"
@@ -322,6 +331,7 @@ class UncertaintyDPOConfig:
     robust_from_targets: bool = False
     robust_max_rate: float = 0.45
     precompute_ref_logps: bool = False
+    disable_dropout: bool = True
     shuffle: bool = True
     seed: int = 0
     logging_steps: int = 10
@@ -399,10 +409,20 @@ class UncertaintyDPOTrainer:
             # "no" leaves an already initialised Accelerate state (e.g. from another trainer) as it is
             mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
         )
+        if self.accelerator.mixed_precision != config.mixed_precision:
+            logger.warning(
+                "Accelerate was already initialised with mixed_precision=%r in this process; "
+                "config.mixed_precision=%r cannot override it",
+                self.accelerator.mixed_precision, config.mixed_precision,
+            )
         self.collator = CausalLMPreferenceCollator(tokenizer, config.max_length, config.max_prompt_length)
         torch.manual_seed(config.seed)
+        if config.disable_dropout:
+            _disable_dropout(model)
         if ref_model is None:
             ref_model = copy.deepcopy(model)
+        elif config.disable_dropout:
+            _disable_dropout(ref_model)
         ref_model.eval()
         for p in ref_model.parameters():
             p.requires_grad_(False)

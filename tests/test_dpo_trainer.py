@@ -1,0 +1,278 @@
+"""End-to-end tests of UncertaintyDPOTrainer with a tiny GPT-2 built from a config (offline)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from auq.data import PreferenceDataset  # noqa: E402
+from auq.training.dpo_trainer import (  # noqa: E402
+    CausalLMPreferenceCollator,
+    UncertaintyDPOConfig,
+    UncertaintyDPOTrainer,
+    attach_uncertainty,
+    sequence_logps,
+)
+from auq.training.losses import dpo_loss, uncertainty_weights  # noqa: E402
+
+PROMPTS = ["the cat", "a helpful", "please tell", "the weather", "what is the", "sure here", "I cannot", "a harmful"]
+CHOSEN = [" sat on the mat", " answer is short", " me how", " is sunny", " capital of france", " is a recipe", " help with that", " answer is rude"]
+REJECTED = [" is rude", " answer is long", " help", " is wind", " dog", " bread", " sorry", " answer is kind"]
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # tiny models on a shared 2-core machine: thread oversubscription costs 20x
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    from _tiny_lm import build_tiny_lm
+
+    return build_tiny_lm(str(tmp_path_factory.mktemp("tiny_lm")))
+
+
+@pytest.fixture(scope="module")
+def tokenizer(lm_dir):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(lm_dir)
+
+
+def _model(lm_dir, perturb: float = 0.0, seed: int = 1):
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(lm_dir)
+    if perturb:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * perturb)
+    return m
+
+
+def _dataset(n=8, **cols):
+    return PreferenceDataset(PROMPTS[:n], CHOSEN[:n], REJECTED[:n], **cols)
+
+
+def _cfg(tmp_path, **kw):
+    base = dict(output_dir=str(tmp_path), beta=0.5, batch_size=4, progress=False, shuffle=False)
+    base.update(kw)
+    return UncertaintyDPOConfig(**base)
+
+
+def _grads(model, loss):
+    params = [p for p in model.parameters() if p.requires_grad]
+    return torch.autograd.grad(loss, params)
+
+
+def test_collator_masks_response_and_keeps_it_under_truncation(tokenizer):
+    col = CausalLMPreferenceCollator(tokenizer, max_length=6)
+    batch = col([_dataset()[0], _dataset()[4]])
+    ids, resp, attn = batch["input_ids"], batch["response_mask"], batch["attention_mask"]
+    assert ids.shape[0] == 4 and ids.shape[1] <= 6
+    eos = tokenizer.eos_token_id
+    for i in range(4):
+        n = int(attn[i].sum())
+        assert int(ids[i, n - 1]) == eos and int(resp[i, n - 1]) == 1  # eos closes the response
+        assert torch.all(resp[i, n:] == 0)
+    # chosen of pair 0 is " sat on the mat" + eos; its tokens are all response
+    want = tokenizer(" sat on the mat", add_special_tokens=False)["input_ids"] + [eos]
+    got = ids[0][resp[0].bool()].tolist()
+    assert got[-len(want):] == want[-len(got):]
+    assert col.n_truncated >= 1
+
+
+def test_sequence_logps_and_loss_match_trl(lm_dir, tokenizer, tmp_path):
+    """Our causal-LM log-probs and DPO loss equal TRL's DPOTrainer on the same model and pairs."""
+    from datasets import Dataset
+    from trl import DPOConfig, DPOTrainer
+
+    ref = _model(lm_dir)
+    policy = _model(lm_dir, perturb=0.05)
+    ours_policy, ours_ref = copy.deepcopy(policy), copy.deepcopy(ref)
+    hf = Dataset.from_dict({"prompt": PROMPTS[:4], "chosen": CHOSEN[:4], "rejected": REJECTED[:4]})
+    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.5, report_to=[], use_cpu=True, bf16=False, per_device_train_batch_size=4)
+    trl_trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=hf, processing_class=tokenizer)
+    trl_batch = trl_trainer.data_collator([trl_trainer.train_dataset[i] for i in range(4)])
+    trl_trainer.model.train()
+    trl_loss = trl_trainer.compute_loss(trl_trainer.model, trl_batch)
+    trl_g = _grads(trl_trainer.model, trl_loss)
+
+    trainer = UncertaintyDPOTrainer(ours_policy, _cfg(tmp_path / "ours"), _dataset(4), tokenizer, ref_model=ours_ref)
+    batch = trainer.collator([trainer.train_dataset[i] for i in range(4)])
+    # same token sequences as TRL (prompt + completion + eos)
+    trl_ids = [row[m.bool()].tolist() for row, m in zip(trl_batch["input_ids"], trl_batch["attention_mask"])]
+    our_ids = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
+    assert trl_ids == our_ids
+    loss, metrics = trainer.compute_loss(batch)
+    g = _grads(trainer.model, loss)
+    assert float(loss) == pytest.approx(float(trl_loss), rel=1e-5)
+    assert abs(float(loss) - np.log(2)) > 1e-3  # the policy really differs from the reference
+    for a, b in zip(g, trl_g):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert metrics["rewards/accuracy"] == pytest.approx(trl_trainer._metrics["train"]["rewards/accuracies"][-1])
+    assert metrics["rewards/margins"] == pytest.approx(trl_trainer._metrics["train"]["rewards/margins"][-1], rel=1e-4)
+
+
+def test_training_reduces_loss_and_logs(lm_dir, tokenizer, tmp_path):
+    ds = _dataset(8, weights=[1, 2, 1, 0.5, 1, 1, 1, 1], targets=[1, 0.9, 1, 0.8, 1, 1, 1, 1])
+    cfg = _cfg(tmp_path, learning_rate=5e-3, max_steps=12, logging_steps=4, shuffle=True)
+    trainer = UncertaintyDPOTrainer(_model(lm_dir), cfg, ds, tokenizer)
+    before = trainer.evaluate(ds)
+    history = trainer.train()
+    after = trainer.evaluate(ds)
+    assert before["eval/loss"] == pytest.approx(np.log(2) * 1.0, rel=0.2)  # policy == reference at start
+    assert after["eval/loss"] < 0.7 * before["eval/loss"]
+    assert after["eval/rewards/accuracy"] > 0.8
+    assert after["eval/rewards/margins"] > 0
+    assert len(history) == 3 and history[-1]["step"] == 12
+    for key in ("loss", "rewards/accuracy", "rewards/margins", "weights/mean", "targets/mean"):
+        assert key in history[0]
+    assert history[0]["weights/mean"] == pytest.approx(np.mean([1, 2, 1, 0.5, 1, 1, 1, 1]), abs=0.3)
+
+
+def test_zero_weight_pair_does_not_change_the_gradient(lm_dir, tokenizer, tmp_path):
+    policy = _model(lm_dir, perturb=0.05)
+    ref = _model(lm_dir)
+    w = [1.0, 1.0, 0.0, 1.0]
+    full = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), _dataset(4, weights=w), tokenizer, ref_model=copy.deepcopy(ref))
+    keep = [0, 1, 3]
+    sub = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), _dataset(4).select(keep), tokenizer, ref_model=copy.deepcopy(ref))
+    # a different (garbage) pair with weight 0 in place of pair 2
+    other = PreferenceDataset(PROMPTS[:4], CHOSEN[:2] + [" dog dog dog"] + CHOSEN[3:4], REJECTED[:2] + [" mat"] + REJECTED[3:4], weights=w)
+    swapped = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), other, tokenizer, ref_model=copy.deepcopy(ref))
+
+    def loss_grads(tr, n):
+        loss, _ = tr.compute_loss(tr.collator([tr.train_dataset[i] for i in range(n)]))
+        return loss, _grads(tr.model, loss)
+
+    lf, gf = loss_grads(full, 4)
+    ls, gs = loss_grads(sub, 3)
+    lo, go = loss_grads(swapped, 4)
+    assert float(lf) == pytest.approx(float(ls), rel=1e-5)
+    assert float(lf) == pytest.approx(float(lo), rel=1e-5)
+    for a, b, c in zip(gf, gs, go):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-7)
+
+
+def test_unit_weights_and_targets_equal_plain_dpo(lm_dir, tokenizer, tmp_path):
+    policy = _model(lm_dir, perturb=0.05)
+    ref = _model(lm_dir)
+    ones = _dataset(4, weights=np.ones(4), targets=np.ones(4))
+    a = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), ones, tokenizer, ref_model=copy.deepcopy(ref))
+    b = UncertaintyDPOTrainer(
+        copy.deepcopy(policy), _cfg(tmp_path, use_weights=False, use_targets=False), _dataset(4), tokenizer,
+        ref_model=copy.deepcopy(ref),
+    )
+    batch = a.collator([ones[i] for i in range(4)])
+    la, _ = a.compute_loss(batch)
+    lb, _ = b.compute_loss(batch)
+    ga, gb = _grads(a.model, la), _grads(b.model, lb)
+    # and by hand: plain dpo_loss on the sequence log-probs
+    with torch.no_grad():
+        lp, _ = sequence_logps(policy, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        rp, _ = sequence_logps(ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+    plain = dpo_loss(lp[:4], lp[4:], rp[:4], rp[4:], beta=0.5)
+    assert float(la) == pytest.approx(float(lb), rel=1e-6)
+    assert float(la) == pytest.approx(float(plain), rel=1e-5)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y)
+
+
+def test_precomputed_reference_equals_frozen_copy(lm_dir, tokenizer, tmp_path):
+    policy = _model(lm_dir, perturb=0.05)
+    ds = _dataset(8)
+    live = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path, loss_type="ipo"), ds, tokenizer, ref_model=_model(lm_dir))
+    pre = UncertaintyDPOTrainer(
+        copy.deepcopy(policy), _cfg(tmp_path, loss_type="ipo", precompute_ref_logps=True), ds, tokenizer, ref_model=_model(lm_dir)
+    )
+    assert pre.ref_model is None
+    batch = live.collator([ds[i] for i in (5, 2, 7)])
+    assert float(live.compute_loss(batch)[0]) == pytest.approx(float(pre.compute_loss(batch)[0]), rel=1e-5)
+
+
+def test_robust_loss_with_per_pair_flip_rates_from_targets(lm_dir, tokenizer, tmp_path):
+    policy = _model(lm_dir, perturb=0.05)
+    ds = _dataset(4, targets=[1.0, 0.7, 0.95, 0.2])
+    cfg = _cfg(tmp_path, loss_type="robust", robust_from_targets=True, use_targets=False)
+    tr = UncertaintyDPOTrainer(copy.deepcopy(policy), cfg, ds, tokenizer, ref_model=_model(lm_dir))
+    loss, _ = tr.compute_loss(tr.collator([ds[i] for i in range(4)]))
+    assert torch.isfinite(loss)
+    # all targets 1 -> flip rates 0 -> plain DPO
+    ds1 = _dataset(4)
+    tr1 = UncertaintyDPOTrainer(copy.deepcopy(policy), cfg, ds1, tokenizer, ref_model=_model(lm_dir))
+    plain = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), ds1, tokenizer, ref_model=_model(lm_dir))
+    batch = tr1.collator([ds1[i] for i in range(4)])
+    assert float(tr1.compute_loss(batch)[0]) == pytest.approx(float(plain.compute_loss(batch)[0]), rel=1e-6)
+    assert float(loss) != pytest.approx(float(plain.compute_loss(batch)[0]), rel=1e-3)
+
+
+def test_checkpoint_is_safetensors_and_json(lm_dir, tokenizer, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    tr = UncertaintyDPOTrainer(_model(lm_dir), _cfg(tmp_path, max_steps=2, learning_rate=1e-2, save_steps=2), _dataset(8), tokenizer)
+    tr.train()
+    ck = tmp_path / "checkpoint-2"
+    files = set(os.listdir(ck))
+    assert "model.safetensors" in files and "config.json" in files and "trainer_state.json" in files
+    assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)
+    state = json.loads((ck / "trainer_state.json").read_text())
+    assert state["global_step"] == 2 and state["config"]["beta"] == 0.5
+    loaded = AutoModelForCausalLM.from_pretrained(str(ck))
+    for (n1, p1), (_, p2) in zip(tr.accelerator.unwrap_model(tr.model).named_parameters(), loaded.named_parameters()):
+        torch.testing.assert_close(p1.detach(), p2, msg=n1)
+
+
+def test_attach_uncertainty_votes_and_ensemble(tmp_path):
+    from auq.estimators import label_uncertainty
+    from auq.models import RewardEnsemble
+    from auq.models._testing import make_tiny_backbone
+
+    votes = np.array([[3, 0], [2, 1], [1, 1], [4, 1]])
+    ds = _dataset(4, votes=votes)
+    out = attach_uncertainty(ds, "votes", scheme="linear")
+    np.testing.assert_allclose(out.targets, votes[:, 0] / votes.sum(1))
+    np.testing.assert_allclose(out.weights, uncertainty_weights(label_uncertainty(votes), "linear"))
+    assert out.weights[2] == 0.0  # a 1:1 split carries no preference
+
+    path = make_tiny_backbone(str(tmp_path / "bert"), "bert")
+    ens = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=0)
+    cache = str(tmp_path / "cache" / "rewards.npz")
+    got = attach_uncertainty(_dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=cache)
+    assert os.path.exists(cache)
+    from auq.models import score
+
+    dec = score(ens, _dataset(8), progress=False).decompose()
+    np.testing.assert_allclose(got.targets, dec.prob, rtol=1e-6)
+    np.testing.assert_allclose(got.weights, uncertainty_weights(dec.epistemic, "exp"), rtol=1e-5)
+    assert got.weights.std() > 0  # members disagree
+    # second call: served from the cache (a reward model that cannot score proves it)
+    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=object(), scheme="exp", cache_path=cache)
+    np.testing.assert_allclose(again.weights, got.weights)
+    with pytest.raises(ValueError, match="votes"):
+        attach_uncertainty(_dataset(4), "votes")
+
+
+def test_config_and_input_errors(lm_dir, tokenizer, tmp_path):
+    with pytest.raises(ValueError, match="loss_type"):
+        UncertaintyDPOConfig(loss_type="hinge")
+    with pytest.raises(ValueError, match="beta"):
+        UncertaintyDPOConfig(beta=0.0)
+    with pytest.raises(ValueError, match="normalize"):
+        UncertaintyDPOConfig(normalize="batch")
+    with pytest.raises(TypeError, match="config"):
+        UncertaintyDPOTrainer(_model(lm_dir), {"beta": 0.1}, _dataset(4), tokenizer)
