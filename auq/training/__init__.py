@@ -1,53 +1,39 @@
-"""auq.training: uncertainty-aware losses and trainers."""
+"""auq.training: losses (Bradley-Terry, DPO variants, penalised rewards, PPO) and trainers.
 
-from auq.training.dpo_trainer import (
+* :mod:`auq.training.losses` -- differentiable loss functions (re-exported here);
+* :mod:`auq.training.reward_trainer` -- :class:`RewardModelTrainer`, the Accelerate-based
+  reward-model trainer, and its :class:`RewardTrainerConfig`;
+* :mod:`auq.training.dpo_trainer` -- uncertainty-aware DPO.
+"""
+
+from . import losses
+from .dpo_trainer import (
     CausalLMPreferenceCollator,
     UncertaintyDPOConfig,
     UncertaintyDPOTrainer,
     attach_uncertainty,
     sequence_logps,
 )
-from auq.training.losses import (
-    ImplicitRewards,
-    PolicyLossOutput,
-    bradley_terry_loss,
-    compute_gae,
-    dpo_implicit_rewards,
-    dpo_logits,
-    dpo_loss,
-    flip_rate_from_uncertainty,
-    ipo_loss,
-    kl_penalty,
-    masked_mean,
-    penalized_reward,
-    ppo_loss,
-    robust_dpo_loss,
-    uncertainty_weights,
-    value_loss,
-    whiten,
+from .losses import *  # noqa: F403  (every name in losses.__all__)
+from .reward_trainer import (
+    RewardModelTrainer,
+    RewardTrainerConfig,
+    TrainResult,
+    bootstrap_counts,
+    load_checkpoint_state,
 )
 
 __all__ = [
+    "RewardModelTrainer",
+    "RewardTrainerConfig",
+    "TrainResult",
+    "bootstrap_counts",
+    "load_checkpoint_state",
     "CausalLMPreferenceCollator",
     "UncertaintyDPOConfig",
     "UncertaintyDPOTrainer",
     "attach_uncertainty",
     "sequence_logps",
-    "ImplicitRewards",
-    "PolicyLossOutput",
-    "bradley_terry_loss",
-    "compute_gae",
-    "dpo_implicit_rewards",
-    "dpo_logits",
-    "dpo_loss",
-    "flip_rate_from_uncertainty",
-    "ipo_loss",
-    "kl_penalty",
-    "masked_mean",
-    "penalized_reward",
-    "ppo_loss",
-    "robust_dpo_loss",
-    "uncertainty_weights",
-    "value_loss",
-    "whiten",
+    "losses",
+    *losses.__all__,
 ]
