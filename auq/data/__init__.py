@@ -1,7 +1,7 @@
 """auq.data: preference pairs, loaders, synthetic data with known rewards, tokenising collator."""
 
 from auq.data._formats import FORMATS, split_common_messages, split_hh_transcript
-from auq.data.collator import PreferenceCollator
+from auq.data.collator import PreferenceCollator, length_order
 from auq.data.dataset import PreferenceDataset
 from auq.data.loaders import load_hh_rlhf, load_preferences
 from auq.data.synthetic import (
@@ -13,6 +13,7 @@ from auq.data.synthetic import (
 __all__ = [
     "FORMATS",
     "PreferenceCollator",
+    "length_order",
     "PreferenceDataset",
     "SyntheticPreferenceGenerator",
     "SyntheticPreferences",

@@ -43,6 +43,9 @@ class RewardModelConfig:
         Hidden width of MLP heads (``None``: linear heads).
     lora : dict or None
         LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) for ``kind="lora"``.
+    max_length : int or None
+        Tokens per text the model was trained with (set by the trainer); :meth:`make_collator`
+        and :func:`auq.models.score` use the same, so scoring truncates like training did.
     n_samples, scope, p, mc_batch_size, batched :
         MC dropout settings (``auq_model_type="mc_dropout"``).
     auq_version : str
@@ -63,6 +66,7 @@ class RewardModelConfig:
     head_hidden: int | None = None
     trust_remote_code: bool = False
     lora: dict[str, Any] | None = None
+    max_length: int | None = None
     n_samples: int | None = None
     scope: str | None = None
     p: float | None = None

@@ -72,6 +72,9 @@ def _run_backbone(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: 
     return hidden
 
 
+_OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
 class BaseRewardModel(nn.Module):
     """Common machinery: config, tokenizer, device, checkpointing, trunk freezing.
 
@@ -106,6 +109,40 @@ class BaseRewardModel(nn.Module):
 
     def _trunk_modules(self) -> list[nn.Module]:
         raise NotImplementedError
+
+    @property
+    def max_positions(self) -> int | None:
+        """The most tokens per text the backbone (and its tokenizer) can take, or None if unknown."""
+        limits = []
+        for module in self._trunk_modules():
+            cfg = getattr(module, "config", None)
+            n = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", None)
+            if isinstance(n, int) and n > 0:
+                if getattr(cfg, "model_type", "") in _OFFSET_POSITIONS:
+                    n -= int(getattr(cfg, "pad_token_id", 1) or 1) + 1  # RoBERTa-style offset
+                limits.append(n)
+        tok_max = getattr(self.tokenizer, "model_max_length", None)
+        if isinstance(tok_max, int) and 0 < tok_max < 1_000_000:
+            limits.append(tok_max)
+        return min(limits) if limits else None
+
+    def make_collator(self, max_length: int | None = None) -> Any:
+        """The :class:`auq.data.PreferenceCollator` for this model's tokenizer.
+
+        ``max_length`` defaults to the length the model was trained with (``config.max_length``,
+        else 512) and is capped at :attr:`max_positions`, so that no text is longer than the
+        backbone's position embeddings.
+        """
+        from auq.data import PreferenceCollator
+
+        if self.tokenizer is None:
+            raise ValueError("model has no tokenizer; pass a collator")
+        requested = max_length or self.config.max_length or 512
+        cap = self.max_positions
+        if cap is not None and requested > cap:
+            logger.info("max_length %d exceeds what the backbone takes; using %d", requested, cap)
+            requested = cap
+        return PreferenceCollator(self.tokenizer, max_length=requested)
 
     def _apply_trunk_freeze(self) -> None:
         if self.trunk_frozen:

@@ -165,10 +165,19 @@ def _progress(iterable, total: int, enabled: bool, desc: str):
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
-def _batches(dataset: Any, batch_size: int, collator: Any):
-    n = len(dataset)
-    for start in range(0, n, batch_size):
-        yield collator([dataset[i] for i in range(start, min(n, start + batch_size))])
+def _batches(dataset: Any, batch_size: int, collator: Any, order: np.ndarray):
+    for start in range(0, len(order), batch_size):
+        yield collator([dataset[int(i)] for i in order[start : start + batch_size]])
+
+
+def _order(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Length-sorted order (less padding) and its inverse, to put results back in dataset order."""
+    from auq.data import length_order
+
+    order = length_order(dataset)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    return order, inverse
 
 
 def _resolve(model: Any, dataset: Any, batch_size: int, device: Any, collator: Any):
@@ -181,12 +190,15 @@ def _resolve(model: Any, dataset: Any, batch_size: int, device: Any, collator: A
     batch_size = check_int(batch_size, "batch_size", minimum=1)
     device = torch.device(device) if device is not None else default_device()
     if collator is None:
-        from auq.data import PreferenceCollator
+        if hasattr(model, "make_collator"):
+            collator = model.make_collator()
+        else:
+            from auq.data import PreferenceCollator
 
-        tokenizer = getattr(model, "tokenizer", None)
-        if tokenizer is None:
-            raise ValueError("model has no tokenizer; pass collator=")
-        collator = PreferenceCollator(tokenizer)
+            tokenizer = getattr(model, "tokenizer", None)
+            if tokenizer is None:
+                raise ValueError("model has no tokenizer; pass collator=")
+            collator = PreferenceCollator(tokenizer)
     return batch_size, device, collator
 
 
@@ -218,7 +230,7 @@ def score(
     progress : bool, default True
         Show a tqdm progress bar.
     collator : callable, optional
-        Default: ``auq.data.PreferenceCollator(model.tokenizer)``.
+        Default: ``model.make_collator()`` (the model's tokenizer, at the length it was trained with).
 
     Returns
     -------
@@ -235,8 +247,9 @@ def score(
     model.eval()
     chosen, rejected, targets = [], [], []
     n_batches = (len(dataset) + batch_size - 1) // batch_size
+    order, inverse = _order(dataset)
     try:
-        for batch in _progress(_batches(dataset, batch_size, collator), n_batches, progress, "scoring"):
+        for batch in _progress(_batches(dataset, batch_size, collator, order), n_batches, progress, "scoring"):
             b = batch["input_ids_chosen"].shape[0]
             ids = torch.cat([batch["input_ids_chosen"], batch["input_ids_rejected"]]).to(device)
             mask = torch.cat([batch["attention_mask_chosen"], batch["attention_mask_rejected"]]).to(device)
@@ -248,8 +261,8 @@ def score(
         model.train(was_training)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
-    labels = np.asarray(exact, dtype=np.float64) if exact is not None else torch.cat(targets).numpy()
-    return Predictions(torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), labels, ids)
+    labels = np.asarray(exact, dtype=np.float64) if exact is not None else torch.cat(targets).numpy()[inverse]
+    return Predictions(torch.cat(chosen).numpy()[inverse], torch.cat(rejected).numpy()[inverse], labels, ids)
 
 
 @torch.no_grad()
@@ -267,8 +280,9 @@ def encode_dataset(
     model.eval()
     fc, fr = [], []
     n_batches = (len(dataset) + batch_size - 1) // batch_size
+    order, inverse = _order(dataset)
     try:
-        for batch in _progress(_batches(dataset, batch_size, collator), n_batches, progress, "encoding"):
+        for batch in _progress(_batches(dataset, batch_size, collator, order), n_batches, progress, "encoding"):
             b = batch["input_ids_chosen"].shape[0]
             ids = torch.cat([batch["input_ids_chosen"], batch["input_ids_rejected"]]).to(device)
             mask = torch.cat([batch["attention_mask_chosen"], batch["attention_mask_rejected"]]).to(device)
@@ -280,7 +294,7 @@ def encode_dataset(
             fr.append(feats[b:])
     finally:
         model.train(was_training)
-    return torch.cat(fc).numpy(), torch.cat(fr).numpy()
+    return torch.cat(fc).numpy()[inverse], torch.cat(fr).numpy()[inverse]
 
 
 @dataclass(frozen=True, eq=False)

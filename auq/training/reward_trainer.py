@@ -746,7 +746,10 @@ class RewardModelTrainer:
         self.config = config
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
-        if collator is None:
+        if collator is None and hasattr(model, "make_collator"):
+            collator = model.make_collator(config.max_length)  # capped at the backbone's positions
+            model.config.max_length = collator.max_length  # scoring later truncates the same way
+        elif collator is None:
             tokenizer = getattr(model, "tokenizer", None)
             if tokenizer is None:
                 raise ValueError("collator: the model has no tokenizer attribute; pass a collator")
@@ -944,8 +947,13 @@ class RewardModelTrainer:
         was_training = model.training
         model.eval()
         model.to(self.accelerator.device)
+        from ..data import length_order
+
+        # Longest pairs first: batches of similar length pad far less; rows are put back in
+        # dataset order below (by their ``index``).
+        ordered = torch.utils.data.Subset(indexed, length_order(indexed.dataset).tolist())
         loader = self._make_loader(
-            indexed, self.config.per_device_eval_batch_size, False, _CollateWithExtras(self.collator)
+            ordered, self.config.per_device_eval_batch_size, False, _CollateWithExtras(self.collator)
         )
         out: dict[str, list[torch.Tensor]] = {}
         bar = tqdm(
@@ -970,7 +978,9 @@ class RewardModelTrainer:
             for k, v in cols.items():
                 out.setdefault(k, []).append(v)
         model.train(was_training)
-        return {k: torch.cat(v).contiguous() for k, v in out.items()}
+        cols = {k: torch.cat(v) for k, v in out.items()}
+        back = torch.argsort(cols["index"])
+        return {k: v[back].contiguous() for k, v in cols.items()}
 
     # ----------------------------------------------------------------------------- loss
 
