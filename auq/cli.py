@@ -40,6 +40,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from auq._checks import check_float, check_int
+
 logger = logging.getLogger("auq.cli")
 
 __all__ = ["main", "build_parser", "register_command", "COMMANDS", "CLIError"]
@@ -83,44 +85,29 @@ def register_command(
 # --------------------------------------------------------------------------------------------
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _number_arg(kind: type, **bounds: Any) -> Callable[[str], Any]:
+    """An argparse ``type=``: parse ``kind`` and check it with :mod:`auq._checks` (one home)."""
+
+    def parse(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            what = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}") from None
+        try:
+            if kind is int:
+                return check_int(value, "value", **bounds)
+            return check_float(value, "value", **bounds)
+        except ValueError as err:
+            raise argparse.ArgumentTypeError(str(err).removeprefix("value ")) from None
+
+    return parse
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return value
+_positive_int = _number_arg(int, minimum=1)
+_non_negative_int = _number_arg(int, minimum=0)
+_positive_float = _number_arg(float, minimum=0.0, inclusive=(False, True))
+_fraction = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False))
 
 
 def _looks_like_path(source: str) -> bool:
