@@ -1,1 +1,60 @@
-"""auq.models."""
+"""auq.models: uncertainty-aware reward models.
+
+Every model is an ``nn.Module`` returning member rewards ``[B, n_members]``:
+
+* :class:`RewardModel` -- backbone + pooling + scalar head (one member);
+* :class:`RewardEnsemble` -- ``kind="heads"`` (one trunk, K heads), ``"independent"`` (K full
+  models) or ``"lora"`` (K PEFT LoRA adapters over one base);
+* :class:`MCDropoutRewardModel` -- T dropout samples, ``scope="head"`` or ``"full"``.
+
+:func:`score` turns a :class:`~auq.data.PreferenceDataset` into :class:`Predictions`
+(``rewards_chosen``/``rewards_rejected`` ``[n_pairs, n_members]``) for :mod:`auq.estimators` and
+:mod:`auq.calibration`. :func:`fit_feature_density` gives the per-response Mahalanobis
+out-of-distribution score. Checkpoints: ``save_pretrained``/``from_pretrained`` and
+:func:`load_reward_model`.
+
+Examples
+--------
+>>> from auq.models import RewardEnsemble, score  # doctest: +SKIP
+>>> ens = RewardEnsemble.from_backbone("sentence-transformers/all-MiniLM-L6-v2", kind="heads", n_members=8)  # doctest: +SKIP
+>>> preds = score(ens, dataset)  # doctest: +SKIP
+>>> preds.decompose().epistemic  # doctest: +SKIP
+"""
+
+from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling
+from auq.models._config import RewardModelConfig
+from auq.models._heads import MemberHeads
+from auq.models._models import (
+    BaseRewardModel,
+    MCDropoutRewardModel,
+    RewardEnsemble,
+    RewardModel,
+    load_reward_model,
+)
+from auq.models._scoring import (
+    FeatureDensity,
+    Predictions,
+    encode_dataset,
+    fit_feature_density,
+    mahalanobis_scores,
+    score,
+)
+
+__all__ = [
+    "default_device",
+    "pool_hidden_states",
+    "resolve_pooling",
+    "RewardModelConfig",
+    "MemberHeads",
+    "BaseRewardModel",
+    "RewardModel",
+    "RewardEnsemble",
+    "MCDropoutRewardModel",
+    "load_reward_model",
+    "Predictions",
+    "score",
+    "encode_dataset",
+    "FeatureDensity",
+    "fit_feature_density",
+    "mahalanobis_scores",
+]

@@ -1,1 +1,41 @@
-"""auq.training."""
+"""auq.training: uncertainty-aware losses and trainers."""
+
+from auq.training.losses import (
+    ImplicitRewards,
+    PolicyLossOutput,
+    bradley_terry_loss,
+    compute_gae,
+    dpo_implicit_rewards,
+    dpo_logits,
+    dpo_loss,
+    flip_rate_from_uncertainty,
+    ipo_loss,
+    kl_penalty,
+    masked_mean,
+    penalized_reward,
+    ppo_loss,
+    robust_dpo_loss,
+    uncertainty_weights,
+    value_loss,
+    whiten,
+)
+
+__all__ = [
+    "ImplicitRewards",
+    "PolicyLossOutput",
+    "bradley_terry_loss",
+    "compute_gae",
+    "dpo_implicit_rewards",
+    "dpo_logits",
+    "dpo_loss",
+    "flip_rate_from_uncertainty",
+    "ipo_loss",
+    "kl_penalty",
+    "masked_mean",
+    "penalized_reward",
+    "ppo_loss",
+    "robust_dpo_loss",
+    "uncertainty_weights",
+    "value_loss",
+    "whiten",
+]

@@ -1,0 +1,82 @@
+"""The JSON-serialisable configuration every auq reward model carries (``model.config``)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["RewardModelConfig", "MODEL_TYPES", "ENSEMBLE_KINDS", "MC_SCOPES"]
+
+MODEL_TYPES = ("reward_model", "reward_ensemble", "mc_dropout")
+ENSEMBLE_KINDS = ("heads", "independent", "lora")
+MC_SCOPES = ("head", "full")
+
+
+@dataclass
+class RewardModelConfig:
+    """Configuration of an auq reward model, written to ``config.json`` by ``save_pretrained``.
+
+    Attributes
+    ----------
+    auq_model_type : str
+        ``"reward_model"``, ``"reward_ensemble"`` or ``"mc_dropout"`` (what ``load_reward_model``
+        dispatches on).
+    kind : str
+        ``"single"``, ``"heads"``, ``"independent"``, ``"lora"`` or ``"mc_dropout"``.
+    n_members : int
+        Columns of the reward output (ensemble members or MC samples).
+    backbone : str
+        The path or Hub id the backbone was first loaded from (informational: a saved model never
+        reads it again).
+    backbone_model_type : str
+        The backbone's ``config.model_type``.
+    pooling : str
+        The resolved pooling (``"last"``, ``"mean"`` or ``"cls"``).
+    hidden_size : int
+        Feature size of the pooled features.
+    seed : int
+        Member k's head is initialised from ``seed + k``; MC dropout masks are drawn from ``seed``.
+    train_trunk : bool
+        Whether the backbone's weights are trained (``trunk_frozen = not train_trunk``).
+    head_hidden : int or None
+        Hidden width of MLP heads (``None``: linear heads).
+    lora : dict or None
+        LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) for ``kind="lora"``.
+    n_samples, scope, p, mc_batch_size, batched :
+        MC dropout settings (``auq_model_type="mc_dropout"``).
+    auq_version : str
+        The auq version that wrote the checkpoint.
+    checksums : dict
+        SHA-256 of the weights files, verified by ``from_pretrained``.
+    """
+
+    auq_model_type: str
+    kind: str
+    n_members: int
+    backbone: str = ""
+    backbone_model_type: str = ""
+    pooling: str = "mean"
+    hidden_size: int = 0
+    seed: int = 0
+    train_trunk: bool = True
+    head_hidden: int | None = None
+    trust_remote_code: bool = False
+    lora: dict[str, Any] | None = None
+    n_samples: int | None = None
+    scope: str | None = None
+    p: float | None = None
+    mc_batch_size: int | None = None
+    batched: bool | None = None
+    auq_version: str = ""
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-serialisable dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RewardModelConfig:
+        """Build from a dict (unknown keys are ignored, so newer checkpoints still load)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})

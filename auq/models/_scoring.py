@@ -1,0 +1,353 @@
+"""Scoring preference pairs with a reward model, and feature-space out-of-distribution scores."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from auq._checks import as_float_array, check_int
+
+from ._backbone import default_device
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["Predictions", "score", "FeatureDensity", "fit_feature_density", "mahalanobis_scores", "encode_dataset"]
+
+_PAIR_COLUMNS = (
+    "prob", "total", "aleatoric", "epistemic", "margin_mean", "margin_std",
+    "reward_mean_chosen", "reward_std_chosen", "reward_mean_rejected", "reward_std_rejected",
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Predictions:
+    """Member rewards of scored preference pairs (the project's currency).
+
+    Attributes
+    ----------
+    rewards_chosen, rewards_rejected : numpy.ndarray, float64, shape [n_pairs, n_members]
+        Reward of each member (ensemble member or MC-dropout sample) for each side.
+    targets : numpy.ndarray, float64, shape [n_pairs]
+        P(chosen preferred) labels of the pairs (1.0 for hard labels).
+    ids : list
+        The pairs' identifiers (``dataset.ids``).
+
+    Examples
+    --------
+    >>> p = Predictions(np.array([[1.0, 2.0]]), np.array([[0.0, 0.5]]), np.array([1.0]), ["a"])
+    >>> p.n_members, round(float(p.decompose().prob[0]), 3)
+    (2, 0.769)
+    """
+
+    rewards_chosen: np.ndarray
+    rewards_rejected: np.ndarray
+    targets: np.ndarray
+    ids: list
+
+    def __post_init__(self) -> None:
+        c = as_float_array(self.rewards_chosen, "rewards_chosen", ndim=(1, 2))
+        r = as_float_array(self.rewards_rejected, "rewards_rejected", ndim=(1, 2))
+        c = c.reshape(-1, 1) if c.ndim == 1 else c
+        r = r.reshape(-1, 1) if r.ndim == 1 else r
+        if c.shape != r.shape:
+            raise ValueError(
+                f"rewards_chosen and rewards_rejected must have the same shape, got {c.shape} and {r.shape}"
+            )
+        t = as_float_array(self.targets, "targets", ndim=1)
+        if t.shape[0] != c.shape[0]:
+            raise ValueError(f"targets has {t.shape[0]} values for {c.shape[0]} pairs")
+        ids = list(self.ids)
+        if len(ids) != c.shape[0]:
+            raise ValueError(f"ids has {len(ids)} values for {c.shape[0]} pairs")
+        object.__setattr__(self, "rewards_chosen", c)
+        object.__setattr__(self, "rewards_rejected", r)
+        object.__setattr__(self, "targets", t)
+        object.__setattr__(self, "ids", ids)
+
+    def __len__(self) -> int:
+        return int(self.rewards_chosen.shape[0])
+
+    @property
+    def n_members(self) -> int:
+        """Number of reward columns."""
+        return int(self.rewards_chosen.shape[1])
+
+    @property
+    def margins(self) -> np.ndarray:
+        """``rewards_chosen - rewards_rejected``, shape ``[n_pairs, n_members]``."""
+        return self.rewards_chosen - self.rewards_rejected
+
+    def decompose(self, unit: str = "nats"):
+        """Entropy and variance decomposition (:func:`auq.estimators.decompose`)."""
+        from auq.estimators import decompose
+
+        return decompose(self.rewards_chosen, self.rewards_rejected, unit=unit)
+
+    def reward_stats(self):
+        """Per-pair reward mean/std over members, members centred (:func:`auq.estimators.pair_reward_stats`)."""
+        from auq.estimators import pair_reward_stats
+
+        return pair_reward_stats(self.rewards_chosen, self.rewards_rejected)
+
+    def to_pandas(self):
+        """One row per pair: ``id``, ``prob``, ``total``, ``aleatoric``, ``epistemic``,
+        ``margin_mean``, ``margin_std``, ``reward_mean_chosen``, ``reward_std_chosen``,
+        ``reward_mean_rejected``, ``reward_std_rejected`` (members centred) and ``target``.
+
+        The entropy columns answer *how uncertain is this preference*; the per-response reward
+        std columns answer *do the members agree about each response* (the better signal for
+        out-of-domain responses).
+        """
+        import pandas as pd
+
+        dec = self.decompose().to_pandas()
+        stats = self.reward_stats().to_pandas(prefix="reward_")
+        df = pd.concat([dec.reset_index(drop=True), stats.reset_index(drop=True)], axis=1)
+        df = df[list(_PAIR_COLUMNS)]
+        df.insert(0, "id", self.ids)
+        df["target"] = self.targets
+        return df
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_pandas` plus the raw member rewards to ``.csv`` or ``.parquet``.
+
+        Raw rewards go to columns ``reward_chosen_0 ...`` and ``reward_rejected_0 ...`` so that
+        :meth:`load` restores the predictions exactly.
+        """
+        df = self._frame()
+        path = os.fspath(path)
+        if path.endswith(".csv"):
+            df.to_csv(path, index=False, float_format="%.17g")
+        elif path.endswith(".parquet"):
+            df.to_parquet(path, index=False)
+        else:
+            raise ValueError(f"path must end in .csv or .parquet, got {path!r}")
+
+    def _frame(self):
+        df = self.to_pandas()
+        for k in range(self.n_members):
+            df[f"reward_chosen_{k}"] = self.rewards_chosen[:, k]
+        for k in range(self.n_members):
+            df[f"reward_rejected_{k}"] = self.rewards_rejected[:, k]
+        return df
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Predictions:
+        """Read predictions written by :meth:`save`."""
+        import pandas as pd
+
+        path = os.fspath(path)
+        if path.endswith(".csv"):
+            df = pd.read_csv(path)
+        elif path.endswith(".parquet"):
+            df = pd.read_parquet(path)
+        else:
+            raise ValueError(f"path must end in .csv or .parquet, got {path!r}")
+        cc = sorted((c for c in df.columns if c.startswith("reward_chosen_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+        rc = sorted((c for c in df.columns if c.startswith("reward_rejected_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+        if not cc or len(cc) != len(rc):
+            raise ValueError(f"{path!r} has no reward_chosen_k / reward_rejected_k columns; not saved by Predictions.save")
+        return cls(df[cc].to_numpy(np.float64), df[rc].to_numpy(np.float64), df["target"].to_numpy(np.float64), df["id"].tolist())
+
+
+def _progress(iterable, total: int, enabled: bool, desc: str):
+    if not enabled:
+        return iterable
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover
+        return iterable
+    return tqdm(iterable, total=total, desc=desc, leave=False)
+
+
+def _batches(dataset: Any, batch_size: int, collator: Any):
+    n = len(dataset)
+    for start in range(0, n, batch_size):
+        yield collator([dataset[i] for i in range(start, min(n, start + batch_size))])
+
+
+def _resolve(model: Any, dataset: Any, batch_size: int, device: Any, collator: Any):
+    if not isinstance(model, torch.nn.Module) or not hasattr(model, "n_members"):
+        raise TypeError(f"model must be an auq reward model, got {type(model).__name__}")
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"dataset must be a PreferenceDataset, got {type(dataset).__name__}")
+    if len(dataset) == 0:
+        raise ValueError("dataset is empty; nothing to score")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    device = torch.device(device) if device is not None else default_device()
+    if collator is None:
+        from auq.data import PreferenceCollator
+
+        tokenizer = getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError("model has no tokenizer; pass collator=")
+        collator = PreferenceCollator(tokenizer)
+    return batch_size, device, collator
+
+
+@torch.no_grad()
+def score(
+    model: Any,
+    dataset: Any,
+    batch_size: int = 32,
+    device: str | torch.device | None = None,
+    progress: bool = True,
+    collator: Any = None,
+) -> Predictions:
+    """Score every pair of ``dataset`` with ``model``: member rewards of both sides.
+
+    Chosen and rejected texts of a batch go through the model in one forward (concatenated along
+    the batch axis), in eval mode under ``torch.no_grad``; the model's training flag is restored
+    afterwards. Heads ensembles and head-scope MC dropout run the trunk once per text.
+
+    Parameters
+    ----------
+    model : reward model
+        Any auq reward model (``forward(input_ids, attention_mask) -> [B, n_members]``).
+    dataset : PreferenceDataset
+        The pairs (``dataset[i]`` gives an example dict).
+    batch_size : int, default 32
+        Pairs per forward (2 x batch_size texts).
+    device : str or torch.device, optional
+        Default: :func:`default_device`. The model is moved there.
+    progress : bool, default True
+        Show a tqdm progress bar.
+    collator : callable, optional
+        Default: ``auq.data.PreferenceCollator(model.tokenizer)``.
+
+    Returns
+    -------
+    Predictions
+
+    Examples
+    --------
+    >>> preds = score(ensemble, dataset, batch_size=16)  # doctest: +SKIP
+    >>> preds.to_pandas()[["prob", "epistemic"]].head()  # doctest: +SKIP
+    """
+    batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
+    was_training = model.training
+    model.to(device)
+    model.eval()
+    chosen, rejected, targets = [], [], []
+    n_batches = (len(dataset) + batch_size - 1) // batch_size
+    try:
+        for batch in _progress(_batches(dataset, batch_size, collator), n_batches, progress, "scoring"):
+            b = batch["input_ids_chosen"].shape[0]
+            ids = torch.cat([batch["input_ids_chosen"], batch["input_ids_rejected"]]).to(device)
+            mask = torch.cat([batch["attention_mask_chosen"], batch["attention_mask_rejected"]]).to(device)
+            rewards = model(ids, mask).float().cpu().to(torch.float64)
+            chosen.append(rewards[:b])
+            rejected.append(rewards[b:])
+            targets.append(batch["targets"].to(torch.float64))
+    finally:
+        model.train(was_training)
+    ids = list(getattr(dataset, "ids", range(len(dataset))))
+    return Predictions(
+        torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), torch.cat(targets).numpy(), ids
+    )
+
+
+@torch.no_grad()
+def encode_dataset(
+    model: Any, dataset: Any, batch_size: int = 32, device: str | torch.device | None = None,
+    progress: bool = True, collator: Any = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pooled features of the chosen and the rejected responses: two float64 ``[n_pairs, H]`` arrays.
+
+    Models whose ``encode`` returns per-member features ``[B, K, H]`` are averaged over members.
+    """
+    batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
+    was_training = model.training
+    model.to(device)
+    model.eval()
+    fc, fr = [], []
+    n_batches = (len(dataset) + batch_size - 1) // batch_size
+    try:
+        for batch in _progress(_batches(dataset, batch_size, collator), n_batches, progress, "encoding"):
+            b = batch["input_ids_chosen"].shape[0]
+            ids = torch.cat([batch["input_ids_chosen"], batch["input_ids_rejected"]]).to(device)
+            mask = torch.cat([batch["attention_mask_chosen"], batch["attention_mask_rejected"]]).to(device)
+            feats = model.encode(ids, mask)
+            if feats.dim() == 3:
+                feats = feats.mean(1)
+            feats = feats.float().cpu().to(torch.float64)
+            fc.append(feats[:b])
+            fr.append(feats[b:])
+    finally:
+        model.train(was_training)
+    return torch.cat(fc).numpy(), torch.cat(fr).numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class FeatureDensity:
+    """A Gaussian fitted to training features: ``mean`` ``[H]`` and ``precision`` ``[H, H]``.
+
+    ``score(features)`` gives the Mahalanobis distance of each row (higher = further from the
+    training data): the per-response out-of-distribution signal (AUROC 0.90 on hh-rlhf vs
+    out-of-domain pairs with frozen MiniLM features in the design notes, against 0.39-0.53 for
+    the pairwise entropy terms).
+    """
+
+    mean: np.ndarray
+    precision: np.ndarray
+
+    def score(self, features: Any) -> np.ndarray:
+        """Mahalanobis distance ``sqrt((x - mean)^T P (x - mean))`` per row of ``features`` ``[n, H]``."""
+        x = as_float_array(features, "features", ndim=2)
+        if x.shape[1] != self.mean.shape[0]:
+            raise ValueError(f"features must have {self.mean.shape[0]} columns, got {x.shape[1]}")
+        d = x - self.mean
+        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision, d), 0.0))
+
+
+def _fit_density(train_features: Any, shrinkage: float) -> FeatureDensity:
+    x = as_float_array(train_features, "train_features", ndim=2)
+    if x.shape[0] < 2:
+        raise ValueError(f"train_features needs at least 2 rows, got {x.shape[0]}")
+    mean = x.mean(0)
+    cov = np.cov(x, rowvar=False, bias=False).reshape(x.shape[1], x.shape[1])
+    # shrink towards a scaled identity so the covariance is invertible with few samples
+    scale = np.trace(cov) / cov.shape[0] if cov.shape[0] else 1.0
+    cov = (1.0 - shrinkage) * cov + shrinkage * max(scale, 1e-12) * np.eye(cov.shape[0])
+    return FeatureDensity(mean=mean, precision=np.linalg.pinv(cov, hermitian=True))
+
+
+def mahalanobis_scores(train_features: Any, features: Any, shrinkage: float = 0.1) -> np.ndarray:
+    """Mahalanobis distance of ``features`` ``[n, H]`` to a Gaussian fitted on ``train_features``.
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> train = rng.normal(size=(200, 3))
+    >>> s = mahalanobis_scores(train, [[0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
+    >>> bool(s[1] > s[0])
+    True
+    """
+    from auq._checks import check_float
+
+    shrinkage = check_float(shrinkage, "shrinkage", minimum=0.0, maximum=1.0)
+    return _fit_density(train_features, shrinkage).score(features)
+
+
+def fit_feature_density(
+    model: Any, dataset: Any, *, shrinkage: float = 0.1, batch_size: int = 32,
+    device: str | torch.device | None = None, progress: bool = True,
+) -> FeatureDensity:
+    """Fit a :class:`FeatureDensity` on the pooled features of all responses of ``dataset``.
+
+    Examples
+    --------
+    >>> density = fit_feature_density(model, train)  # doctest: +SKIP
+    >>> fc, fr = encode_dataset(model, test)  # doctest: +SKIP
+    >>> ood = np.maximum(density.score(fc), density.score(fr))  # doctest: +SKIP
+    """
+    from auq._checks import check_float
+
+    shrinkage = check_float(shrinkage, "shrinkage", minimum=0.0, maximum=1.0)
+    fc, fr = encode_dataset(model, dataset, batch_size=batch_size, device=device, progress=progress)
+    return _fit_density(np.concatenate([fc, fr]), shrinkage)

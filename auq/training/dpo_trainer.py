@@ -1,0 +1,580 @@
+"""Uncertainty-aware DPO for causal language models, on Hugging Face Accelerate.
+
+:class:`UncertaintyDPOTrainer` trains a policy against a frozen reference with the losses of
+:mod:`auq.training.losses` (sigmoid DPO with per-pair weights and soft targets, robust DPO with
+per-pair flip rates, IPO). Per-pair weights and targets come from the
+:class:`~auq.data.PreferenceDataset` columns (``weights``, ``targets``; annotator ``votes`` become
+targets there), and :func:`attach_uncertainty` fills those columns from annotator votes or from a
+reward ensemble scored once (and cached on disk).
+
+Sequence log-probabilities are the sum of the response tokens' log-probabilities given the prompt
+(:func:`sequence_logps`); prompt and padding positions are masked. With unit weights and targets
+the loss is plain DPO (tested against TRL's ``DPOTrainer``).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from auq._checks import check_choice, check_float, check_int
+from auq.training.losses import (
+    dpo_implicit_rewards,
+    dpo_loss,
+    flip_rate_from_uncertainty,
+    ipo_loss,
+    robust_dpo_loss,
+    uncertainty_weights,
+)
+
+logger = logging.getLogger(__name__)
+
+__all__ = [
+    "CausalLMPreferenceCollator",
+    "sequence_logps",
+    "attach_uncertainty",
+    "UncertaintyDPOConfig",
+    "UncertaintyDPOTrainer",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# tokenisation and sequence log-probabilities
+# --------------------------------------------------------------------------------------------
+
+
+class CausalLMPreferenceCollator:
+    """Collate preference examples for a causal LM: ``prompt + response (+ eos)`` with a response mask.
+
+    Prompt and response are tokenised separately without special tokens (as TRL does for plain
+    text), ``eos`` is appended to each response (``add_eos``), the prompt is cut from the left when
+    ``prompt + response`` exceeds ``max_length`` (the response from the right only when it alone is
+    too long). Sequences are right-padded.
+
+    Returns a dict: ``input_ids``, ``attention_mask``, ``response_mask`` (long ``[2B, L]``, the B
+    chosen sequences first, then the B rejected ones), ``targets``, ``weights`` (float ``[B]``,
+    1.0 when absent), ``index`` (long ``[B]``). ``n_truncated`` counts pairs that lost tokens.
+
+    Examples
+    --------
+    >>> collator = CausalLMPreferenceCollator(tokenizer, max_length=256)  # doctest: +SKIP
+    >>> batch = collator([dataset[0], dataset[1]])  # doctest: +SKIP
+    """
+
+    def __init__(self, tokenizer: Any, max_length: int = 512, max_prompt_length: int | None = None, add_eos: bool = True):
+        if tokenizer is None or not callable(tokenizer):
+            raise TypeError(f"tokenizer must be a transformers tokenizer, got {type(tokenizer).__name__}")
+        self.tokenizer = tokenizer
+        self.max_length = check_int(max_length, "max_length", minimum=2)
+        self.max_prompt_length = (
+            None if max_prompt_length is None else check_int(max_prompt_length, "max_prompt_length", minimum=0)
+        )
+        self.add_eos = bool(add_eos) and tokenizer.eos_token_id is not None
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.pad_token_id = int(pad if pad is not None else 0)
+        self.n_truncated = 0
+
+    def _render(self, prompt: Any, response: Any) -> tuple[str, str]:
+        if isinstance(prompt, str) and isinstance(response, str):
+            return prompt, response
+        tok = self.tokenizer
+        msgs_p = list(prompt) if isinstance(prompt, (list, tuple)) else ([{"role": "user", "content": prompt}] if prompt else [])
+        msgs_r = list(response) if isinstance(response, (list, tuple)) else [{"role": "assistant", "content": response}]
+        full = tok.apply_chat_template(msgs_p + msgs_r, tokenize=False)
+        head = tok.apply_chat_template(msgs_p, tokenize=False, add_generation_prompt=True) if msgs_p else ""
+        if not full.startswith(head):
+            head = ""
+        return head, full[len(head):]
+
+    def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
+        if len(examples) == 0:
+            raise ValueError("examples is empty; a batch needs at least one pair")
+        seqs: list[tuple[list[int], int]] = []  # (ids, number of prompt tokens)
+        cut_any = [False] * len(examples)
+        for side in ("chosen", "rejected"):
+            parts = [self._render(ex["prompt"], ex[side]) for ex in examples]
+            enc = self.tokenizer([p for p, _ in parts] + [r for _, r in parts], add_special_tokens=False)["input_ids"]
+            n = len(parts)
+            for i in range(n):
+                p_ids, r_ids = list(enc[i]), list(enc[n + i])
+                if self.add_eos and (not r_ids or r_ids[-1] != self.tokenizer.eos_token_id):
+                    r_ids.append(self.tokenizer.eos_token_id)
+                cut = False
+                if self.max_prompt_length is not None and len(p_ids) > self.max_prompt_length:
+                    p_ids, cut = p_ids[len(p_ids) - self.max_prompt_length:], True
+                if len(r_ids) >= self.max_length:
+                    cut = cut or len(r_ids) > self.max_length or bool(p_ids)
+                    # keep one prompt token when there is one, so the first response token is scored
+                    p_ids = p_ids[-1:] if p_ids else []
+                    r_ids = r_ids[: self.max_length - len(p_ids)]
+                elif len(p_ids) + len(r_ids) > self.max_length:
+                    p_ids, cut = p_ids[len(p_ids) + len(r_ids) - self.max_length:], True
+                cut_any[i] = cut_any[i] or cut
+                seqs.append((p_ids + r_ids, len(p_ids)))
+        self.n_truncated += sum(cut_any)
+        length = max(len(s) for s, _ in seqs)
+        ids = torch.full((len(seqs), length), self.pad_token_id, dtype=torch.long)
+        attn = torch.zeros((len(seqs), length), dtype=torch.long)
+        resp = torch.zeros((len(seqs), length), dtype=torch.long)
+        for i, (s, n_prompt) in enumerate(seqs):
+            ids[i, : len(s)] = torch.tensor(s, dtype=torch.long)
+            attn[i, : len(s)] = 1
+            resp[i, n_prompt: len(s)] = 1
+        return {
+            "input_ids": ids,
+            "attention_mask": attn,
+            "response_mask": resp,
+            "targets": torch.tensor([float(ex.get("target", 1.0)) for ex in examples], dtype=torch.float32),
+            "weights": torch.tensor([float(ex.get("weight", 1.0)) for ex in examples], dtype=torch.float32),
+            "index": torch.tensor([int(ex.get("index", -1)) for ex in examples], dtype=torch.long),
+        }
+
+
+def sequence_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    response_mask: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed log-probabilities of the response tokens under a causal LM, and their counts.
+
+    Token ``t`` is scored from the logits at position ``t-1``; only positions with
+    ``response_mask = 1`` count (a response token at position 0 has no context and is not scored).
+    Log-softmax is computed in float32 or wider.
+
+    Returns
+    -------
+    (logps ``[N]``, n_tokens ``[N]``)
+
+    Examples
+    --------
+    >>> logps, n = sequence_logps(model, batch["input_ids"], batch["attention_mask"],
+    ...                           batch["response_mask"])  # doctest: +SKIP
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits[:, :-1]
+    if logits.dtype in (torch.float16, torch.bfloat16):
+        logits = logits.float()
+    labels = input_ids[:, 1:]
+    mask = response_mask[:, 1:].to(logits.dtype)
+    token_logps = torch.gather(logits, 2, labels.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+    return (token_logps * mask).sum(dim=1), mask.sum(dim=1)
+
+
+# --------------------------------------------------------------------------------------------
+# uncertainty sources
+# --------------------------------------------------------------------------------------------
+
+
+def _with_columns(dataset: Any, *, weights: Any = None, targets: Any = None) -> Any:
+    from auq.data import PreferenceDataset
+
+    out = PreferenceDataset(
+        dataset.prompt,
+        dataset.chosen,
+        dataset.rejected,
+        targets=dataset.targets if targets is None else targets,
+        votes=dataset.votes,
+        weights=dataset.weights if weights is None else weights,
+        ids=dataset.ids,
+    )
+    out.format = getattr(dataset, "format", None)
+    return out
+
+
+def attach_uncertainty(
+    dataset: Any,
+    source: str = "votes",
+    *,
+    reward_model: Any = None,
+    predictions: Any = None,
+    uncertainty: str = "epistemic",
+    scheme: str | None = "exp",
+    use_targets: bool = True,
+    cache_path: str | None = None,
+    batch_size: int = 32,
+    **weight_kwargs: Any,
+) -> Any:
+    """Return a copy of ``dataset`` whose ``weights``/``targets`` come from an uncertainty source.
+
+    Sources:
+
+    * ``"votes"``: annotator votes. Targets are the vote fractions (already the dataset's targets);
+      weights (when ``scheme`` is not None) are :func:`uncertainty_weights` of the vote entropy
+      ``H(q)`` (:func:`auq.estimators.label_uncertainty`).
+    * ``"ensemble"``: a reward ensemble scored **once** (``auq.models.score``), or ready
+      ``predictions`` (``auq.models.Predictions``). Per pair, ``Predictions.decompose()`` gives the
+      ensemble probability ``prob`` (used as the target when ``use_targets``) and the uncertainty
+      named by ``uncertainty`` (``"epistemic"``, ``"total"``, ``"aleatoric"`` or ``"margin_std"``),
+      mapped to weights by :func:`uncertainty_weights` with ``scheme`` and ``weight_kwargs``.
+      With ``cache_path`` (``.npz``), the rewards are stored there with the dataset's fingerprint
+      and reused on the next call (NumPy arrays only, loaded with ``allow_pickle=False``).
+
+    A dataset's own ``weights``/``targets`` columns need no call: the trainer uses them directly.
+
+    Examples
+    --------
+    >>> ds = attach_uncertainty(ds, "ensemble", reward_model=ensemble, scheme="exp")  # doctest: +SKIP
+    """
+    source = check_choice(source, "source", ("votes", "ensemble"))
+    if scheme is not None:
+        check_choice(scheme, "scheme", ("exp", "linear", "threshold", "rank"))
+    if source == "votes":
+        if dataset.votes is None:
+            raise ValueError("dataset has no votes column; source='votes' needs annotator votes")
+        from auq.estimators import label_uncertainty
+
+        u = label_uncertainty(np.asarray(dataset.votes))
+        w = uncertainty_weights(u, scheme, **weight_kwargs) if scheme is not None else None
+        return _with_columns(dataset, weights=w)
+
+    uncertainty = check_choice(uncertainty, "uncertainty", ("epistemic", "total", "aleatoric", "margin_std"))
+    preds = predictions
+    if preds is None:
+        if reward_model is None:
+            raise TypeError("source='ensemble' needs reward_model or predictions")
+        preds = _score_cached(reward_model, dataset, cache_path, batch_size)
+    dec = preds.decompose()
+    prob = np.asarray(dec.prob, dtype=np.float64)
+    u = np.asarray(getattr(dec, uncertainty), dtype=np.float64)
+    w = uncertainty_weights(u, scheme, **weight_kwargs) if scheme is not None else None
+    logger.info(
+        "ensemble uncertainty (%s): mean %.4g, max %.4g; weights mean %s",
+        uncertainty, float(u.mean()), float(u.max()), "n/a" if w is None else f"{float(np.mean(w)):.4g}",
+    )
+    return _with_columns(dataset, weights=w, targets=np.clip(prob, 0.0, 1.0) if use_targets else None)
+
+
+def _score_cached(reward_model: Any, dataset: Any, cache_path: str | None, batch_size: int) -> Any:
+    from auq.models import Predictions, score
+
+    fp = dataset.fingerprint()
+    if cache_path is not None and os.path.exists(cache_path):
+        with np.load(cache_path, allow_pickle=False) as z:
+            if str(z["fingerprint"]) == fp:
+                logger.info("loaded cached ensemble rewards from %s", cache_path)
+                return Predictions(
+                    z["rewards_chosen"], z["rewards_rejected"], z["targets"], list(dataset.ids)
+                )
+            logger.info("cache %s is for another dataset; rescoring", cache_path)
+    preds = score(reward_model, dataset, batch_size=batch_size, progress=True)
+    if cache_path is not None:
+        os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
+        np.savez(
+            cache_path,
+            rewards_chosen=preds.rewards_chosen,
+            rewards_rejected=preds.rewards_rejected,
+            targets=preds.targets,
+            fingerprint=np.array(fp),
+        )
+    return preds
+
+
+# --------------------------------------------------------------------------------------------
+# trainer
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class UncertaintyDPOConfig:
+    """Configuration of :class:`UncertaintyDPOTrainer` (JSON-serialisable).
+
+    Attributes
+    ----------
+    loss_type : {"sigmoid", "robust", "ipo"}
+        ``"sigmoid"``: :func:`~auq.training.losses.dpo_loss`; ``"robust"``:
+        :func:`~auq.training.losses.robust_dpo_loss` with flip rate ``robust_epsilon``, or per pair
+        ``flip_rate_from_uncertainty(target)`` when ``robust_from_targets``; ``"ipo"``:
+        :func:`~auq.training.losses.ipo_loss` with ``tau = beta``, length-normalised like TRL.
+    use_weights, use_targets : bool
+        Whether the dataset's per-pair weights / soft targets enter the loss.
+    normalize : {"weights", "n"}
+        Denominator of the weighted batch mean (Σw or number of pairs).
+    precompute_ref_logps : bool
+        Compute the reference log-probs once before training (then the reference model is freed).
+    """
+
+    output_dir: str = "auq-dpo"
+    loss_type: str = "sigmoid"
+    beta: float = 0.1
+    learning_rate: float = 5e-6
+    weight_decay: float = 0.0
+    num_epochs: int = 1
+    max_steps: int | None = None
+    batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    max_length: int = 512
+    max_prompt_length: int | None = None
+    use_weights: bool = True
+    use_targets: bool = True
+    normalize: str = "weights"
+    robust_epsilon: float = 0.1
+    robust_from_targets: bool = False
+    robust_max_rate: float = 0.45
+    precompute_ref_logps: bool = False
+    shuffle: bool = True
+    seed: int = 0
+    logging_steps: int = 10
+    save_steps: int | None = None
+    mixed_precision: str = "no"
+    progress: bool = True
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_choice(self.loss_type, "loss_type", ("sigmoid", "robust", "ipo"))
+        check_float(self.beta, "beta", minimum=0.0, inclusive=(False, True))
+        check_float(self.learning_rate, "learning_rate", minimum=0.0)
+        check_int(self.num_epochs, "num_epochs", minimum=1)
+        if self.max_steps is not None:
+            check_int(self.max_steps, "max_steps", minimum=1)
+        check_int(self.batch_size, "batch_size", minimum=1)
+        check_int(self.gradient_accumulation_steps, "gradient_accumulation_steps", minimum=1)
+        check_choice(self.normalize, "normalize", ("weights", "n"))
+        check_float(self.robust_epsilon, "robust_epsilon", minimum=0.0, maximum=0.5, inclusive=(True, False))
+        check_int(self.logging_steps, "logging_steps", minimum=1)
+        check_choice(self.mixed_precision, "mixed_precision", ("no", "fp16", "bf16"))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class UncertaintyDPOTrainer:
+    """DPO with per-pair uncertainty weights and soft targets, on Accelerate.
+
+    Parameters
+    ----------
+    model : transformers causal LM (``PreTrainedModel``)
+        The policy.
+    config : UncertaintyDPOConfig
+    train_dataset : auq.data.PreferenceDataset
+        Pairs; its ``weights``/``targets`` (see :func:`attach_uncertainty`) are used per the config.
+    tokenizer : transformers tokenizer
+    ref_model : causal LM, optional
+        The reference; default a frozen deep copy of ``model`` at construction.
+    eval_dataset : PreferenceDataset, optional
+
+    Attributes
+    ----------
+    log_history : list of dict
+        Logged metrics: ``loss``, ``rewards/accuracy``, ``rewards/margins``, ``rewards/chosen``,
+        ``rewards/rejected``, ``weights/mean``, ``targets/mean``, ``step``, ``epoch``.
+
+    Examples
+    --------
+    >>> trainer = UncertaintyDPOTrainer(policy, UncertaintyDPOConfig(beta=0.1), ds, tokenizer)  # doctest: +SKIP
+    >>> trainer.train()  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        config: UncertaintyDPOConfig,
+        train_dataset: Any,
+        tokenizer: Any,
+        ref_model: torch.nn.Module | None = None,
+        eval_dataset: Any = None,
+    ) -> None:
+        from accelerate import Accelerator
+
+        if not isinstance(config, UncertaintyDPOConfig):
+            raise TypeError(f"config must be an UncertaintyDPOConfig, got {type(config).__name__}")
+        if train_dataset is None or len(train_dataset) == 0:
+            raise ValueError("train_dataset is empty; at least one pair is needed")
+        self.config = config
+        self.tokenizer = tokenizer
+        self.train_dataset = train_dataset
+        self.eval_dataset = eval_dataset
+        self.accelerator = Accelerator(
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            # "no" leaves an already initialised Accelerate state (e.g. from another trainer) as it is
+            mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
+        )
+        self.collator = CausalLMPreferenceCollator(tokenizer, config.max_length, config.max_prompt_length)
+        torch.manual_seed(config.seed)
+        if ref_model is None:
+            ref_model = copy.deepcopy(model)
+        ref_model.eval()
+        for p in ref_model.parameters():
+            p.requires_grad_(False)
+        self.model = model
+        self.ref_model: torch.nn.Module | None = ref_model.to(self.accelerator.device)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in model.parameters() if p.requires_grad],
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
+        )
+        g = torch.Generator().manual_seed(config.seed)
+        loader = torch.utils.data.DataLoader(
+            train_dataset, batch_size=config.batch_size, shuffle=config.shuffle, collate_fn=self.collator, generator=g
+        )
+        self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, self.optimizer, loader)
+        self._ref_cache: dict[str, torch.Tensor] | None = None
+        if config.precompute_ref_logps:
+            self._ref_cache = self._precompute_ref(train_dataset)
+            self.ref_model = None
+        self.global_step = 0
+        self.epoch = 0.0
+        self.log_history: list[dict[str, float]] = []
+
+    # ------------------------------------------------------------------ pieces
+    @torch.no_grad()
+    def _precompute_ref(self, dataset: Any) -> dict[str, torch.Tensor]:
+        from tqdm.auto import tqdm
+
+        n = len(dataset)
+        out = torch.zeros(n, 2, dtype=torch.float64)
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator)
+        for batch in tqdm(loader, desc="reference log-probs", disable=not self.config.progress):
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            lp, _ = sequence_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            b = batch["index"].shape[0]
+            out[batch["index"].cpu(), 0] = lp[:b].double().cpu()
+            out[batch["index"].cpu(), 1] = lp[b:].double().cpu()
+        return {"logps": out}
+
+    def _ref_logps(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        b = batch["index"].shape[0]
+        if self._ref_cache is not None:
+            idx = batch["index"].cpu()
+            lp = self._ref_cache["logps"][idx].to(self.accelerator.device)
+            return lp[:, 0], lp[:, 1]
+        with torch.no_grad():
+            lp, _ = sequence_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        return lp[:b], lp[b:]
+
+    def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss and metrics of one collated batch (see :class:`CausalLMPreferenceCollator`)."""
+        cfg = self.config
+        b = batch["index"].shape[0]
+        logps, n_tok = sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+        pc, pr = logps[:b], logps[b:]
+        rc, rr = self._ref_logps(batch)
+        rc, rr = rc.to(pc.dtype), rr.to(pc.dtype)
+        w = batch["weights"].to(pc.dtype) if cfg.use_weights else None
+        q = batch["targets"].to(pc.dtype) if cfg.use_targets else None
+        if cfg.loss_type == "sigmoid":
+            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, normalize=cfg.normalize)
+        elif cfg.loss_type == "robust":
+            eps: Any = cfg.robust_epsilon
+            if cfg.robust_from_targets:
+                eps = flip_rate_from_uncertainty(batch["targets"].to(pc.dtype), kind="prob", max_rate=cfg.robust_max_rate)
+            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, normalize=cfg.normalize)
+        else:
+            loss = ipo_loss(
+                pc, pr, rc, rr, tau=cfg.beta, chosen_lengths=n_tok[:b], rejected_lengths=n_tok[b:],
+                weights=w, targets=q, normalize=cfg.normalize,
+            )
+        r = dpo_implicit_rewards(pc, pr, rc, rr, beta=cfg.beta)
+        metrics = {
+            "loss": float(loss.detach()),
+            "rewards/accuracy": float(r.accuracy),
+            "rewards/margins": float(r.margins.mean()),
+            "rewards/chosen": float(r.chosen.mean()),
+            "rewards/rejected": float(r.rejected.mean()),
+            "weights/mean": float(batch["weights"].float().mean()),
+            "targets/mean": float(batch["targets"].float().mean()),
+        }
+        return loss, metrics
+
+    # ------------------------------------------------------------------ loops
+    def train(self) -> list[dict[str, float]]:
+        """Run training; returns :attr:`log_history`."""
+        from tqdm.auto import tqdm
+
+        cfg = self.config
+        steps_per_epoch = math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps)
+        total = cfg.max_steps or steps_per_epoch * cfg.num_epochs
+        n_epochs = cfg.num_epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / max(steps_per_epoch, 1))
+        bar = tqdm(total=total, desc="DPO", disable=not (cfg.progress and self.accelerator.is_main_process))
+        window: list[dict[str, float]] = []
+        self.model.train()
+        for epoch in range(n_epochs):
+            for i, batch in enumerate(self.train_loader):
+                with self.accelerator.accumulate(self.model):
+                    loss, metrics = self.compute_loss(batch)
+                    self.accelerator.backward(loss)
+                    if self.accelerator.sync_gradients and cfg.max_grad_norm is not None:
+                        self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    self.optimizer.step()
+                    self.optimizer.zero_grad()
+                window.append(metrics)
+                if not self.accelerator.sync_gradients:
+                    continue
+                self.global_step += 1
+                self.epoch = epoch + (i + 1) / len(self.train_loader)
+                bar.update(1)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+                if self.global_step % cfg.logging_steps == 0 or self.global_step == total:
+                    self._log(window)
+                    window = []
+                if cfg.save_steps and self.global_step % cfg.save_steps == 0:
+                    self.save_checkpoint(os.path.join(cfg.output_dir, f"checkpoint-{self.global_step}"))
+                if self.global_step >= total:
+                    break
+            if self.global_step >= total:
+                break
+        if window:
+            self._log(window)
+        bar.close()
+        return self.log_history
+
+    def _log(self, window: list[dict[str, float]]) -> None:
+        entry = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        entry["step"] = self.global_step
+        entry["epoch"] = round(self.epoch, 4)
+        self.log_history.append(entry)
+        logger.info("step %d: %s", self.global_step, {k: round(v, 4) for k, v in entry.items()})
+
+    @torch.no_grad()
+    def evaluate(self, dataset: Any = None) -> dict[str, float]:
+        """Mean loss and implicit-reward metrics over ``dataset`` (default ``eval_dataset``)."""
+        dataset = dataset if dataset is not None else self.eval_dataset
+        if dataset is None:
+            raise ValueError("dataset is required when the trainer has no eval_dataset")
+        if self._ref_cache is not None and dataset is not self.train_dataset:
+            raise ValueError("with precompute_ref_logps only the training dataset can be evaluated")
+        was_training = self.model.training
+        self.model.eval()
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator)
+        sums: dict[str, float] = {}
+        n = 0
+        for batch in loader:
+            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+            _, m = self.compute_loss(batch)
+            b = batch["index"].shape[0]
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v * b
+            n += b
+        self.model.train(was_training)
+        return {f"eval/{k}": v / n for k, v in sums.items()}
+
+    def save_checkpoint(self, path: str | None = None) -> str:
+        """Save the policy (safetensors + config), tokenizer and ``trainer_state.json``; no pickle."""
+        path = path or self.config.output_dir
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            os.makedirs(path, exist_ok=True)
+            model = self.accelerator.unwrap_model(self.model)
+            model.save_pretrained(path, safe_serialization=True)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(path)
+            state = {
+                "global_step": self.global_step,
+                "epoch": self.epoch,
+                "config": self.config.to_dict(),
+                "log_history": self.log_history,
+            }
+            with open(os.path.join(path, "trainer_state.json"), "w") as f:
+                json.dump(state, f, indent=2)
+            logger.info("saved checkpoint to %s", path)
+        return path

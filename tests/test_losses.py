@@ -1,0 +1,567 @@
+"""Tests for auq.training.losses, including agreement with the installed TRL's loss code.
+
+TRL 1.16 computes its DPO losses inside ``DPOTrainer._compute_loss`` (trl/trainer/dpo_trainer.py,
+the ``for loss_type, loss_weight in zip(self.loss_types, ...)`` loop) from the model's fused
+per-token log-probs. We build a real ``DPOTrainer`` (tiny GPT-2 from a config, offline tokenizer,
+4-row dataset) and call ``_compute_loss`` with a stand-in model whose per-token log-probs are our
+leaf tensors, so TRL's own code runs on exactly our inputs and autograd gives its gradients.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from auq.training.losses import (  # noqa: E402
+    bradley_terry_loss,
+    compute_gae,
+    dpo_implicit_rewards,
+    dpo_logits,
+    dpo_loss,
+    flip_rate_from_uncertainty,
+    ipo_loss,
+    kl_penalty,
+    penalized_reward,
+    ppo_loss,
+    robust_dpo_loss,
+    uncertainty_weights,
+    value_loss,
+    whiten,
+)
+
+trl = pytest.importorskip("trl")
+
+
+# ------------------------------------------------------------------------------------------
+# TRL harness
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_lm_dir(tmp_path_factory):
+    from _tiny_lm import build_tiny_lm
+
+    return build_tiny_lm(str(tmp_path_factory.mktemp("tiny_lm")))
+
+
+def _tiny_dataset():
+    from datasets import Dataset
+
+    return Dataset.from_dict(
+        {
+            "prompt": ["the cat", "a helpful", "please tell", "the weather"],
+            "chosen": [" sat on the mat", " answer is short", " me how", " is sunny"],
+            "rejected": [" is rude", " answer is long", " help", " is wind"],
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def make_trl_dpo(tiny_lm_dir, tmp_path_factory):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from trl import DPOConfig, DPOTrainer
+
+    cache = {}
+
+    def make(loss_type: str, beta: float = 0.1, label_smoothing: float = 0.0):
+        key = (loss_type, beta, label_smoothing)
+        if key not in cache:
+            args = DPOConfig(
+                output_dir=str(tmp_path_factory.mktemp("trl_dpo")),
+                loss_type=[loss_type],
+                beta=beta,
+                label_smoothing=label_smoothing,
+                precompute_ref_log_probs=True,
+                per_device_train_batch_size=2,
+                report_to=[],
+                use_cpu=True,
+            )
+            cache[key] = DPOTrainer(
+                model=AutoModelForCausalLM.from_pretrained(tiny_lm_dir),
+                args=args,
+                train_dataset=_tiny_dataset(),
+                processing_class=AutoTokenizer.from_pretrained(tiny_lm_dir),
+            )
+        return cache[key]
+
+    return make
+
+
+class _StubLM(torch.nn.Module):
+    """Stands in for the policy: returns the given per-token log-probs as TRL's fused output."""
+
+    def __init__(self, per_token_logps):
+        super().__init__()
+        self.per_token_logps = per_token_logps
+
+    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
+        from trl.trainer.utils import FusedCausalLMOutput
+
+        lp = self.per_token_logps
+        zeros = torch.zeros_like(lp.detach())
+        return FusedCausalLMOutput(
+            log_probs=lp, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool(), log_sum_sq_probs=zeros
+        )
+
+
+def trl_loss(trainer, pc, pr, rc, rr, lengths_c=None, lengths_r=None):
+    """Run TRL's ``_compute_loss`` on sequence log-probs ``[B]`` (and completion lengths)."""
+    b = pc.shape[0]
+    lc = [1] * b if lengths_c is None else list(lengths_c)
+    lr = [1] * b if lengths_r is None else list(lengths_r)
+    seq = max(lc + lr) + 1
+    completion = torch.zeros(2 * b, seq, dtype=torch.long)
+    for i, n in enumerate(lc + lr):
+        completion[i, seq - n :] = 1
+    logps = torch.cat([pc, pr])
+    per_token = torch.cat([logps[:, None], torch.zeros(2 * b, seq - 2, dtype=logps.dtype)], dim=1)
+    inputs = {
+        "input_ids": torch.ones(2 * b, seq, dtype=torch.long),
+        "attention_mask": torch.ones(2 * b, seq, dtype=torch.long),
+        "completion_mask": completion,
+        "ref_chosen_logps": rc,
+        "ref_rejected_logps": rr,
+    }
+    return trainer._compute_loss(_StubLM(per_token), inputs, return_outputs=False)
+
+
+def _inputs(b=6, seed=0, scale=5.0):
+    g = torch.Generator().manual_seed(seed)
+    return [
+        (torch.randn(b, generator=g, dtype=torch.float64) * scale - 20.0).requires_grad_(True)
+        for _ in range(4)
+    ]
+
+
+def _value_and_grad(fn, xs):
+    loss = fn(*xs)
+    grads = torch.autograd.grad(loss, xs)
+    return loss.detach(), grads
+
+
+def _assert_same(a, b, rtol=1e-10, atol=1e-12):
+    (la, ga), (lb, gb) = a, b
+    torch.testing.assert_close(la, lb, rtol=rtol, atol=atol)
+    for x, y in zip(ga, gb):
+        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
+
+
+# ------------------------------------------------------------------------------------------
+# agreement with TRL
+# ------------------------------------------------------------------------------------------
+
+
+def test_dpo_equals_trl_sigmoid_value_and_grad(make_trl_dpo):
+    trainer = make_trl_dpo("sigmoid", beta=0.3)
+    xs = _inputs()
+    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
+    _assert_same(_value_and_grad(lambda *a: dpo_loss(*a, beta=0.3), xs), ref, rtol=0, atol=0)
+    ones = torch.ones(6, dtype=torch.float64)
+    unit = _value_and_grad(lambda *a: dpo_loss(*a, beta=0.3, weights=ones, targets=ones), xs)
+    _assert_same(unit, ref)
+    unit_n = _value_and_grad(lambda *a: dpo_loss(*a, beta=0.3, weights=ones, normalize="n"), xs)
+    _assert_same(unit_n, ref)
+    # a nontrivial loss: the test would notice a sign or beta error
+    assert float(ref[0]) != pytest.approx(math.log(2), abs=1e-3)
+
+
+def test_constant_target_equals_trl_label_smoothed_cdpo(make_trl_dpo):
+    # TRL 1.16's "sigmoid" no longer takes label_smoothing; its cDPO form
+    # -(1-ε)logσ(βδ) - ε logσ(-βδ) lives in loss_type="aot", which sorts the policy and reference
+    # log-ratios over the batch. With both already in ascending order the sort is the identity and
+    # "aot" is exactly per-pair cDPO.
+    eps, beta = 0.15, 0.2
+    trainer = make_trl_dpo("aot", beta=beta, label_smoothing=eps)
+    g = torch.Generator().manual_seed(1)
+    b = 6
+    ref_lr = torch.sort(torch.randn(b, generator=g, dtype=torch.float64) * 3).values
+    pol_lr = torch.sort(torch.randn(b, generator=g, dtype=torch.float64) * 3).values
+    rr = torch.randn(b, generator=g, dtype=torch.float64) - 30
+    pr = torch.randn(b, generator=g, dtype=torch.float64) - 30
+    xs = [(pr + pol_lr).requires_grad_(), pr.requires_grad_(), (rr + ref_lr).requires_grad_(), rr.requires_grad_()]
+    with torch.no_grad():  # guard the premise
+        assert torch.equal(torch.argsort(xs[0] - xs[1]), torch.arange(b))
+        assert torch.equal(torch.argsort(xs[2] - xs[3]), torch.arange(b))
+    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
+    ours = _value_and_grad(lambda *a: dpo_loss(*a, beta=beta, targets=1 - eps), xs)
+    _assert_same(ours, ref)
+    per_pair = _value_and_grad(
+        lambda *a: dpo_loss(*a, beta=beta, targets=torch.full((b,), 1 - eps, dtype=torch.float64)), xs
+    )
+    _assert_same(per_pair, ref)
+
+
+@pytest.mark.parametrize("eps", [0.0, 0.2, 0.45])
+def test_robust_equals_trl_robust(make_trl_dpo, eps):
+    trainer = make_trl_dpo("robust", beta=0.25, label_smoothing=eps)
+    xs = _inputs(seed=2)
+    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
+    _assert_same(_value_and_grad(lambda *a: robust_dpo_loss(*a, beta=0.25, epsilon=eps), xs), ref)
+    eps_vec = torch.full((6,), eps, dtype=torch.float64)
+    _assert_same(_value_and_grad(lambda *a: robust_dpo_loss(*a, beta=0.25, epsilon=eps_vec), xs), ref)
+
+
+def test_ipo_equals_trl_ipo(make_trl_dpo):
+    trainer = make_trl_dpo("ipo", beta=0.5)
+    xs = _inputs(seed=3, scale=1.0)
+    lc, lr = [1, 3, 2, 5, 4, 1], [2, 2, 1, 3, 6, 4]
+    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a, lengths_c=lc, lengths_r=lr), xs)
+    ours = _value_and_grad(
+        lambda *a: ipo_loss(
+            *a, tau=0.5, chosen_lengths=torch.tensor(lc), rejected_lengths=torch.tensor(lr)
+        ),
+        xs,
+    )
+    _assert_same(ours, ref)
+    # sequence-level IPO (no lengths) is TRL's with every completion one token long
+    ref1 = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
+    _assert_same(_value_and_grad(lambda *a: ipo_loss(*a, tau=0.5), xs), ref1)
+    ones = torch.ones(6, dtype=torch.float64)
+    _assert_same(_value_and_grad(lambda *a: ipo_loss(*a, tau=0.5, targets=ones, weights=ones), xs), ref1)
+
+
+def test_bradley_terry_margin_equals_trl_reward_trainer(tiny_lm_dir, tmp_path):
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+    from trl import RewardConfig, RewardTrainer
+
+    ds = _tiny_dataset().remove_columns("prompt")
+    trainer = RewardTrainer(
+        model=AutoModelForSequenceClassification.from_pretrained(tiny_lm_dir, num_labels=1),
+        args=RewardConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True),
+        train_dataset=ds,
+        processing_class=AutoTokenizer.from_pretrained(tiny_lm_dir),
+    )
+    g = torch.Generator().manual_seed(4)
+    rc = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    rr = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
+    margin = torch.rand(5, generator=g, dtype=torch.float64) * 2
+
+    class Stub(torch.nn.Module):
+        def forward(self, **kwargs):
+            from types import SimpleNamespace
+
+            return SimpleNamespace(logits=torch.cat([rc, rr])[:, None])
+
+    inputs = {"attention_mask": torch.ones(10, 3, dtype=torch.long), "margin": margin}
+    ref = _value_and_grad(lambda a, b: trainer.compute_loss(Stub(), dict(inputs)), [rc, rr])
+    ours = _value_and_grad(lambda a, b: bradley_terry_loss(a, b, margin=margin), [rc, rr])
+    _assert_same(ours, ref)
+    # without a margin the loss is smaller for these positive margins
+    assert float(bradley_terry_loss(rc, rr).detach()) < float(ref[0])
+
+
+# ------------------------------------------------------------------------------------------
+# DPO family: identities, weights, targets, stability
+# ------------------------------------------------------------------------------------------
+
+
+def test_unit_weights_and_targets_reduce_to_plain_dpo():
+    xs = _inputs(seed=5)
+    plain = _value_and_grad(lambda *a: dpo_loss(*a, beta=0.1), xs)
+    ones = torch.ones(6, dtype=torch.float64)
+    for fn in (
+        lambda *a: dpo_loss(*a, beta=0.1, weights=ones, targets=ones),
+        lambda *a: dpo_loss(*a, beta=0.1, weights=ones * 3.0, targets=1.0),
+        lambda *a: dpo_loss(*a, beta=0.1, weights=ones, normalize="n"),
+        lambda *a: robust_dpo_loss(*a, beta=0.1, epsilon=0.0, weights=ones),
+        lambda *a: robust_dpo_loss(*a, beta=0.1, epsilon=torch.zeros(6, dtype=torch.float64)),
+    ):
+        _assert_same(_value_and_grad(fn, xs), plain)
+    per_pair = dpo_loss(*xs, beta=0.1, reduction="none")
+    torch.testing.assert_close(per_pair, -F.logsigmoid(dpo_logits(*xs, beta=0.1)))
+    torch.testing.assert_close(dpo_loss(*xs, beta=0.1, reduction="sum"), per_pair.sum())
+
+
+def test_weight_normalisation():
+    xs = _inputs(seed=6)
+    w = torch.tensor([0.5, 2.0, 0.0, 1.0, 3.0, 0.5], dtype=torch.float64)
+    per = dpo_loss(*xs, beta=0.1, reduction="none").detach()
+    by_w = dpo_loss(*xs, beta=0.1, weights=w)
+    by_n = dpo_loss(*xs, beta=0.1, weights=w, normalize="n")
+    assert float(by_w) == pytest.approx(float((w * per).sum() / w.sum()), rel=1e-12)
+    assert float(by_n) == pytest.approx(float((w * per).sum() / 6), rel=1e-12)
+    # Σw normalisation is invariant to rescaling the weights, n normalisation is not
+    assert float(dpo_loss(*xs, beta=0.1, weights=7 * w)) == pytest.approx(float(by_w), rel=1e-12)
+    assert float(dpo_loss(*xs, beta=0.1, weights=7 * w, normalize="n")) == pytest.approx(7 * float(by_n))
+    torch.testing.assert_close(dpo_loss(*xs, beta=0.1, weights=w, reduction="none"), w * per)
+    # a pair with weight 0 gets no gradient
+    grads = torch.autograd.grad(by_w, xs)
+    assert all(float(g[2]) == 0.0 for g in grads)
+    assert all(float(g[1]) != 0.0 for g in grads)
+    # all-zero weights: loss 0 and zero gradients, not NaN
+    zero = dpo_loss(*xs, beta=0.1, weights=torch.zeros(6, dtype=torch.float64))
+    assert float(zero) == 0.0
+    assert all(torch.all(g == 0) for g in torch.autograd.grad(zero, xs))
+
+
+def test_soft_targets_gradient_is_sigmoid_minus_q():
+    z = torch.tensor([-2.0, 0.0, 1.5, 3.0], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([0.1, 0.5, 0.7, 1.0], dtype=torch.float64)
+    zero = torch.zeros(4, dtype=torch.float64)
+    loss = dpo_loss(z, zero, zero, zero, beta=1.0, targets=q, reduction="sum")
+    (g,) = torch.autograd.grad(loss, z)
+    torch.testing.assert_close(g, torch.sigmoid(z.detach()) - q)
+    # q = 1/2 is symmetric in the orientation of the pair
+    a = dpo_loss(z, zero, zero, zero, beta=1.0, targets=0.5, reduction="none")
+    b = dpo_loss(-z, zero, zero, zero, beta=1.0, targets=0.5, reduction="none")
+    torch.testing.assert_close(a, b)
+
+
+def test_implicit_rewards():
+    pc, pr, rc, rr = (torch.tensor(v, dtype=torch.float64) for v in ([-1.0, -4.0], [-3.0, -2.0], [-2.0, -2.0], [-2.0, -2.0]))
+    r = dpo_implicit_rewards(pc, pr, rc, rr, beta=0.5)
+    torch.testing.assert_close(r.chosen, torch.tensor([0.5, -1.0], dtype=torch.float64))
+    torch.testing.assert_close(r.rejected, torch.tensor([-0.5, 0.0], dtype=torch.float64))
+    torch.testing.assert_close(r.margins, dpo_logits(pc, pr, rc, rr, beta=0.5))
+    assert float(r.accuracy) == 0.5
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_extreme_logits_finite(sign):
+    big = torch.full((3,), sign * 1e4, dtype=torch.float32, requires_grad=True)
+    zero = torch.zeros(3, requires_grad=True)
+    fns = [
+        lambda a, b: dpo_loss(a, b, b, b, beta=1.0),
+        lambda a, b: dpo_loss(a, b, b, b, beta=1.0, targets=torch.tensor([0.0, 0.3, 1.0]), weights=torch.tensor([1.0, 2.0, 0.0])),
+        lambda a, b: robust_dpo_loss(a, b, b, b, beta=1.0, epsilon=torch.tensor([0.0, 0.2, 0.4])),
+        lambda a, b: ipo_loss(a, b, b, b, tau=0.1),
+        lambda a, b: bradley_terry_loss(a, b, targets=torch.tensor([0.2, 0.9, 1.0]), margin=1.0),
+    ]
+    for fn in fns:
+        loss = fn(big, zero)
+        grads = torch.autograd.grad(loss, [big, zero])
+        assert torch.isfinite(loss)
+        assert all(torch.isfinite(g).all() for g in grads)
+    # the plain loss is exactly 0 (confidently right) or 1e4·β (confidently wrong)
+    plain = float(dpo_loss(big, zero, zero, zero, beta=1.0))
+    assert plain == pytest.approx(0.0 if sign > 0 else 1e4)
+
+
+# ------------------------------------------------------------------------------------------
+# Bradley–Terry with members
+# ------------------------------------------------------------------------------------------
+
+
+def test_bradley_terry_members_and_bootstrap_weights():
+    rc = torch.tensor([[1.0, 0.0], [2.0, -1.0], [0.5, 0.5]], dtype=torch.float64)
+    rr = torch.zeros(3, 2, dtype=torch.float64)
+    w = torch.tensor([[1.0, 0.0], [2.0, 1.0], [0.0, 3.0]], dtype=torch.float64)
+    per = -F.logsigmoid(rc - rr)
+    m0 = (per[:, 0] * w[:, 0]).sum() / w[:, 0].sum()
+    m1 = (per[:, 1] * w[:, 1]).sum() / w[:, 1].sum()
+    assert float(bradley_terry_loss(rc, rr, weights=w)) == pytest.approx(float((m0 + m1) / 2), rel=1e-12)
+    # per-pair weights broadcast over members
+    w1 = torch.tensor([1.0, 2.0, 0.5], dtype=torch.float64)
+    want = ((per * w1[:, None]).sum(0) / w1.sum()).mean()
+    assert float(bradley_terry_loss(rc, rr, weights=w1)) == pytest.approx(float(want), rel=1e-12)
+    # each member column equals the single-model loss on that column
+    single = [float(bradley_terry_loss(rc[:, k], rr[:, k], weights=w[:, k])) for k in range(2)]
+    assert float(bradley_terry_loss(rc, rr, weights=w)) == pytest.approx(np.mean(single), rel=1e-12)
+    assert bradley_terry_loss(rc, rr, reduction="none").shape == (3, 2)
+    # soft targets [B] broadcast over members
+    q = torch.tensor([1.0, 0.5, 0.0], dtype=torch.float64)
+    want_q = (-q[:, None] * F.logsigmoid(rc) - (1 - q[:, None]) * F.logsigmoid(-rc)).mean()
+    assert float(bradley_terry_loss(rc, rr, targets=q)) == pytest.approx(float(want_q), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------------------
+# uncertainty -> weights / flip rates
+# ------------------------------------------------------------------------------------------
+
+
+def test_uncertainty_weights_schemes():
+    u = np.array([0.0, 0.5, 1.0, 2.0])
+    w = uncertainty_weights(u, "exp", tau=0.5, normalize=None)
+    np.testing.assert_allclose(w, np.exp(-u / 0.5))
+    w = uncertainty_weights(u, "exp", normalize=None)  # tau = mean(u) = 0.875
+    np.testing.assert_allclose(w, np.exp(-u / 0.875))
+    np.testing.assert_allclose(uncertainty_weights(u, "linear", normalize=None), [1, 0.75, 0.5, 0])
+    np.testing.assert_allclose(uncertainty_weights(u, "linear", u_max=1.0, normalize=None), [1, 0.5, 0, 0])
+    np.testing.assert_allclose(uncertainty_weights(u, "threshold", threshold=0.5, normalize=None), [1, 1, 0, 0])
+    np.testing.assert_allclose(uncertainty_weights(u, "rank", normalize=None), [1, 0.75, 0.5, 0.25])
+    # ties share their mean rank
+    np.testing.assert_allclose(
+        uncertainty_weights(np.array([0.3, 0.1, 0.3, 0.2]), "rank", normalize=None), [0.375, 1.0, 0.375, 0.75]
+    )
+    # normalisation
+    wm = uncertainty_weights(u, "linear")
+    np.testing.assert_allclose(wm, np.array([1, 0.75, 0.5, 0]) / 0.5625)
+    assert wm.mean() == pytest.approx(1.0)
+    assert uncertainty_weights(u, "exp", tau=1.0, normalize="sum").sum() == pytest.approx(1.0)
+    # torch in, torch out
+    t = uncertainty_weights(torch.tensor(u), "exp", tau=1.0)
+    assert isinstance(t, torch.Tensor) and float(t.mean()) == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="all weights are zero"):
+        uncertainty_weights(u, "threshold", threshold=-1.0)
+    with pytest.raises(TypeError, match="threshold"):
+        uncertainty_weights(u, "threshold")
+    with pytest.raises(ValueError, match="tau"):
+        uncertainty_weights(u, "exp", tau=0.0)
+    with pytest.raises(ValueError, match="scheme"):
+        uncertainty_weights(u, "cosine")
+
+
+def test_flip_rate_from_uncertainty():
+    np.testing.assert_allclose(flip_rate_from_uncertainty(np.array([1.0, 0.9, 0.5, 0.1])), [0, 0.1, 0.45, 0.45])
+    p = np.array([0.01, 0.1, 0.3, 0.45])
+    h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
+    np.testing.assert_allclose(flip_rate_from_uncertainty(h, kind="entropy", max_rate=0.49), p, atol=1e-9)
+    np.testing.assert_allclose(flip_rate_from_uncertainty(np.array([0.0, 1.0]), kind="entropy"), [0.0, 0.45])
+    with pytest.raises(ValueError, match="u must be"):
+        flip_rate_from_uncertainty(np.array([1.2]))
+    with pytest.raises(ValueError, match="max_rate"):
+        flip_rate_from_uncertainty(np.array([0.5]), max_rate=0.5)
+
+
+# ------------------------------------------------------------------------------------------
+# penalised rewards
+# ------------------------------------------------------------------------------------------
+
+
+def test_penalized_reward_hand_computed():
+    r = np.array([[1.0, 2.0, 6.0], [3.0, 4.0, 2.0], [2.0, 3.0, 4.0]])
+    # member means: [2, 3, 4] -> centred rows: [-1,-1,2], [1,1,-2], [0,0,0]
+    np.testing.assert_allclose(penalized_reward(r, "mean"), [0.0, 0.0, 0.0], atol=1e-12)
+    std = np.sqrt(2.0)  # population std of (-1,-1,2)
+    np.testing.assert_allclose(penalized_reward(r, "lcb", coef=0.5), [-0.5 * std, -0.5 * std, 0.0])
+    np.testing.assert_allclose(penalized_reward(r, "wco"), [-1.0, -2.0, 0.0])
+    np.testing.assert_allclose(penalized_reward(r, "uwo", coef=2.0), [-4.0, -4.0, 0.0])
+    np.testing.assert_allclose(penalized_reward(r, "mean", center=False), [3.0, 3.0, 3.0])
+    np.testing.assert_allclose(penalized_reward(r, "wco", member_offsets=[1.0, 2.0, 3.0]), [0.0, -1.0, 1.0])
+    # one member: std and var are 0, never NaN
+    np.testing.assert_allclose(penalized_reward(np.array([1.0, 3.0]), "lcb", coef=5.0), [-1.0, 1.0])
+
+
+def test_penalized_reward_invariant_to_member_constants():
+    rng = np.random.default_rng(0)
+    r = rng.normal(size=(20, 4))
+    shifted = r + np.array([10.0, -3.0, 0.5, 100.0])
+    for method in ("mean", "lcb", "wco", "uwo"):
+        np.testing.assert_allclose(penalized_reward(r, method), penalized_reward(shifted, method), atol=1e-10)
+    # without centring the shift shows up
+    assert not np.allclose(penalized_reward(r, "wco", center=False), penalized_reward(shifted, "wco", center=False))
+    # torch in, torch out, differentiable
+    t = torch.tensor(r, requires_grad=True)
+    out = penalized_reward(t, "lcb", coef=1.0)
+    assert isinstance(out, torch.Tensor) and out.requires_grad
+    out.sum().backward()
+    assert torch.isfinite(t.grad).all()
+
+
+# ------------------------------------------------------------------------------------------
+# PPO pieces
+# ------------------------------------------------------------------------------------------
+
+
+def test_ppo_loss_clipping():
+    old = torch.zeros(1, 4, dtype=torch.float64)
+    lp = torch.log(torch.tensor([[1.5, 0.5, 1.1, 3.0]], dtype=torch.float64)).requires_grad_()
+    adv = torch.tensor([[1.0, -1.0, 2.0, 5.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0]])
+    out = ppo_loss(lp, old, adv, mask, clip_range=0.2)
+    # token 0: A>0, ratio 1.5 clipped to 1.2 -> -1.2; token 1: A<0, ratio 0.5 clipped to 0.8 -> 0.8
+    # token 2: unclipped -2.2; token 3 masked
+    assert float(out.loss) == pytest.approx((-1.2 + 0.8 - 2.2) / 3)
+    assert float(out.clip_fraction) == pytest.approx(2 / 3)
+    (g,) = torch.autograd.grad(out.loss, lp)
+    torch.testing.assert_close(g, torch.tensor([[0.0, 0.0, -2.2 / 3, 0.0]], dtype=torch.float64))
+
+
+def test_value_loss_kl_whiten_gae():
+    v = torch.tensor([[1.0, 0.0]], dtype=torch.float64)
+    old = torch.zeros(1, 2, dtype=torch.float64)
+    ret = torch.tensor([[0.0, 1.0]], dtype=torch.float64)
+    # token 0: unclipped (1-0)^2=1, clipped (0.2-0)^2 -> max 1; token 1: 1 and 1
+    assert float(value_loss(v, old, ret, clip_range_value=0.2)) == pytest.approx(0.5)
+    v2 = torch.tensor([[-1.0, 0.0]], dtype=torch.float64)
+    ret2 = torch.tensor([[-1.0, 0.0]], dtype=torch.float64)
+    # unclipped 0, clipped (-0.2+1)^2 = 0.64 -> mean over 2 tokens of max, times 1/2
+    assert float(value_loss(v2, old, ret2, clip_range_value=0.2)) == pytest.approx(0.5 * 0.64 / 2)
+
+    lp, ref = torch.tensor([0.5, -0.2]), torch.tensor([0.0, 0.0])
+    torch.testing.assert_close(kl_penalty(lp, ref, "k1"), lp)
+    torch.testing.assert_close(kl_penalty(lp, ref, "k2"), 0.5 * lp**2)
+    torch.testing.assert_close(kl_penalty(lp, ref, "k3"), torch.exp(-lp) - 1 + lp)
+    assert torch.all(kl_penalty(lp, ref, "k3") >= 0)
+
+    x = torch.tensor([[1.0, 2.0, 3.0, 100.0]], dtype=torch.float64)
+    m = torch.tensor([[1, 1, 1, 0]])
+    wx = whiten(x, m)
+    torch.testing.assert_close(wx[0, :3], torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64), rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(whiten(x, m, shift_mean=False)[0, :3], wx[0, :3] + 2.0)
+
+    rewards = torch.tensor([[0.0, 0.0, 1.0, 9.0]], dtype=torch.float64)
+    values = torch.tensor([[0.5, 0.2, 0.4, 7.0]], dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0]])
+    gamma, lam = 0.9, 0.8
+    adv, rets = compute_gae(rewards, values, mask, gamma=gamma, lam=lam)
+    d2 = 1.0 - 0.4
+    d1 = 0.0 + gamma * 0.4 - 0.2
+    d0 = 0.0 + gamma * 0.2 - 0.5
+    a2, a1 = d2, d1 + gamma * lam * d2
+    a0 = d0 + gamma * lam * a1
+    torch.testing.assert_close(adv, torch.tensor([[a0, a1, a2, 0.0]], dtype=torch.float64))
+    torch.testing.assert_close(rets, torch.tensor([[a0 + 0.5, a1 + 0.2, a2 + 0.4, 0.0]], dtype=torch.float64))
+
+
+# ------------------------------------------------------------------------------------------
+# bad input
+# ------------------------------------------------------------------------------------------
+
+
+def test_bad_input_errors_name_the_argument():
+    x = torch.zeros(3)
+    with pytest.raises(ValueError, match="weights must be non-negative"):
+        dpo_loss(x, x, x, x, weights=torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="weights contains 1 NaN"):
+        dpo_loss(x, x, x, x, weights=torch.tensor([1.0, float("nan"), 1.0]))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        dpo_loss(x, x, x, x, weights=torch.ones(4))
+    with pytest.raises(ValueError, match="targets must be labels in \\[0, 1\\]"):
+        dpo_loss(x, x, x, x, targets=torch.tensor([0.5, 1.2, 0.0]))
+    with pytest.raises(ValueError, match="targets"):
+        bradley_terry_loss(x, x, targets=[-0.1, 0.5, 0.5])
+    with pytest.raises(ValueError, match="policy_chosen_logps and ref_rejected_logps must have the same shape"):
+        dpo_loss(x, x, x, torch.zeros(4))
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        dpo_loss(x, x, x, x, beta=0.0)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        dpo_logits(x, x, x, x, beta=-1.0)
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        ipo_loss(x, x, x, x, tau=0.0)
+    with pytest.raises(ValueError, match="coef must be >= 0"):
+        penalized_reward(np.ones((3, 2)), "lcb", coef=-1.0)
+    with pytest.raises(ValueError, match="epsilon"):
+        robust_dpo_loss(x, x, x, x, epsilon=0.5)
+    with pytest.raises(ValueError, match="epsilon"):
+        robust_dpo_loss(x, x, x, x, epsilon=torch.tensor([0.1, 0.6, 0.0]))
+    with pytest.raises(ValueError, match="policy_rejected_logps contains 1 NaN"):
+        dpo_loss(x, torch.tensor([0.0, float("nan"), 0.0]), x, x)
+    with pytest.raises(ValueError, match="rewards_chosen and rewards_rejected must have the same shape"):
+        bradley_terry_loss(torch.zeros(3, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match="weights must have shape"):
+        bradley_terry_loss(torch.zeros(3, 2), torch.zeros(3, 2), weights=torch.ones(3, 3))
+    with pytest.raises(ValueError, match="reduction"):
+        dpo_loss(x, x, x, x, reduction="avg")
+    with pytest.raises(ValueError, match="normalize"):
+        dpo_loss(x, x, x, x, normalize="batch")
+    with pytest.raises(ValueError, match="method"):
+        penalized_reward(np.ones((3, 2)), "median")
+    with pytest.raises(ValueError, match="member_offsets"):
+        penalized_reward(np.ones((3, 2)), member_offsets=[1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="clip_range must be > 0"):
+        ppo_loss(x, x, x, clip_range=0.0)
+    with pytest.raises(ValueError, match="logprobs and advantages must have the same shape"):
+        ppo_loss(x, x, torch.zeros(4))
+    with pytest.raises(ValueError, match="kind"):
+        kl_penalty(x, x, "k4")
+    with pytest.raises(ValueError, match="lam must be <= 1"):
+        compute_gae(x[None], x[None], lam=1.5)
