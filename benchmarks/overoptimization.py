@@ -20,8 +20,10 @@ Setting (everything synthetic and offline, CPU-sized)
   (b) :class:`auq.training.online.OnlineTrainer` (RLOO, KL coefficient ``--kl-coef`` in the
   reward), evaluated every few steps on fresh samples (KL = mean of sum_t log pi - log pi_ref).
 
-Gold and proxy are reported relative to the reference policy (0 at KL = 0), in gold units (the
-proxy is a BT model with the generator's beta = 1, so its scale matches the gold's).
+Gold and proxy are reported relative to the reference policy (0 at KL = 0: best-of-n relative to
+the pool's mean, RLOO relative to the step-0 evaluation on the same samples), in gold units (the
+proxy is a BT model with the generator's beta = 1, so its scale matches the gold's). The proxy
+column is the ensemble mean whatever the objective optimised.
 
 Run ``python benchmarks/overoptimization.py [--quick] [--output DIR]``; prints a table, writes
 ``overoptimization.png``/``.pdf`` and ``overoptimization.csv`` to ``--output``.
@@ -84,9 +86,9 @@ def build_policy(gen: SyntheticPreferenceGenerator, directory: str, sft_steps: i
         opt.zero_grad()
         loss.backward()
         opt.step()
-    logger.info("reference SFT: %d steps, final NLL %.3f nats/token", sft_steps, float(loss))
+    logger.info("reference SFT: %d steps, final NLL %.3f nats/token", sft_steps, loss.item())
     model.save_pretrained(os.path.join(directory, "reference"))
-    return os.path.join(directory, "reference"), tokenizer, float(loss)
+    return os.path.join(directory, "reference"), tokenizer, loss.item()
 
 
 class ProxyEnsemble:
@@ -206,6 +208,18 @@ def run_online(ref_path, tokenizer, proxy, gen, offsets, gold_ref, steps, eval_e
     return rows
 
 
+def center_online(df):
+    """RLOO rows relative to their own step-0 evaluation (the reference on the same evaluation
+    samples), so sampling noise of the evaluation set does not offset the curves at KL = 0."""
+    df = df.copy()
+    rl = df.method == "RLOO"
+    for col in ("gold", "proxy"):
+        base = df[rl & (df.step == 0)].set_index(["seed", "objective"])[col]
+        keys = list(zip(df.loc[rl, "seed"], df.loc[rl, "objective"]))
+        df.loc[rl, col] = df.loc[rl, col].to_numpy() - base.loc[keys].to_numpy()
+    return df
+
+
 # ------------------------------------------------------------------ report
 
 
@@ -215,7 +229,7 @@ def draw(df, path):
     from auq.plots import overoptimization_plot, paper_style, save_figure
 
     with paper_style():
-        fig, axes = plt.subplots(1, 2, figsize=(7.0, 2.9), constrained_layout=True)
+        fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2), constrained_layout=True)
         for ax, (method, title) in zip(axes, (("best-of-n", "(a) best-of-n from the reference"),
                                               ("RLOO", "(b) online RLOO"))):
             sub = df[df.method == method]
@@ -226,7 +240,9 @@ def draw(df, path):
             ax.set_ylabel("reward \N{MINUS SIGN} reference")
         axes[0].get_legend().remove()  # one legend (colours = objectives, line style = reward) is enough
         leg = axes[1].get_legend()
-        axes[1].legend(leg.legend_handles, [t.get_text() for t in leg.get_texts()], loc="upper left", ncols=2)
+        handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+        leg.remove()
+        fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
         save_figure(fig, path)
         plt.close(fig)
 
@@ -276,7 +292,7 @@ def main(argv=None) -> int:
         rows += [dict(r, seed=seed) for r in seed_rows]
     import pandas as pd
 
-    df = pd.DataFrame(rows)
+    df = center_online(pd.DataFrame(rows))
     df.to_csv(os.path.join(args.output, "overoptimization.csv"), index=False)
     keys = ["method", "objective", "n", "step"]
     avg = df.groupby(keys, sort=False, dropna=False)[["kl", "gold", "proxy", "length"]].mean().reset_index()
