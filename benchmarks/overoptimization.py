@@ -19,14 +19,19 @@ Setting (everything synthetic and offline, CPU-sized)
   gold of the best of n estimated without bias from one pool of 256 samples per prompt);
   (b) :class:`auq.training.online.OnlineTrainer` (RLOO, KL coefficient ``--kl-coef`` in the
   reward), evaluated every few steps on fresh samples (KL = mean of sum_t log pi - log pi_ref).
+  Completions have at most ``--max-new-tokens`` = 8 words, the reference's own length, so only the
+  choice of words can be optimised; with more room the policy learns to drop EOS and write longer
+  texts (the gold, a sum over words, rewards that too) and the KL jumps by tens of nats.
 
 Gold and proxy are reported relative to the reference policy (0 at KL = 0: best-of-n relative to
 the pool's mean, RLOO relative to the step-0 evaluation on the same samples), in gold units (the
 proxy is a BT model with the generator's beta = 1, so its scale matches the gold's). The proxy
 column is the ensemble mean whatever the objective optimised.
 
-Run ``python benchmarks/overoptimization.py [--quick] [--output DIR]``; prints a table, writes
-``overoptimization.png``/``.pdf`` and ``overoptimization.csv`` to ``--output``.
+Run ``python benchmarks/overoptimization.py [--quick] [--seeds 0 1 2] [--output DIR]`` (default:
+seeds 0 and 1, about 2-4 minutes on 2 busy cores; ``--quick``: seed 0, under a minute); prints the
+tables (curves averaged over seeds, a per-seed summary, RLOO gold at matched KL) and writes
+``overoptimization.png``/``.pdf`` (one row of panels per seed) and ``overoptimization.csv``.
 """
 
 from __future__ import annotations
@@ -224,24 +229,31 @@ def center_online(df):
 
 
 def draw(df, path):
+    """One row of panels per seed: (a) best-of-n, (b) online RLOO; gold solid, proxy dashed."""
     import matplotlib.pyplot as plt
 
     from auq.plots import overoptimization_plot, paper_style, save_figure
 
+    seeds = sorted(df.seed.unique())
     with paper_style():
-        fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2), constrained_layout=True)
-        for ax, (method, title) in zip(axes, (("best-of-n", "(a) best-of-n from the reference"),
-                                              ("RLOO", "(b) online RLOO"))):
-            sub = df[df.method == method]
-            series = {name: (g.kl.to_numpy(), g.gold.to_numpy(), g.proxy.to_numpy())
-                      for name, g in sub.groupby("objective", sort=False)}
-            overoptimization_plot(series, title=title, ax=ax)
-            ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=1)
-            ax.set_ylabel("reward \N{MINUS SIGN} reference")
-        axes[0].get_legend().remove()  # one legend (colours = objectives, line style = reward) is enough
-        leg = axes[1].get_legend()
-        handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
-        leg.remove()
+        fig, axes = plt.subplots(len(seeds), 2, figsize=(7.0, 0.6 + 2.6 * len(seeds)),
+                                 constrained_layout=True, squeeze=False)
+        for r, seed in enumerate(seeds):
+            for c, (method, title) in enumerate((("best-of-n", "best-of-n from the reference"),
+                                                 ("RLOO", "online RLOO"))):
+                ax = axes[r, c]
+                sub = df[(df.method == method) & (df.seed == seed)]
+                series = {name: (g.kl.to_numpy(), g.gold.to_numpy(), g.proxy.to_numpy())
+                          for name, g in sub.groupby("objective", sort=False)}
+                overoptimization_plot(series, title=f"({chr(97 + 2 * r + c)}) {title}, seed {seed}", ax=ax)
+                ax.axhline(0.0, color="0.6", linewidth=0.6, zorder=1)
+                ax.set_ylabel("reward \N{MINUS SIGN} reference")
+                leg = ax.get_legend()
+                handles, labels = leg.legend_handles, [t.get_text() for t in leg.get_texts()]
+                leg.remove()
+                if r < len(seeds) - 1:
+                    ax.set_xlabel("")
+        # one legend for all panels: colours = objectives, line style = gold / proxy
         fig.legend(handles, labels, loc="outside lower center", ncols=len(labels), frameon=False)
         save_figure(fig, path)
         plt.close(fig)
@@ -256,6 +268,9 @@ def main(argv=None) -> int:
     p.add_argument("--n-pairs", type=int, default=300, help="labelled pairs the proxy ensemble sees")
     p.add_argument("--nonlinearity", type=float, default=0.5)
     p.add_argument("--kl-coef", type=float, default=0.02)
+    p.add_argument("--max-new-tokens", type=int, default=8,
+                   help="completion budget; references write 8 words + EOS, so the default keeps the "
+                        "length fixed and only the choice of words can be optimised (more lets length grow)")
     p.add_argument("--lr", type=float, default=1e-3, help="RLOO learning rate")
     p.add_argument("--threads", type=int, default=1, help="torch threads (tiny models: 1 is fastest)")
     args = p.parse_args(argv)
@@ -267,7 +282,7 @@ def main(argv=None) -> int:
     q = args.quick
     settings = dict(sft_steps=150 if q else 400, n_prompts=32 if q else 128, pool=128 if q else 256,
                     steps=40 if q else 120, eval_every=10 if q else 15, eval_samples=128 if q else 256)
-    max_new_tokens = 12
+    max_new_tokens = args.max_new_tokens
     seeds = args.seeds if args.seeds is not None else ([0] if q else [0, 1])
     t_start = time.time()
     rows: list[dict] = []
@@ -296,7 +311,7 @@ def main(argv=None) -> int:
     df.to_csv(os.path.join(args.output, "overoptimization.csv"), index=False)
     keys = ["method", "objective", "n", "step"]
     avg = df.groupby(keys, sort=False, dropna=False)[["kl", "gold", "proxy", "length"]].mean().reset_index()
-    draw(avg, os.path.join(args.output, "overoptimization"))
+    draw(df, os.path.join(args.output, "overoptimization"))
     pd.set_option("display.width", 160)
     print(f"# over-optimisation benchmark (seeds {seeds}, {args.n_pairs} proxy pairs, nonlinearity "
           f"{args.nonlinearity}, RLOO lr {args.lr}, KL coef {args.kl_coef}; reference SFT NLL "
@@ -311,6 +326,18 @@ def main(argv=None) -> int:
         peak_gold=("gold", "max"), final_gold=("gold", "last"), final_proxy=("proxy", "last"),
         final_kl=("kl", "last")).unstack("seed")
     print("\n## summary per seed (final = last n / last step)\n" + summary.round(2).to_string())
+    # RLOO runs reach different KLs: compare gold at matched KL (linear interpolation along each curve)
+    grid = [1.0, 2.0, 5.0, 10.0, 20.0, 40.0]
+    matched = []
+    for (seed, name), g in df[df.method == "RLOO"].groupby(["seed", "objective"], sort=False):
+        g = g.sort_values("kl")
+        for k in grid:
+            if k <= g.kl.max():
+                matched.append(dict(seed=seed, objective=name, kl=k, gold=float(np.interp(k, g.kl, g.gold))))
+    if matched:
+        mt = pd.DataFrame(matched).pivot_table(index=["seed", "kl"], columns="objective", values="gold",
+                                               sort=False)
+        print("\n## RLOO gold at matched KL (blank: the run never reached that KL)\n" + mt.round(2).to_string())
     print(f"\nfigure: {os.path.join(args.output, 'overoptimization.png')} (+ .pdf), table: overoptimization.csv")
     return 0
 

@@ -363,3 +363,24 @@ def test_ensemble_reward_fn_matches_model(tmp_path):
         fn(prompts, comps[:2])
     # and it plugs into penalized_reward
     assert penalized_reward(out, "lcb", coef=1.0).shape == (3,)
+
+
+def test_trained_logprobs_are_the_samplers_with_left_padded_prompts(paths):
+    """The log-probs the loss uses equal generate's own (left padding, position ids, EOS mask)."""
+    from auq.training.online import _token_logprobs, _tokenize_prompts
+
+    policy, tok = load(paths)
+    prompts = ["<bos>", "<bos> " + " ".join(WORDS[:3])]
+    ids, mask = _tokenize_prompts(tok, prompts, torch.device("cpu"))
+    assert mask[0].tolist() == [0, 0, 0, 1]  # left padded
+    torch.manual_seed(0)
+    out = policy.generate(input_ids=ids, attention_mask=mask, do_sample=True, max_new_tokens=6, top_k=0,
+                          top_p=1.0, pad_token_id=0, eos_token_id=3, output_logits=True,
+                          return_dict_in_generate=True)
+    resp = out.sequences[:, ids.shape[1]:]
+    rmask = _response_mask(resp, 3)
+    with torch.no_grad():
+        lp, _ = _token_logprobs(policy, out.sequences, torch.cat([mask, rmask.long()], 1), ids.shape[1], 1.0)
+    gen_lp = torch.stack([torch.log_softmax(x, -1) for x in out.logits], 1)
+    gen_lp = gen_lp.gather(-1, resp.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(lp * rmask, gen_lp * rmask, atol=1e-5, rtol=0)

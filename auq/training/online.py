@@ -3,7 +3,9 @@
 One step of :class:`OnlineTrainer`:
 
 1. take ``batch_prompts`` prompts and sample ``k`` completions of each with ``transformers``
-   ``generate`` (pure sampling at ``temperature``, no top-k/top-p, seeded per step);
+   ``generate`` (pure sampling at ``temperature``: top-k, top-p, repetition penalty and n-gram
+   blocking are switched off, so the tokens come from the distribution whose log-probs are
+   trained; seeded per step);
 2. score them with ``reward_fn(prompts, completions) -> member rewards [n, K]`` (e.g.
    :func:`ensemble_reward_fn` around an auq reward ensemble);
 3. turn member rewards into one conservative reward with
@@ -409,6 +411,8 @@ def _sample(
                 temperature=temperature,
                 top_k=0,
                 top_p=1.0,
+                repetition_penalty=1.0,
+                no_repeat_ngram_size=0,
                 pad_token_id=pad,
                 eos_token_id=eos,
             )
