@@ -417,10 +417,15 @@ class RewardEnsemble(BaseRewardModel):
     ):
         check_choice(kind, "kind", ENSEMBLE_KINDS)
         n_members = check_int(n_members, "n_members", minimum=1)
-        if train_trunk is None:
+        if kind == "lora":
+            if train_trunk is False:
+                raise ValueError(
+                    "train_trunk=False does not apply to kind='lora': the adapters inside the trunk "
+                    "are what trains (PEFT keeps the base weights frozen); use kind='heads' for a frozen trunk"
+                )
+            train_trunk = True  # the trunk's features change in training: not cacheable
+        elif train_trunk is None:
             train_trunk = kind == "independent"
-        if kind == "lora" and train_trunk:
-            raise ValueError("train_trunk must be False for kind='lora' (the adapters are trained, the base is frozen)")
         bcfg = backbone.config
         lora = None
         if kind == "lora":
@@ -444,6 +449,8 @@ class RewardEnsemble(BaseRewardModel):
             lora=lora,
         )
         super().__init__(config, tokenizer)
+        #: LoRA only: in eval mode run all adapters in one mixed-adapter batch (False: one by one)
+        self.lora_batched = True
         self.heads = MemberHeads(config.hidden_size, n_members, seed=config.seed, hidden=config.head_hidden)
         if kind == "heads":
             self.backbone = backbone
@@ -526,7 +533,7 @@ class RewardEnsemble(BaseRewardModel):
     def _encode_lora(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         k, b = self.n_members, input_ids.shape[0]
         pooling = self.config.pooling
-        if not self.training and k > 1:
+        if not self.training and k > 1 and self.lora_batched:
             # one batched forward: PEFT routes each row through its own adapter
             names = [name for name in self.adapter_names for _ in range(b)]
             ids = input_ids.repeat(k, 1)
@@ -570,7 +577,8 @@ class RewardEnsemble(BaseRewardModel):
         """Load a backbone by path or Hub id and build a K-member ensemble of the given ``kind``.
 
         ``train_trunk`` defaults to False for ``heads`` (frozen shared trunk) and True for
-        ``independent``; ``lora`` always freezes the base and trains the adapters.
+        ``independent``; for ``lora`` the adapters inside the trunk train (PEFT keeps the base
+        weights frozen), so ``trunk_frozen`` is False.
         """
         check_choice(kind, "kind", ENSEMBLE_KINDS)
         check_int(n_members, "n_members", minimum=1)

@@ -1,4 +1,8 @@
-"""auq.training: uncertainty-aware losses and trainers."""
+"""auq.training: losses (Bradley-Terry, DPO variants, penalised rewards, PPO) and the reward-model trainer.
+
+The loss functions live in :mod:`auq.training.losses` and are re-exported here; the Accelerate-based
+reward-model trainer lives in :mod:`auq.training.reward_trainer`.
+"""
 
 from auq.training.dpo_trainer import (
     CausalLMPreferenceCollator,
@@ -27,6 +31,15 @@ from auq.training.losses import (
     whiten,
 )
 
+from . import losses
+from .reward_trainer import (
+    RewardModelTrainer,
+    RewardTrainerConfig,
+    TrainResult,
+    bootstrap_counts,
+    load_checkpoint_state,
+)
+
 __all__ = [
     "CausalLMPreferenceCollator",
     "UncertaintyDPOConfig",
@@ -50,4 +63,10 @@ __all__ = [
     "uncertainty_weights",
     "value_loss",
     "whiten",
+    "RewardModelTrainer",
+    "RewardTrainerConfig",
+    "TrainResult",
+    "bootstrap_counts",
+    "load_checkpoint_state",
+    "losses",
 ]

@@ -1,0 +1,389 @@
+"""The ``auq`` command line: train uncertainty-aware reward models and score preference pairs.
+
+Subcommands
+-----------
+``auq train``
+    Fit a reward ensemble (``--kind heads|independent|lora``) or an MC-dropout reward model
+    (``--kind mc-dropout``) on preference pairs and save it with ``save_pretrained``.
+``auq score``
+    Score pairs with a saved model and write one row per pair (preference probability, entropy
+    decomposition, margin mean/std, per-response reward mean/std, raw member rewards) to CSV or
+    Parquet.
+
+Each subcommand is one pair of functions, ``_add_<name>_arguments(parser)`` and
+``_run_<name>(args) -> int``, registered in :data:`COMMANDS` with :func:`register_command`; new
+subcommands (``demo``, ``report``) are added the same way. Bad input (a missing file, an unknown
+kind, K < 1, ...) prints ``auq <command>: error: ...`` naming the offending option on stderr and
+exits with status 2, without a traceback.
+
+Examples
+--------
+.. code-block:: bash
+
+    auq train --data pairs.jsonl --backbone sentence-transformers/all-MiniLM-L6-v2 \\
+        --kind heads --members 8 --epochs 2 --output rm/
+    auq score --model rm/ --data test.jsonl --output scores.parquet
+
+Data-parallel training runs the same command under ``accelerate launch``::
+
+    accelerate launch --multi_gpu --num_processes 4 -m auq.cli train ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+logger = logging.getLogger("auq.cli")
+
+__all__ = ["main", "build_parser", "register_command", "COMMANDS", "CLIError"]
+
+KINDS = ("heads", "independent", "lora", "mc-dropout")
+# Default peak learning rates: heads on a frozen trunk (and head-scope MC dropout) train only small
+# heads; full fine-tuning and LoRA need smaller steps.
+DEFAULT_LR = {"heads": 1e-3, "mc-dropout": 1e-3, "lora": 1e-4, "independent": 3e-5}
+_DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".gz")
+
+
+class CLIError(Exception):
+    """A user error: printed as ``auq <command>: error: <message>``, exit status 2."""
+
+
+@dataclass(frozen=True)
+class Command:
+    """One subcommand: its help line, argument builder and runner."""
+
+    name: str
+    help: str
+    add_arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+COMMANDS: dict[str, Command] = {}
+
+
+def register_command(
+    name: str,
+    help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    run: Callable[[argparse.Namespace], int],
+) -> None:
+    """Register a subcommand ``auq <name>`` (call at import time of this module)."""
+    COMMANDS[name] = Command(name, help, add_arguments, run)
+
+
+# --------------------------------------------------------------------------------------------
+# argument types and checks
+# --------------------------------------------------------------------------------------------
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
+    return value
+
+
+def _looks_like_path(source: str) -> bool:
+    """True when ``source`` is meant as a local path rather than a Hub id."""
+    return (
+        source.startswith((".", "/", "~", "\\"))
+        or source.lower().endswith(_DATA_SUFFIXES)
+        or os.path.isabs(source)
+    )
+
+
+def _load_data(source: str, option: str, split: str | None) -> Any:
+    from auq.data import load_preferences
+
+    expanded = os.path.expanduser(source)
+    if _looks_like_path(source) and not os.path.exists(expanded):
+        raise CLIError(f"{option}: file not found: {source}")
+    try:
+        data = load_preferences(expanded if os.path.exists(expanded) else source, split=split)
+    except CLIError:
+        raise
+    except Exception as err:  # any loader failure is a problem with the user's data
+        raise CLIError(f"{option}: could not load preference pairs from {source!r}: {err}") from None
+    if len(data) == 0:
+        raise CLIError(f"{option}: {source!r} holds no preference pairs")
+    return data
+
+
+# --------------------------------------------------------------------------------------------
+# auq train
+# --------------------------------------------------------------------------------------------
+
+
+def _add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="preference pairs: file (.jsonl[.gz], .json, .csv, .parquet) or Hub id")
+    p.add_argument("--backbone", required=True, help="transformers backbone: local folder or Hub id")
+    p.add_argument("--kind", choices=KINDS, default="heads", help="ensemble kind or mc-dropout (default: heads)")
+    p.add_argument("--members", type=_positive_int, default=5, metavar="K", help="ensemble members / dropout samples (default: 5)")
+    p.add_argument("--epochs", type=_positive_float, default=1.0, help="training epochs (default: 1)")
+    p.add_argument("--output", required=True, help="folder for the trained model (checkpoints in OUTPUT/checkpoints)")
+    p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default depends on --kind)")
+    p.add_argument("--batch-size", type=_positive_int, default=16, help="pairs per device and step (default: 16)")
+    p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps (default: 1)")
+    p.add_argument("--max-length", type=_positive_int, default=512, help="tokens per text (default: 512)")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the members, data order and bootstrap (default: 0)")
+    p.add_argument(
+        "--bootstrap",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="per-member bootstrap resampling (default: on for ensembles, off for mc-dropout)",
+    )
+    p.add_argument(
+        "--train-trunk",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="train the backbone too (default: frozen for heads and head-scope mc-dropout)",
+    )
+    p.add_argument("--split", default=None, help="split to read from a Hub dataset / DatasetDict (default: the only one, or 'train')")
+    p.add_argument("--eval-data", default=None, help="held-out pairs (default: a --eval-fraction of --data)")
+    p.add_argument("--eval-split", default=None, help="split of --eval-data")
+    p.add_argument("--eval-fraction", type=_fraction, default=0.1, help="fraction of --data held out when --eval-data is not given (default: 0.1)")
+    p.add_argument("--eval-steps", type=_positive_int, default=None, help="evaluate every N steps (default: at the end)")
+    p.add_argument("--save-steps", type=_positive_int, default=None, help="checkpoint every N steps (default: none)")
+    p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'latest'")
+    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled weight decay (default: 0)")
+    p.add_argument("--warmup-ratio", type=_fraction, default=0.1, help="fraction of steps for warmup (default: 0.1)")
+    p.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default="linear", help="learning-rate decay (default: linear)")
+    p.add_argument("--feature-cache", default=None, help="cache folder for frozen-trunk features (default: OUTPUT/feature_cache)")
+    p.add_argument("--pooling", default="auto", help="pooling of the backbone's hidden states (default: auto)")
+    p.add_argument("--mc-scope", choices=("head", "full"), default="head", help="mc-dropout scope (default: head)")
+    p.add_argument("--mc-p", type=float, default=0.1, help="mc-dropout probability (default: 0.1)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
+
+
+def _build_model(args: argparse.Namespace) -> Any:
+    from auq.models import MCDropoutRewardModel, RewardEnsemble
+
+    backbone = os.path.expanduser(args.backbone)
+    if _looks_like_path(args.backbone) and not os.path.exists(backbone):
+        raise CLIError(f"--backbone: folder not found: {args.backbone}")
+    try:
+        if args.kind == "mc-dropout":
+            return MCDropoutRewardModel.from_backbone(
+                backbone,
+                n_samples=args.members,
+                scope=args.mc_scope,
+                p=args.mc_p,
+                seed=args.seed,
+                pooling=args.pooling,
+                train_trunk=args.train_trunk,
+                trust_remote_code=args.trust_remote_code,
+            )
+        return RewardEnsemble.from_backbone(
+            backbone,
+            kind=args.kind,
+            n_members=args.members,
+            seed=args.seed,
+            pooling=args.pooling,
+            train_trunk=args.train_trunk,
+            trust_remote_code=args.trust_remote_code,
+        )
+    except (ValueError, TypeError) as err:
+        raise CLIError(f"--backbone/--kind: {err}") from None
+    except Exception as err:  # loading a backbone fails in many ways (missing files, no network)
+        raise CLIError(f"--backbone: could not load {args.backbone!r}: {err}") from None
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from auq.training import RewardModelTrainer, RewardTrainerConfig
+
+    if os.path.isfile(args.output):
+        raise CLIError(f"--output: {args.output!r} is a file; give a folder")
+    data = _load_data(args.data, "--data", args.split)
+    if args.eval_data is not None:
+        train, test = data, _load_data(args.eval_data, "--eval-data", args.eval_split)
+    elif args.eval_fraction > 0 and len(data) >= 10:
+        train, test = data.train_test_split(test_size=args.eval_fraction, seed=args.seed)
+    else:
+        train, test = data, None
+    model = _build_model(args)
+    bootstrap = args.bootstrap if args.bootstrap is not None else args.kind != "mc-dropout"
+    config = RewardTrainerConfig(
+        output_dir=os.path.join(args.output, "checkpoints"),
+        num_train_epochs=args.epochs,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=max(args.batch_size, 16),
+        gradient_accumulation_steps=args.grad_accum,
+        learning_rate=args.lr if args.lr is not None else DEFAULT_LR[args.kind],
+        weight_decay=args.weight_decay,
+        warmup_ratio=args.warmup_ratio,
+        lr_scheduler_type=args.scheduler,
+        seed=args.seed,
+        bootstrap=bootstrap,
+        eval_steps=args.eval_steps,
+        save_steps=args.save_steps,
+        max_length=args.max_length,
+        disable_tqdm=args.no_progress,
+        feature_cache_dir=args.feature_cache or os.path.join(args.output, "feature_cache"),
+    )
+    trainer = RewardModelTrainer(model, config, train, eval_dataset=test)
+    resume: Any = None
+    if args.resume is not None:
+        resume = True if args.resume == "latest" else args.resume
+        if resume is not True and not os.path.isdir(resume):
+            raise CLIError(f"--resume: checkpoint folder not found: {args.resume}")
+    result = trainer.train(resume_from_checkpoint=resume)
+    trainer.save_model(args.output)
+    if trainer.accelerator.is_main_process:
+        summary = {
+            "kind": args.kind,
+            "members": args.members,
+            "n_train": len(train),
+            "n_eval": 0 if test is None else len(test),
+            "global_step": result.global_step,
+            "training_loss": result.training_loss,
+            "metrics": result.metrics,
+            "config": config.to_dict(),
+            "log_history": list(result.log_history),
+        }
+        with open(os.path.join(args.output, "training_log.json"), "w", encoding="utf-8") as f:
+            json.dump(summary, f, indent=1)
+        shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if k.startswith("eval_"))
+        print(f"saved {args.kind} model (K={args.members}) to {args.output}" + (f"; {shown}" if shown else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------
+# auq score
+# --------------------------------------------------------------------------------------------
+
+
+def _add_score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="folder written by `auq train` / save_pretrained")
+    p.add_argument("--data", required=True, help="preference pairs to score (file or Hub id)")
+    p.add_argument("--output", required=True, help="FILE.csv or FILE.parquet")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per forward (default: 32)")
+    p.add_argument("--split", default=None, help="split of a Hub dataset / DatasetDict")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from auq.models import load_reward_model, score
+
+    out = args.output
+    if not out.endswith((".csv", ".parquet")):
+        raise CLIError(f"--output must end in .csv or .parquet, got {out!r}")
+    if not os.path.isdir(args.model):
+        raise CLIError(f"--model: folder not found: {args.model}")
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise CLIError(f"--model: {args.model!r} is not a saved auq model (no config.json)")
+    data = _load_data(args.data, "--data", args.split)
+    try:
+        model = load_reward_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    except Exception as err:
+        raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
+    preds = score(model, data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    suffix = ".csv" if out.endswith(".csv") else ".parquet"
+    tmp = os.path.join(folder, f".{os.path.basename(out)}.tmp-{os.getpid()}{suffix}")
+    try:
+        preds.save(tmp)
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    print(f"wrote {len(data)} scored pairs (K={preds.rewards_chosen.shape[1]}) to {out}")
+    return 0
+
+
+register_command("train", "train an uncertainty-aware reward model", _add_train_arguments, _run_train)
+register_command("score", "score preference pairs with a saved model", _add_score_arguments, _run_score)
+
+
+# --------------------------------------------------------------------------------------------
+# entry point
+# --------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``auq`` parser with one subparser per registered command."""
+    parser = argparse.ArgumentParser(
+        prog="auq", description="Alignment uncertainty quantification: reward models that know what they don't know."
+    )
+    from auq import __version__
+
+    parser.add_argument("--version", action="version", version=f"auq {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for cmd in COMMANDS.values():
+        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.help)
+        cmd.add_arguments(p)
+        p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+        p.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors on stderr")
+        p.set_defaults(_command=cmd)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``auq`` with ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's own errors (exit 2) and --help/--version (exit 0)
+        return int(exc.code or 0)
+    cmd: Command | None = getattr(args, "_command", None)
+    if cmd is None:
+        parser.print_help(sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=logging.WARNING if args.quiet else logging.INFO,
+        format="%(asctime)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    try:
+        return int(cmd.run(args) or 0)
+    except CLIError as err:
+        print(f"auq {cmd.name}: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
+        print(f"auq {cmd.name}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
