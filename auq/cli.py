@@ -233,6 +233,11 @@ def _run_train(args: argparse.Namespace) -> int:
 
     if os.path.isfile(args.output):
         raise CLIError(f"--output: {args.output!r} is a file; give a folder")
+    resume: Any = None
+    if args.resume is not None:
+        resume = True if args.resume == "latest" else args.resume
+        if resume is not True and not os.path.isdir(resume):
+            raise CLIError(f"--resume: checkpoint folder not found: {args.resume}")
     data = _load_data(args.data, "--data", args.split)
     if args.eval_data is not None:
         train, test = data, _load_data(args.eval_data, "--eval-data", args.eval_split)
@@ -261,11 +266,6 @@ def _run_train(args: argparse.Namespace) -> int:
         feature_cache_dir=args.feature_cache or os.path.join(args.output, "feature_cache"),
     )
     trainer = RewardModelTrainer(model, config, train, eval_dataset=test)
-    resume: Any = None
-    if args.resume is not None:
-        resume = True if args.resume == "latest" else args.resume
-        if resume is not True and not os.path.isdir(resume):
-            raise CLIError(f"--resume: checkpoint folder not found: {args.resume}")
     result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(args.output)
     if trainer.accelerator.is_main_process:

@@ -15,6 +15,17 @@ from _trainer_fixtures import make_tiny_bert, synthetic_pairs
 from auq.cli import COMMANDS, main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models on a shared machine: one intra-op thread is several times faster."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 PAIR_COLUMNS = [
     "prob",
     "total",
@@ -122,6 +133,8 @@ def test_train_mc_dropout(files, tmp_path):
         (["train", "--data", "D.jsonl", "--backbone", "B", "--output", "O", "--members", "0"], "--members"),
         (["train", "--data", "D.jsonl", "--backbone", "B", "--output", "O", "--epochs", "-1"], "--epochs"),
         (["train", "--backbone", "B", "--output", "O"], "--data"),
+        (["train", "--data", "D.jsonl", "--backbone", "B", "--output", "O", "--resume", "nowhere"], "--resume"),
+        ([], "COMMAND"),
         (["score", "--model", "nowhere", "--data", "D.jsonl", "--output", "s.csv"], "--model"),
         (["score", "--model", "M", "--data", "D.jsonl", "--output", "s.txt"], "--output"),
     ],

@@ -148,7 +148,13 @@ def read_config(directory: str) -> dict[str, Any]:
     """Read ``config.json`` of a saved auq model; missing directory or file -> clear errors."""
     directory = os.fspath(directory)
     if not os.path.isdir(directory):
-        raise FileNotFoundError(f"model directory {directory!r} does not exist or is not a directory")
+        hint = ""
+        parent, name = os.path.split(os.path.abspath(directory))
+        if os.path.isdir(parent):
+            aside = sorted(e for e in os.listdir(parent) if e.startswith(f".{name}.old-"))
+            if aside:  # a crash between the two renames of an overwrite
+                hint = f"; the previous checkpoint was set aside as {os.path.join(parent, aside[-1])!r}"
+        raise FileNotFoundError(f"model directory {directory!r} does not exist or is not a directory{hint}")
     path = os.path.join(directory, CONFIG_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(

@@ -365,6 +365,22 @@ class RewardModel(BaseRewardModel):
 
 
 # ---------------------------------------------------------------------------------------------
+def _target_modules(value: Any) -> str | list[str] | None:
+    """LoRA target modules as JSON-friendly data: None (PEFT's default for the model type), a
+    string (a regex or ``"all-linear"``) or a sorted list of module names."""
+    if value is None or isinstance(value, str):
+        return value
+    try:
+        names = sorted(str(v) for v in value)
+    except TypeError:
+        raise TypeError(
+            f"lora_target_modules must be None, a string or a list of module names, got {type(value).__name__}"
+        ) from None
+    if not names:
+        raise ValueError("lora_target_modules is empty; give at least one module name or None")
+    return names
+
+
 def _lora_key(key: str) -> bool:
     return "lora_" in key
 
@@ -433,7 +449,7 @@ class RewardEnsemble(BaseRewardModel):
                 "r": check_int(lora_r, "lora_r", minimum=1),
                 "alpha": check_float(lora_alpha, "lora_alpha", minimum=0.0, inclusive=(False, True)),
                 "dropout": check_float(lora_dropout, "lora_dropout", minimum=0.0, maximum=1.0, inclusive=(True, False)),
-                "target_modules": lora_target_modules,
+                "target_modules": _target_modules(lora_target_modules),
             }
         config = RewardModelConfig(
             auq_model_type="reward_ensemble",
@@ -467,7 +483,7 @@ class RewardEnsemble(BaseRewardModel):
         """Names of the LoRA adapters (``member_0`` ...), one per member."""
         return [f"member_{k}" for k in range(self.n_members)]
 
-    def _lora_config(self):
+    def _lora_config(self, fan_in_fan_out: bool = False):
         from peft import LoraConfig
 
         lora = self.config.lora or {}
@@ -477,19 +493,22 @@ class RewardEnsemble(BaseRewardModel):
             lora_dropout=float(lora.get("dropout", 0.0)),
             target_modules=lora.get("target_modules"),
             bias="none",
+            fan_in_fan_out=fan_in_fan_out,
         )
 
     def _make_lora(self, base: nn.Module) -> nn.Module:
         from peft import get_peft_model
 
+        # GPT-2 style Conv1D layers store weights transposed (PEFT would warn and switch)
+        fan_in = any(type(m).__name__ == "Conv1D" for m in base.modules())
         peft_model = None
         for k, name in enumerate(self.adapter_names):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(self.config.seed + k)
                 if peft_model is None:
-                    peft_model = get_peft_model(base, self._lora_config(), adapter_name=name)
+                    peft_model = get_peft_model(base, self._lora_config(fan_in), adapter_name=name)
                 else:
-                    peft_model.add_adapter(name, self._lora_config())
+                    peft_model.add_adapter(name, self._lora_config(fan_in))
         self._activate_adapter(peft_model, self.adapter_names[0])
         return peft_model
 

@@ -41,7 +41,7 @@ class Predictions:
     --------
     >>> p = Predictions(np.array([[1.0, 2.0]]), np.array([[0.0, 0.5]]), np.array([1.0]), ["a"])
     >>> p.n_members, round(float(p.decompose().prob[0]), 3)
-    (2, 0.769)
+    (2, 0.774)
     """
 
     rewards_chosen: np.ndarray
@@ -247,9 +247,9 @@ def score(
     finally:
         model.train(was_training)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
-    return Predictions(
-        torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), torch.cat(targets).numpy(), ids
-    )
+    exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
+    labels = np.asarray(exact, dtype=np.float64) if exact is not None else torch.cat(targets).numpy()
+    return Predictions(torch.cat(chosen).numpy(), torch.cat(rejected).numpy(), labels, ids)
 
 
 @torch.no_grad()

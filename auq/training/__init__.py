@@ -1,37 +1,20 @@
-"""auq.training: losses (Bradley-Terry, DPO variants, penalised rewards, PPO) and the reward-model trainer.
+"""auq.training: losses (Bradley-Terry, DPO variants, penalised rewards, PPO) and trainers.
 
-The loss functions live in :mod:`auq.training.losses` and are re-exported here; the Accelerate-based
-reward-model trainer lives in :mod:`auq.training.reward_trainer`.
+* :mod:`auq.training.losses` -- differentiable loss functions (re-exported here);
+* :mod:`auq.training.reward_trainer` -- :class:`RewardModelTrainer`, the Accelerate-based
+  reward-model trainer, and its :class:`RewardTrainerConfig`;
+* :mod:`auq.training.dpo_trainer` -- uncertainty-aware DPO.
 """
 
-from auq.training.dpo_trainer import (
+from . import losses
+from .dpo_trainer import (
     CausalLMPreferenceCollator,
     UncertaintyDPOConfig,
     UncertaintyDPOTrainer,
     attach_uncertainty,
     sequence_logps,
 )
-from auq.training.losses import (
-    ImplicitRewards,
-    PolicyLossOutput,
-    bradley_terry_loss,
-    compute_gae,
-    dpo_implicit_rewards,
-    dpo_logits,
-    dpo_loss,
-    flip_rate_from_uncertainty,
-    ipo_loss,
-    kl_penalty,
-    masked_mean,
-    penalized_reward,
-    ppo_loss,
-    robust_dpo_loss,
-    uncertainty_weights,
-    value_loss,
-    whiten,
-)
-
-from . import losses
+from .losses import *  # noqa: F403  (every name in losses.__all__)
 from .reward_trainer import (
     RewardModelTrainer,
     RewardTrainerConfig,
@@ -41,32 +24,16 @@ from .reward_trainer import (
 )
 
 __all__ = [
-    "CausalLMPreferenceCollator",
-    "UncertaintyDPOConfig",
-    "UncertaintyDPOTrainer",
-    "attach_uncertainty",
-    "sequence_logps",
-    "ImplicitRewards",
-    "PolicyLossOutput",
-    "bradley_terry_loss",
-    "compute_gae",
-    "dpo_implicit_rewards",
-    "dpo_logits",
-    "dpo_loss",
-    "flip_rate_from_uncertainty",
-    "ipo_loss",
-    "kl_penalty",
-    "masked_mean",
-    "penalized_reward",
-    "ppo_loss",
-    "robust_dpo_loss",
-    "uncertainty_weights",
-    "value_loss",
-    "whiten",
     "RewardModelTrainer",
     "RewardTrainerConfig",
     "TrainResult",
     "bootstrap_counts",
     "load_checkpoint_state",
+    "CausalLMPreferenceCollator",
+    "UncertaintyDPOConfig",
+    "UncertaintyDPOTrainer",
+    "attach_uncertainty",
+    "sequence_logps",
     "losses",
+    *losses.__all__,
 ]

@@ -17,6 +17,19 @@ Design notes
   its bootstrap resample, but all members share one forward pass (and, for ``heads``, one trunk).
   The counts are indexed by the pair's position in the training dataset, so they do not depend on
   the number of processes or the batch size.
+* **Loss normalisation.** Per micro-batch the loss is ``Σ_b w_bk·ℓ_bk`` per member (``w`` = pair
+  weight x bootstrap count), averaged over members and divided by the number of pairs ``B`` in
+  the micro-batch (not by ``Σw``). The normaliser is then the same on every process, so the
+  data-parallel average of the gradients equals the one-process gradient of the global batch
+  exactly; since bootstrap counts average 1, the scale matches the unweighted mean.
+* **Data parallel.** ``accelerate launch --multi_gpu --num_processes N your_script.py`` (or
+  ``-m auq.cli train ...``) runs the same code on N processes; accelerate's seedable sampler
+  gives every process the same permutation and each takes its share of each global batch, so N
+  processes x batch b equal one process x batch N·b. On a machine without CUDA the trainer asks
+  accelerate for its CPU (gloo) process group when ``WORLD_SIZE > 1``. (In accelerate 1.15
+  ``accelerate launch --cpu --num_processes N`` starts a *single* process unless an MPI hostfile
+  is given; use ``--multi_gpu`` as above.) Keep ``len(dataset)`` a multiple of the global batch
+  for bit-comparable runs: accelerate completes a short last batch with pairs from the start.
 * **Frozen trunk, cached features.** When the model reports ``trunk_frozen`` (shared-trunk heads
   with a frozen backbone), the trunk's pooled features are computed once and the heads train on
   them. With ``feature_cache_dir`` the features are stored as safetensors, keyed by a sha256 of
