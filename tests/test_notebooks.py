@@ -1,0 +1,97 @@
+"""The notebooks in ``notebooks/``: committed without outputs, valid nbformat, and they run.
+
+Execution runs each notebook top to bottom in a fresh ``python3`` kernel (nbclient + ipykernel)
+with ``AUQ_NOTEBOOK_SIZE=small``, from a temporary working directory so that the figures it saves
+do not land in the repository. A cell error fails the test.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nbformat
+import pytest
+
+NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
+CELL_TIMEOUT_S = 300
+
+# Files each notebook must write (relative to its working directory): the figures it promises.
+EXPECTED_FILES = {
+    "01_quickstart.ipynb": [
+        "auq-quickstart/figures/decomposition.pdf",
+        "auq-quickstart/figures/decomposition.png",
+    ],
+    "02_calibration_figures.ipynb": [
+        f"figures/{name}.{ext}"
+        for name in ("reliability_member_vs_ensemble", "reliability_recalibrated", "risk_coverage")
+        for ext in ("pdf", "png")
+    ],
+    "03_uncertainty_dpo.ipynb": ["figures/dpo_noisy_labels.pdf", "figures/dpo_noisy_labels.png"],
+}
+
+
+def test_the_three_notebooks_exist():
+    assert [p.name for p in NOTEBOOKS] == sorted(EXPECTED_FILES)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_valid_and_has_no_outputs(path):
+    nb = nbformat.read(path, as_version=4)
+    nbformat.validate(nb)
+    assert nb.metadata["kernelspec"]["name"] == "python3"
+    code = [cell for cell in nb.cells if cell.cell_type == "code"]
+    assert code, "a notebook without code cells"
+    for i, cell in enumerate(code):
+        assert cell.outputs == [], f"code cell {i} of {path.name} has stored outputs (strip them)"
+        assert cell.execution_count is None, f"code cell {i} of {path.name} has an execution count"
+    # the size switch that keeps CI fast
+    assert 'os.environ.get("AUQ_NOTEBOOK_SIZE", "small")' in code[0].source
+
+
+def _stdout(cell) -> str:
+    return "".join(
+        o.get("text", "") for o in cell.outputs if o.output_type == "stream" and o.name == "stdout"
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(path, tmp_path, monkeypatch, repo_root):
+    from nbclient import NotebookClient
+
+    monkeypatch.setenv("AUQ_NOTEBOOK_SIZE", "small")
+    # the kernel starts in tmp_path: make it import this checkout's auq
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))
+    )
+    # tiny models: one thread each is faster than two contending ones on a shared 2-core runner
+    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
+    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
+    nb = nbformat.read(path, as_version=4)
+    client = NotebookClient(
+        nb,
+        timeout=CELL_TIMEOUT_S,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    )
+    client.execute()  # raises CellExecutionError on the first failing cell
+
+    errors = [
+        o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
+    ]
+    assert errors == []
+    first = next(c for c in nb.cells if c.cell_type == "code")
+    assert _stdout(first).startswith("small"), "the kernel did not see AUQ_NOTEBOOK_SIZE=small"
+    for rel in EXPECTED_FILES[path.name]:
+        out = tmp_path / rel
+        assert out.is_file() and out.stat().st_size > 1000, f"{path.name} did not write {rel}"
+    images = [
+        o
+        for c in nb.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+        if "image/png" in o.get("data", {})
+    ]
+    assert len(images) >= len(EXPECTED_FILES[path.name]) // 2, "figures were saved but not shown"
