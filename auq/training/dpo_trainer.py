@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from auq._checks import check_choice, check_float, check_int
+from auq._math import binary_entropy
 from auq.training.losses import (
     dpo_implicit_rewards,
     dpo_loss,
@@ -299,7 +300,8 @@ class UncertaintyDPOConfig:
     loss_type : {"sigmoid", "robust", "ipo"}
         ``"sigmoid"``: :func:`~auq.training.losses.dpo_loss`; ``"robust"``:
         :func:`~auq.training.losses.robust_dpo_loss` with flip rate ``robust_epsilon``, or per pair
-        ``flip_rate_from_uncertainty(target)`` when ``robust_from_targets``; ``"ipo"``:
+        ``min(q, 1 - q)`` of the soft target q (capped at ``robust_max_rate``) when
+        ``robust_from_targets`` -- label-agnostic on purpose, see the trainer's loss; ``"ipo"``:
         :func:`~auq.training.losses.ipo_loss` with ``tau = beta``, length-normalised like TRL.
     use_weights, use_targets : bool
         Whether the dataset's per-pair weights / soft targets enter the loss.
@@ -487,7 +489,13 @@ class UncertaintyDPOTrainer:
         elif cfg.loss_type == "robust":
             eps: Any = cfg.robust_epsilon
             if cfg.robust_from_targets:
-                eps = flip_rate_from_uncertainty(batch["targets"].to(pc.dtype), kind="prob", max_rate=cfg.robust_max_rate)
+                # Label-agnostic: the entropy of the target (min(q, 1 - q)), not 1 - q. A rate that
+                # depends on the recorded label divides exactly the doubted pairs' loss by
+                # 1 - 2ε ~ 0.1 and amplifies them (measured: accuracy below chance).
+                q_t = batch["targets"].to(torch.float64)
+                eps = flip_rate_from_uncertainty(
+                    binary_entropy(q_t), kind="entropy", max_rate=cfg.robust_max_rate
+                ).to(pc.dtype)
             loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, normalize=cfg.normalize)
         else:
             loss = ipo_loss(

@@ -468,7 +468,9 @@ def flip_rate_from_uncertainty(u: Any, *, kind: str = "prob", max_rate: float = 
 
     * ``kind="prob"``: ``u`` is an (ensemble) probability that the *chosen* response is preferred.
       ``ε = clip(1 - u, 0, max_rate)``: the model's probability that the recorded label is wrong,
-      capped below 1/2 (where rDPO's correction diverges).
+      capped below 1/2 (where rDPO's correction diverges). This rate depends on the recorded
+      label: do not feed it to :func:`robust_dpo_loss` per pair (rDPO then divides exactly the
+      doubted pairs' loss by ``1 - 2ε`` and amplifies them; measured: accuracy below chance).
     * ``kind="entropy"``: ``u`` is the total predictive entropy of the pair in nats (e.g.
       ``Decomposition.total``), ignoring which side the model favours. ``ε = min(H⁻¹(u), max_rate)``
       where ``H⁻¹`` maps an entropy back to the minority probability ``p <= 1/2`` with ``H(p) = u``.
