@@ -135,7 +135,7 @@ def compute_metrics(
     targets: Any = None,
     uncertainties: dict[str, Any] | None = None,
     *,
-    n_bins: int = 15,
+    n_bins: int = 20,
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -149,8 +149,9 @@ def compute_metrics(
         Soft labels q = P(chosen preferred) (1.0 when absent).
     uncertainties : dict of str to array-like, optional
         Named per-pair uncertainty scores (e.g. ``total``, ``epistemic``) for selective prediction.
-    n_bins : int, default 15
-        Bins of the binned calibration errors.
+    n_bins : int, default 20
+        Equal-width bins over [0, 1] of the binned calibration errors. Pairwise confidences lie in
+        [0.5, 1], so an even number puts a bin edge at 0.5 (20 bins: 10 over the used range).
     n_resamples : int, default 1000
         Bootstrap resamples for the 95% intervals (0: no intervals).
     seed : int, default 0
@@ -183,6 +184,7 @@ def compute_metrics(
     decomposition = cal.brier_decomposition(mp, mt, n_bins=n_bins, weights=mw)
     metrics: dict[str, Any] = {
         "n_pairs": int(n),
+        "n_bins": int(n_bins),
         "accuracy": float(cal.preference_accuracy(probs, targets)),
         "nll": float(cal.negative_log_likelihood(probs, targets)),
         "brier": float(cal.brier_score(probs, targets)),
@@ -331,7 +333,7 @@ def write_report(
     *,
     recalibrate: str | None = None,
     test_size: float = 0.5,
-    n_bins: int = 15,
+    n_bins: int = 20,
     n_resamples: int = 1000,
     seed: int = 0,
     title: str = "auq evaluation report",
@@ -493,7 +495,7 @@ def _render_html(title, metrics, images, recal_rows) -> str:
             ("preference accuracy", metrics["accuracy"]),
             ("NLL (nats)", metrics["nll"]),
             ("Brier score", metrics["brier"]),
-            ("pairwise ECE (L1, 15 equal-width bins)", metrics["ece"]["pairwise_l1"]),
+            (f"pairwise ECE (L1, {metrics['n_bins']} equal-width bins)", metrics["ece"]["pairwise_l1"]),
         ]),
         "<h2>Calibration</h2>",
         _table([(k, v) for k, v in metrics["ece"].items()], ("calibration error", "value")),
