@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         "independent K=4": RewardEnsemble(backbone, tok, kind="independent", n_members=4),
         "MC head T=16": MCDropoutRewardModel(backbone, tok, scope="head", n_samples=16),
         "MC head T=32": MCDropoutRewardModel(backbone, tok, scope="head", n_samples=32),
-        "MC full T=16 batched": MCDropoutRewardModel(backbone, tok, scope="full", n_samples=16),
+        "MC full T=16 default": MCDropoutRewardModel(backbone, tok, scope="full", n_samples=16),
+        "MC full T=16 batched": MCDropoutRewardModel(backbone, tok, scope="full", n_samples=16, batched=True),
         "MC full T=16 chunks": MCDropoutRewardModel(
-            backbone, tok, scope="full", n_samples=16, mc_batch_size=4 * n_texts
+            backbone, tok, scope="full", n_samples=16, mc_batch_size=4 * n_texts, batched=True
         ),
         "MC full T=16 loop": MCDropoutRewardModel(backbone, tok, scope="full", n_samples=16, batched=False),
     }
@@ -165,6 +166,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     targets = {
         "heads K=8": 1.15,
         "MC head T=32": 1.15,
+        "MC full T=16 default": 1.1 * 16,
         "MC full T=16 batched": 1.1 * 16,
         "MC full T=16 chunks": 1.1 * 16,
         "MC full T=16 loop": 1.1 * 16,

@@ -240,7 +240,9 @@ def test_mc_dropout_head_scope_runs_trunk_once(backbones):
 @pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
 @pytest.mark.parametrize("training", [False, True])
 def test_mc_dropout_full_scope_changes_outputs_and_keeps_modes(backbones, family, training):
-    model = MCDropoutRewardModel.from_backbone(backbones[family], scope="full", n_samples=4, p=0.2)
+    model = MCDropoutRewardModel.from_backbone(
+        backbones[family], scope="full", n_samples=4, p=0.2, batched=True
+    )
     model.train(training)
     modes = {name: m.training for name, m in model.named_modules()}
     ids, mask = _batch(model)
@@ -260,6 +262,10 @@ def test_mc_dropout_full_scope_changes_outputs_and_keeps_modes(backbones, family
         torch.testing.assert_close(model(ids, mask), out, atol=1e-5, rtol=1e-5)
         model.config.batched = False
         torch.testing.assert_close(model(ids, mask), out, atol=1e-5, rtol=1e-5)
+        model.config.batched = None  # default: a loop on the CPU
+        calls.clear()
+        torch.testing.assert_close(model(ids, mask), out, atol=1e-5, rtol=1e-5)
+        assert len(calls) == 4
         # p = 0 reproduces the deterministic model in every column
         model.config.p = 0.0
         model._mask_cache.clear()

@@ -763,8 +763,10 @@ class MCDropoutRewardModel(BaseRewardModel):
         Dropout probability in [0, 1); kept units are scaled by ``1 / (1 - p)``.
     mc_batch_size : int or None
         Maximum rows per stochastic forward for ``scope="full"`` (None: all T x B at once).
-    batched : bool
-        For ``scope="full"``: repeat the batch (True) or loop over samples (False).
+    batched : bool or None
+        For ``scope="full"``: repeat the batch (True) or loop over samples (False). None (default):
+        batch on an accelerator, loop on a CPU, where batching was measured slower (2 cores,
+        MiniLM, 16 pairs x 128 tokens, T=16: loop 15.6x one model, batched 20.6x).
     train_trunk : bool or None
         Default: False for ``scope="head"`` (frozen trunk), True for ``scope="full"``.
 
@@ -797,7 +799,7 @@ class MCDropoutRewardModel(BaseRewardModel):
         seed: int = 0,
         pooling: str = "auto",
         mc_batch_size: int | None = None,
-        batched: bool = True,
+        batched: bool | None = None,
         train_trunk: bool | None = None,
         head_hidden: int | None = None,
         backbone_name: str = "",
@@ -825,7 +827,7 @@ class MCDropoutRewardModel(BaseRewardModel):
             scope=scope,
             p=p,
             mc_batch_size=mc_batch_size,
-            batched=bool(batched),
+            batched=None if batched is None else bool(batched),
         )
         super().__init__(config, tokenizer)
         self.backbone = backbone
@@ -846,7 +848,7 @@ class MCDropoutRewardModel(BaseRewardModel):
         seed: int = 0,
         pooling: str = "auto",
         mc_batch_size: int | None = None,
-        batched: bool = True,
+        batched: bool | None = None,
         train_trunk: bool | None = None,
         head_hidden: int | None = None,
         trust_remote_code: bool = False,
@@ -937,7 +939,10 @@ class MCDropoutRewardModel(BaseRewardModel):
         b = input_ids.shape[0]
         t = self.n_samples
         masks = self._masks(input_ids.device)
-        if self.config.batched:
+        batched = self.config.batched
+        if batched is None:
+            batched = input_ids.device.type != "cpu"
+        if batched:
             rows = self.config.mc_batch_size or t * b
             per_chunk = max(1, rows // b)
         else:
@@ -966,7 +971,7 @@ class MCDropoutRewardModel(BaseRewardModel):
         model = cls(
             backbone, tokenizer, n_samples=config.n_samples, scope=config.scope, p=config.p,
             seed=config.seed, pooling=config.pooling, mc_batch_size=config.mc_batch_size,
-            batched=bool(config.batched), train_trunk=config.train_trunk,
+            batched=config.batched, train_trunk=config.train_trunk,
             head_hidden=config.head_hidden, backbone_name=config.backbone,
         )
         model._load_weights_file(directory)
