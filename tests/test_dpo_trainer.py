@@ -28,13 +28,7 @@ CHOSEN = [" sat on the mat", " answer is short", " me how", " is sunny", " capit
 REJECTED = [" is rude", " answer is long", " help", " is wind", " dog", " bread", " sorry", " answer is kind"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # tiny models on a shared 2-core machine: thread oversubscription costs 20x
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

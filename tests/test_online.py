@@ -25,14 +25,7 @@ from auq.training.online import (
     rloo_advantages,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # 2 shared cores: tiny matmuls are far faster single-threaded (tests only, not library code)
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 GEN = SyntheticPreferenceGenerator(dim=4, n_levels=4)
