@@ -458,3 +458,12 @@ def test_bad_input_other_functions():
         bootstrap_ci(brier_score, [0.5, 0.2], [1])
     with pytest.raises(TypeError, match="n_bins"):
         expected_calibration_error([0.5], [1], n_bins=2.5)
+
+
+@pytest.mark.parametrize("sigma", [1e-9, 1e-7, 1e-3])
+def test_smooth_ece_bounded_for_a_bandwidth_below_the_grid_spacing(sigma):
+    # smECE_sigma <= mean |y - p| for any sigma; with sigma far below the finest grid spacing the
+    # sampled kernel used to carry a mass of h / (sigma sqrt(2 pi)) (42.8 for sigma = 1e-9)
+    assert smooth_calibration_error([0.7], [1.0], sigma=sigma) == pytest.approx(0.3, rel=1e-9)
+    p, y = [0.2, 0.3, 0.9], [0.0, 1.0, 1.0]
+    assert smooth_calibration_error(p, y, sigma=sigma) <= np.mean(np.abs(np.subtract(y, p))) + 1e-12
