@@ -411,6 +411,27 @@ def test_bootstrap_interval_covers_and_basic_method():
     assert list(ci.to_pandas().columns)[:4] == ["estimate", "low", "high", "confidence"]
 
 
+def test_bootstrap_refuses_per_item_keyword_arrays():
+    # targets= as a keyword was not resampled (the vectorised path even ignored it): a silently
+    # wrong interval. Passed positionally it is resampled with the probabilities.
+    p, y = _data(n=40, seed=5)
+    with pytest.raises(ValueError, match="targets looks like a per-item array"):
+        bootstrap_ci(pairwise_calibration_error, p, targets=y, n_resamples=20)
+    with pytest.raises(ValueError, match="labels looks like a per-item array"):
+        bootstrap_ci(expected_calibration_error, p, labels=y, n_resamples=20, vectorised=False)
+    ci = bootstrap_ci(pairwise_calibration_error, p, y, n_resamples=20)
+    assert ci.estimate == pairwise_calibration_error(p, y)
+
+
+def test_bootstrap_zero_weight_resample_is_an_error_on_both_paths():
+    # vectorised path used to return a NaN interval, the loop path a ValueError
+    p, y, w = [0.2, 0.9, 0.4, 0.3], [0, 1, 1, 0], [0.0, 0.0, 0.0, 1.0]
+    for metric in (expected_calibration_error, brier_score):
+        for vectorised in (True, False):
+            with pytest.raises(ValueError, match="weights: a bootstrap resample drew only items"):
+                bootstrap_ci(metric, p, y, weights=w, n_resamples=50, vectorised=vectorised)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "kwargs, match",
