@@ -411,6 +411,27 @@ def test_bootstrap_interval_covers_and_basic_method():
     assert list(ci.to_pandas().columns)[:4] == ["estimate", "low", "high", "confidence"]
 
 
+def test_bootstrap_refuses_per_item_keyword_arrays():
+    # targets= as a keyword was not resampled (the vectorised path even ignored it): a silently
+    # wrong interval. Passed positionally it is resampled with the probabilities.
+    p, y = _data(n=40, seed=5)
+    with pytest.raises(ValueError, match="targets looks like a per-item array"):
+        bootstrap_ci(pairwise_calibration_error, p, targets=y, n_resamples=20)
+    with pytest.raises(ValueError, match="labels looks like a per-item array"):
+        bootstrap_ci(expected_calibration_error, p, labels=y, n_resamples=20, vectorised=False)
+    ci = bootstrap_ci(pairwise_calibration_error, p, y, n_resamples=20)
+    assert ci.estimate == pairwise_calibration_error(p, y)
+
+
+def test_bootstrap_zero_weight_resample_is_an_error_on_both_paths():
+    # vectorised path used to return a NaN interval, the loop path a ValueError
+    p, y, w = [0.2, 0.9, 0.4, 0.3], [0, 1, 1, 0], [0.0, 0.0, 0.0, 1.0]
+    for metric in (expected_calibration_error, brier_score):
+        for vectorised in (True, False):
+            with pytest.raises(ValueError, match="weights: a bootstrap resample drew only items"):
+                bootstrap_ci(metric, p, y, weights=w, n_resamples=50, vectorised=vectorised)
+
+
 # ----------------------------------------------------------------------------- bad input
 @pytest.mark.parametrize(
     "kwargs, match",
@@ -458,3 +479,12 @@ def test_bad_input_other_functions():
         bootstrap_ci(brier_score, [0.5, 0.2], [1])
     with pytest.raises(TypeError, match="n_bins"):
         expected_calibration_error([0.5], [1], n_bins=2.5)
+
+
+@pytest.mark.parametrize("sigma", [1e-9, 1e-7, 1e-3])
+def test_smooth_ece_bounded_for_a_bandwidth_below_the_grid_spacing(sigma):
+    # smECE_sigma <= mean |y - p| for any sigma; with sigma far below the finest grid spacing the
+    # sampled kernel used to carry a mass of h / (sigma sqrt(2 pi)) (42.8 for sigma = 1e-9)
+    assert smooth_calibration_error([0.7], [1.0], sigma=sigma) == pytest.approx(0.3, rel=1e-9)
+    p, y = [0.2, 0.3, 0.9], [0.0, 1.0, 1.0]
+    assert smooth_calibration_error(p, y, sigma=sigma) <= np.mean(np.abs(np.subtract(y, p))) + 1e-12

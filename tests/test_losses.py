@@ -410,6 +410,18 @@ def test_uncertainty_weights_schemes():
         uncertainty_weights(u, "cosine")
 
 
+def test_uncertainty_weights_exp_no_overflow_or_underflow():
+    # exp(-u/tau) of u = -1000 (tau defaults to 1 when mean(u) <= 0) overflowed to inf -> NaN
+    # weights; u in [10, 20] with tau = 0.01 underflowed to all zeros -> "all weights are zero"
+    w = uncertainty_weights(np.array([-1000.0, 0.0]), "exp")
+    np.testing.assert_allclose(w, [2.0, 0.0], atol=1e-300)
+    u = np.array([10.0, 10.005, 20.0])
+    expect = np.exp(-(u - 10.0) / 0.01)
+    np.testing.assert_allclose(uncertainty_weights(u, "exp", tau=0.01, normalize="sum"), expect / expect.sum())
+    t = uncertainty_weights(torch.tensor([-1e4, -1e4 + 1.0]), "exp", tau=1.0)
+    assert bool(torch.isfinite(t).all()) and float(t.mean()) == pytest.approx(1.0)
+
+
 def test_flip_rate_from_uncertainty():
     np.testing.assert_allclose(flip_rate_from_uncertainty(np.array([1.0, 0.9, 0.5, 0.1])), [0, 0.1, 0.45, 0.45])
     p = np.array([0.01, 0.1, 0.3, 0.45])
@@ -550,6 +562,10 @@ def test_bad_input_errors_name_the_argument():
         bradley_terry_loss(torch.zeros(3, 2), torch.zeros(3))
     with pytest.raises(ValueError, match="weights must have shape"):
         bradley_terry_loss(torch.zeros(3, 2), torch.zeros(3, 2), weights=torch.ones(3, 3))
+    with pytest.raises(ValueError, match="targets must have shape"):  # was a RuntimeError
+        bradley_terry_loss(torch.zeros(3, 2), torch.zeros(3, 2), targets=torch.ones(3, 3))
+    with pytest.raises(ValueError, match="targets must have shape"):
+        bradley_terry_loss(torch.zeros(3), torch.zeros(3), targets=torch.ones(3, 1))
     with pytest.raises(ValueError, match="reduction"):
         dpo_loss(x, x, x, x, reduction="avg")
     with pytest.raises(ValueError, match="normalize"):

@@ -421,3 +421,18 @@ def test_bad_hyperparameters():
         HistogramBinning(n_bins=0).fit([0.1, 0.9], [1, 0])
     with pytest.raises(ValueError, match="strategy must be one of"):
         HistogramBinning(strategy="equal").fit([0.1, 0.9], [1, 0])
+
+
+def test_histogram_binning_edges_follow_the_binned_metrics():
+    # p = 0.3 lies on the edge 3/10; like every binned metric it belongs to the bin above it
+    # (np.linspace(0, 1, 11)[3] is 0.30000000000000004 and used to put it in the bin below)
+    from auq.calibration import reliability_table
+
+    p, y = [0.25, 0.3, 0.35, 0.6, 0.7, 0.95], [0, 1, 1, 0, 1, 1]
+    for n_bins in (10, 20):
+        hb = HistogramBinning(n_bins=n_bins).fit(p, y)
+        table = reliability_table(p, y, n_bins=n_bins)
+        np.testing.assert_array_equal(hb.bin_edges_, np.arange(n_bins + 1) / n_bins)
+        ne = table.nonempty
+        np.testing.assert_array_equal(hb.bin_values_[ne], table.observed_frequency[ne])
+    assert HistogramBinning(n_bins=10).fit(p, y).predict_proba([0.3, 0.6, 0.7]).tolist() == [1, 0, 1]

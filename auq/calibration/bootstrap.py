@@ -187,6 +187,15 @@ def bootstrap_ci(
         _checks.check_same_length(arrays_np[0], a, "arrays[0]", f"arrays[{i}]")
     weights = kwargs.get("weights")
     w_np = None if weights is None else _checks.check_weights(weights, "weights", n)
+    for key, value in kwargs.items():
+        # only positional arrays and weights= are resampled; a per-item keyword array (e.g.
+        # targets=) would stay fixed while the items move, silently pairing the wrong rows
+        if key != "weights" and not isinstance(value, str) and np.ndim(value) == 1 and len(value) == n:
+            raise ValueError(
+                f"{key} looks like a per-item array (length {n}) passed as a keyword; pass it "
+                "positionally after the other arrays so that it is resampled with the items "
+                "(only weights= is resampled as a keyword)"
+            )
 
     estimate = float(metric(*arrays, **kwargs))
     batch = _vectorised(metric, tuple(arrays_np), kwargs) if vectorised else None
@@ -198,6 +207,11 @@ def bootstrap_ci(
     while done < n_resamples:
         r = min(block, n_resamples - done)
         idx = rng.integers(0, n, size=(r, n))
+        if w_np is not None and not (w_np[idx].sum(axis=1) > 0).all():
+            raise ValueError(
+                "weights: a bootstrap resample drew only items of zero weight, where the metric "
+                "is undefined; too few items have a positive weight for a bootstrap"
+            )
         if batch is not None:
             values[done : done + r] = batch(idx)
         else:

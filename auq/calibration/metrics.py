@@ -458,7 +458,10 @@ def _reflected_smooth(deposit: np.ndarray, sigma: float) -> np.ndarray:
     n_wrap = int(math.ceil(6.0 * sigma / 2.0)) + 1
     for m in range(-n_wrap, n_wrap + 1):
         kern += np.exp(-0.5 * ((d + 2.0 * m) / sigma) ** 2)
-    kern /= sigma * math.sqrt(2.0 * math.pi)
+    # Normalise on the grid (sum * h = 1) rather than by sigma * sqrt(2 pi): identical to ~1e-15
+    # once sigma >= 16 h, and for a sigma below the grid spacing (the grid stops refining at
+    # 2^22 points) the sampled Gaussian would otherwise have a mass of ~h / (sigma sqrt(2 pi)) >> 1.
+    kern /= kern.sum() * h
     out = np.fft.irfft(np.fft.rfft(s) * np.fft.rfft(kern), n=length)
     return out[:g]
 

@@ -93,6 +93,8 @@ from auq._checks import (
     is_tensor,
 )
 
+from . import _binning
+
 __all__ = [
     "EPS",
     "TemperatureScaling",
@@ -726,7 +728,9 @@ class HistogramBinning(_Recalibrator):
         s, y, w = self._fit_data(scores, labels, sample_weight)
         p = self._as_prob(s)
         if strategy == "uniform":
-            edges = np.linspace(0.0, 1.0, n_bins + 1)
+            # k / n_bins, the edges of every binned metric (np.linspace differs in the last ulp:
+            # linspace(0, 1, 11)[3] > 0.3, which put p = 0.3 into the bin below)
+            edges = _binning.uniform_edges(n_bins)
         else:
             edges = np.quantile(p, np.linspace(0.0, 1.0, n_bins + 1))
             edges[0], edges[-1] = 0.0, 1.0

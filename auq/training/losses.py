@@ -193,6 +193,11 @@ def bradley_terry_loss(
     q = None
     if targets is not None:
         q = _per_pair(_check_targets_tensor(targets, "targets", rc), "targets", n, rc.ndim)
+        if q.ndim > rc.ndim or (q.ndim == 2 and q.shape[1] not in (1, rc.shape[1])):
+            raise ValueError(
+                f"targets must have shape [B] or [B, K] matching the rewards {tuple(rc.shape)}, "
+                f"got {tuple(q.shape)}"
+            )
     w = None
     if weights is not None:
         w = _per_pair(_check_weights_tensor(weights, "weights", rc), "weights", n, rc.ndim)
@@ -547,7 +552,10 @@ def uncertainty_weights(
             m = float(t.detach().mean())
             tau = m if m > 0 else 1.0
         tau = check_float(tau, "tau", minimum=0.0, inclusive=(False, True))
-        w = torch.exp(-t / tau)
+        # normalisation divides out a common factor, so shift by min(u) first: exp(-u/tau) of a
+        # very negative u overflows to inf (NaN weights), of a large one underflows to all zeros
+        shift = t.detach().min() if normalize is not None else 0.0
+        w = torch.exp(-(t - shift) / tau)
     elif scheme == "linear":
         if u_max is None:
             m = float(t.detach().max())
