@@ -395,11 +395,13 @@ def test_load_from_files(tmp_path):
     df.to_csv(csv, index=False, encoding="utf-8")
     pq = tmp_path / "d.parquet"
     df.to_parquet(pq)
-    for path in (jl, gz, js, pq):
+    for path in (jl, gz, js, pq, csv):
         _expected_check(load_preferences(path))
-    # CSV turns the empty prompt into a missing value: a clear error, not a silent "nan"
-    with pytest.raises(TypeError, match=r"prompt\[2\] must be a string, got float"):
-        load_preferences(str(csv))
+    # CSV cells are text: an empty prompt is "", and replies "NA"/"null" are not missing values
+    na = tmp_path / "na.csv"
+    pd.DataFrame({"prompt": ["", "q"], "chosen": ["NA", "a"], "rejected": ["null", "b"]}).to_csv(na, index=False)
+    got = load_preferences(na)
+    assert got.prompt == ["", "q"] and got.chosen == ["NA", "a"] and got.rejected == ["null", "b"]
     _expected_check(load_preferences(df))
     _expected_check(load_preferences({k: [r[k] for r in ROWS] for k in ROWS[0]}))
     bad = tmp_path / "d.txt"

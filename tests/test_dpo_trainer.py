@@ -254,8 +254,22 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     np.testing.assert_allclose(got.targets, dec.prob, rtol=1e-6)
     np.testing.assert_allclose(got.weights, uncertainty_weights(dec.epistemic, "exp"), rtol=1e-5)
     assert got.weights.std() > 0  # members disagree
-    # second call: served from the cache (a reward model that cannot score proves it)
-    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=object(), scheme="exp", cache_path=cache)
+    # second call: served from the cache (the same weights in a model that cannot score prove it)
+    mute = copy.deepcopy(ens)
+    mute.forward = mute.encode = None
+    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, scheme="exp", cache_path=cache)
+    np.testing.assert_allclose(again.weights, got.weights)
+    # another ensemble on the same dataset and cache: rescored, not served the first one's rewards
+    other = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=1)
+    got1 = attach_uncertainty(_dataset(8), "ensemble", reward_model=other, scheme="exp", cache_path=cache)
+    dec1 = score(other, _dataset(8), progress=False).decompose()
+    np.testing.assert_allclose(got1.targets, dec1.prob, rtol=1e-6)
+    assert not np.allclose(got1.targets, got.targets)
+    # a cache name without ".npz" is written under that very name and served next time
+    bare = str(tmp_path / "cache" / "bare_name")
+    attach_uncertainty(_dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=bare)
+    assert os.path.exists(bare) and not os.path.exists(bare + ".npz")
+    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, scheme="exp", cache_path=bare)
     np.testing.assert_allclose(again.weights, got.weights)
     with pytest.raises(ValueError, match="votes"):
         attach_uncertainty(_dataset(4), "votes")

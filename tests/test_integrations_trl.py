@@ -369,3 +369,11 @@ def test_grpo_trainer_runs_with_the_reward_function(ensemble, lm_path, tokenizer
     assert logs[0]["auq_lcb/member_std"] > 0
     assert fn.last_std is not None and len(fn.last_std) == 4
     assert logs[0]["rewards/auq_lcb/mean"] == pytest.approx(float(np.mean(fn.last_rewards)), abs=1e-5)
+
+
+def test_reward_function_caps_max_length_at_the_backbone(ensemble):
+    # the tiny GPT-2 has 128 positions; a long completion is truncated, not an IndexError in torch
+    assert ensemble.max_positions == 128
+    fn = uncertainty_penalized_reward_func(ensemble, method="mean", max_length=512)
+    r = fn.member_rewards(["Human: hi. Assistant:", "Human: yo. Assistant:"], [" word" * 400, " ok"])
+    assert r.shape == (2, 4) and np.isfinite(r).all()

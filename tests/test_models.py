@@ -100,11 +100,21 @@ def test_last_token_pooling_on_decoders_ignores_padding(backbones, family):
     singles = torch.cat([model(*_batch(model, [t])) for t in TEXTS[:4]])
     right = model(*_batch(model, TEXTS[:4], "right"))
     torch.testing.assert_close(right, singles, atol=1e-5, rtol=1e-5)
-    # left padding: pooled feature is the hidden state at the last real token (compared by hand)
+    # left padding: positions count from each text's first real token, so the rewards are the
+    # unpadded ones (absolute position embeddings of GPT-2 and Llama's rotary both shift otherwise)
     ids, mask = _batch(model, TEXTS[:4], "left")
     assert (mask[:, -1] == 1).all() and (mask[:, 0] == 0).any()
-    hidden = model.backbone(input_ids=ids, attention_mask=mask).last_hidden_state
-    torch.testing.assert_close(model.encode(ids, mask), hidden[:, -1])
+    torch.testing.assert_close(model(ids, mask), singles, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padded_rewards_equal_right_padded(backbones, family):
+    for kind in ("heads", "lora"):
+        model = _build(kind, backbones[family], seed=1).eval()
+        with torch.no_grad():
+            right = model(*_batch(model, TEXTS[:4], "right"))
+            left = model(*_batch(model, TEXTS[:4], "left"))
+        torch.testing.assert_close(left, right, atol=1e-5, rtol=1e-5)
 
 
 def test_auto_pooling_and_pad_token(backbones):

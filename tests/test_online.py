@@ -377,3 +377,13 @@ def test_trained_logprobs_are_the_samplers_with_left_padded_prompts(paths):
     gen_lp = torch.stack([torch.log_softmax(x, -1) for x in out.logits], 1)
     gen_lp = gen_lp.gather(-1, resp.unsqueeze(-1)).squeeze(-1)
     torch.testing.assert_close(lp * rmask, gen_lp * rmask, atol=1e-5, rtol=0)
+
+
+def test_ensemble_reward_fn_caps_max_length_at_the_backbone(tmp_path):
+    from auq.models import RewardEnsemble
+    from auq.models._testing import make_tiny_backbone
+
+    ens = RewardEnsemble.from_backbone(make_tiny_backbone(tmp_path / "gpt2", "gpt2"), kind="heads", n_members=2)
+    assert ens.max_positions == 128
+    out = ensemble_reward_fn(ens, max_length=512)(["Human: hi. Assistant:"], [" word" * 400])
+    assert out.shape == (1, 2) and np.isfinite(out).all()

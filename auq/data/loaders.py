@@ -80,7 +80,8 @@ def _read_file(path: str) -> dict[str, list[Any]]:
     import pandas as pd
 
     if lower.endswith((".csv", ".csv.gz")):
-        df = pd.read_csv(path, encoding="utf-8")
+        # no NA parsing: an empty prompt is "" (not NaN) and a reply "NA" or "null" stays text
+        df = pd.read_csv(path, encoding="utf-8", keep_default_na=False)
     elif lower.endswith(".parquet"):
         df = pd.read_parquet(path)
     else:  # pragma: no cover - guarded by the caller

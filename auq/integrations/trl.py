@@ -377,6 +377,11 @@ class UncertaintyPenalizedReward:
         if tokenizer is None:
             raise ValueError("tokenizer is required when the ensemble has no tokenizer attribute")
         self.tokenizer = tokenizer
+        max_length = check_int(max_length, "max_length", minimum=2)
+        cap = getattr(ensemble, "max_positions", None)
+        if isinstance(cap, int) and max_length > cap:  # longer texts would index past the position table
+            logger.info("max_length %d exceeds what the backbone takes; using %d", max_length, cap)
+            max_length = cap
         self._collator = PreferenceCollator(tokenizer, max_length=max_length)
         self.device = device
         self.__name__ = name or f"auq_{self.method}"
@@ -483,7 +488,8 @@ def uncertainty_penalized_reward_func(
     batch_size : int, default 32
         Completions per ensemble forward.
     max_length : int, default 512
-        Tokens per text (the prompt is cut from the left first).
+        Tokens per text (the prompt is cut from the left first), capped at the backbone's
+        ``ensemble.max_positions``.
     center, member_offsets
         Centring of each member, see :func:`auq.training.losses.penalized_reward`.
     device : optional

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import inspect
 import logging
 import os
 from typing import Any
@@ -64,7 +65,22 @@ def _backbone_name(path_or_hub_id: Any) -> str:
     return os.fspath(path_or_hub_id) if isinstance(path_or_hub_id, (str, os.PathLike)) else ""
 
 
+def _takes_position_ids(backbone: nn.Module) -> bool:
+    base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
+    if getattr(getattr(base, "config", None), "model_type", "") in _OFFSET_POSITIONS:
+        return False  # these derive padding-aware positions from input_ids themselves
+    try:
+        return "position_ids" in inspect.signature(base.forward).parameters
+    except (TypeError, ValueError):  # pragma: no cover - exotic forward
+        return False
+
+
 def _run_backbone(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kw: Any) -> torch.Tensor:
+    if "position_ids" not in kw and attention_mask is not None and bool((attention_mask[:, 0] == 0).any()):
+        # left padding: count positions from each text's first real token, as generation does,
+        # so that a reward does not depend on how much padding its batch needed
+        if _takes_position_ids(backbone):
+            kw["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp_min(0)
     out = backbone(input_ids=input_ids, attention_mask=attention_mask, **kw)
     hidden = getattr(out, "last_hidden_state", None)
     if hidden is None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -217,8 +218,9 @@ def attach_uncertainty(
       ensemble probability ``prob`` (used as the target when ``use_targets``) and the uncertainty
       named by ``uncertainty`` (``"epistemic"``, ``"total"``, ``"aleatoric"`` or ``"margin_std"``),
       mapped to weights by :func:`uncertainty_weights` with ``scheme`` and ``weight_kwargs``.
-      With ``cache_path`` (``.npz``), the rewards are stored there with the dataset's fingerprint
-      and reused on the next call (NumPy arrays only, loaded with ``allow_pickle=False``).
+      With ``cache_path`` (``.npz``), the rewards are stored there with a fingerprint of the
+      dataset and of the reward model's weights, and reused on the next call with the same
+      dataset and model (NumPy arrays only, loaded with ``allow_pickle=False``).
 
     A dataset's own ``weights``/``targets`` columns need no call: the trainer uses them directly.
 
@@ -258,7 +260,10 @@ def attach_uncertainty(
 def _score_cached(reward_model: Any, dataset: Any, cache_path: str | None, batch_size: int) -> Any:
     from auq.models import Predictions, score
 
-    fp = dataset.fingerprint()
+    fp = ""
+    if cache_path is not None:
+        cache_path = os.fspath(cache_path)
+        fp = f"{dataset.fingerprint()}:{_model_fingerprint(reward_model)}"
     if cache_path is not None and os.path.exists(cache_path):
         with np.load(cache_path, allow_pickle=False) as z:
             if str(z["fingerprint"]) == fp:
@@ -266,18 +271,37 @@ def _score_cached(reward_model: Any, dataset: Any, cache_path: str | None, batch
                 return Predictions(
                     z["rewards_chosen"], z["rewards_rejected"], z["targets"], list(dataset.ids)
                 )
-            logger.info("cache %s is for another dataset; rescoring", cache_path)
+            logger.info("cache %s is for another dataset or reward model; rescoring", cache_path)
     preds = score(reward_model, dataset, batch_size=batch_size, progress=True)
     if cache_path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        np.savez(
-            cache_path,
-            rewards_chosen=preds.rewards_chosen,
-            rewards_rejected=preds.rewards_rejected,
-            targets=preds.targets,
-            fingerprint=np.array(fp),
-        )
+        tmp = f"{cache_path}.tmp-{os.getpid()}"
+        try:
+            # a file object, so numpy neither appends ".npz" to the name nor leaves half a file
+            with open(tmp, "wb") as fh:
+                np.savez(
+                    fh,
+                    rewards_chosen=preds.rewards_chosen,
+                    rewards_rejected=preds.rewards_rejected,
+                    targets=preds.targets,
+                    fingerprint=np.array(fp),
+                )
+            os.replace(tmp, cache_path)
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
     return preds
+
+
+def _model_fingerprint(model: Any) -> str:
+    """sha256 over a model's state dict (names, dtypes, shapes, bytes), so caches follow its weights."""
+    h = hashlib.sha256()
+    state = model.state_dict() if hasattr(model, "state_dict") else {}
+    for name, t in sorted(state.items()):
+        t = t.detach().to("cpu").contiguous().reshape(-1)
+        h.update(f"{name}|{t.dtype}|{t.numel()}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 # --------------------------------------------------------------------------------------------

@@ -492,6 +492,7 @@ def ensemble_reward_fn(
     tokenizer : transformers tokenizer, optional
         Default: ``model.tokenizer``.
     batch_size, max_length : int
+        ``max_length`` is capped at the backbone's ``model.max_positions``.
     device : str or torch.device, optional
         Default: the model's current device.
 
@@ -512,7 +513,12 @@ def ensemble_reward_fn(
     if tok is None:
         raise TypeError("tokenizer is required when the model has no tokenizer attribute")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    collator = PreferenceCollator(tok, max_length=check_int(max_length, "max_length", minimum=2))
+    max_length = check_int(max_length, "max_length", minimum=2)
+    cap = getattr(model, "max_positions", None)
+    if isinstance(cap, int) and max_length > cap:  # longer texts would index past the position table
+        logger.info("max_length %d exceeds what the backbone takes; using %d", max_length, cap)
+        max_length = cap
+    collator = PreferenceCollator(tok, max_length=max_length)
 
     def reward_fn(prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         prompts = _check_prompts(prompts)
