@@ -32,7 +32,6 @@ Data-parallel training runs the same command under ``accelerate launch``::
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -41,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auq._checks import check_float, check_int
+from auq._io import atomic_write_json
 
 logger = logging.getLogger("auq.cli")
 
@@ -267,8 +267,7 @@ def _run_train(args: argparse.Namespace) -> int:
             "config": config.to_dict(),
             "log_history": list(result.log_history),
         }
-        with open(os.path.join(args.output, "training_log.json"), "w", encoding="utf-8") as f:
-            json.dump(summary, f, indent=1)
+        atomic_write_json(os.path.join(args.output, "training_log.json"), summary, indent=1)
         shown = ", ".join(f"{k}={v:.4g}" for k, v in result.metrics.items() if k.startswith("eval_"))
         print(f"saved {args.kind} model (K={args.members}) to {args.output}" + (f"; {shown}" if shown else ""))
     return 0

@@ -21,7 +21,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from ._checks import (
     check_labels,
     check_probabilities,
 )
+from ._io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -452,26 +452,14 @@ def write_report(
         keep("decomposition", _figure_of(plots.uncertainty_decomposition_plot(dec)))
 
     metrics_path = out / "metrics.json"
-    _atomic_write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False))
+    atomic_write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False))
     html_path = out / "report.html"
-    _atomic_write_text(html_path, _render_html(title, metrics, images, recal_rows))
+    atomic_write_text(html_path, _render_html(title, metrics, images, recal_rows))
     return Report(out, metrics, metrics_path, html_path, figures)
 
 
 def _figure_of(obj):
     return obj if hasattr(obj, "savefig") else obj.figure
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 _CAPTIONS = {

@@ -17,7 +17,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 
 from auq._checks import check_choice, check_float, check_int
+from auq._io import atomic_write_json
 from auq._math import binary_entropy
 from auq.training.losses import (
     dpo_implicit_rewards,
@@ -626,7 +626,6 @@ class UncertaintyDPOTrainer:
                 "config": self.config.to_dict(),
                 "log_history": self.log_history,
             }
-            with open(os.path.join(path, "trainer_state.json"), "w") as f:
-                json.dump(state, f, indent=2)
+            atomic_write_json(os.path.join(path, "trainer_state.json"), state)
             logger.info("saved checkpoint to %s", path)
         return path

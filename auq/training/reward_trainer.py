@@ -78,6 +78,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .._checks import check_choice, check_float, check_int
+from .._io import atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -246,7 +247,7 @@ class RewardTrainerConfig:
         """Serialise to JSON; also write it to ``path`` (atomically) when given."""
         text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
         if path is not None:
-            _atomic_write_text(os.fspath(path), text)
+            atomic_write_text(os.fspath(path), text)
         return text
 
     @classmethod
@@ -324,15 +325,6 @@ def bootstrap_counts(n_pairs: int, n_members: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0xB0075]))
     counts = rng.multinomial(n_pairs, np.full(n_pairs, 1.0 / n_pairs), size=n_members)
     return np.ascontiguousarray(counts.T, dtype=np.float32)
-
-
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def _write_json(path: str, obj: Any) -> None:
