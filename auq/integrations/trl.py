@@ -357,7 +357,7 @@ class UncertaintyPenalizedReward:
         coef: float = 1.0,
         tokenizer: Any = None,
         batch_size: int = 32,
-        max_length: int = 512,
+        max_length: int | None = None,
         center: bool = True,
         member_offsets: Any = None,
         device: Any = None,
@@ -377,12 +377,10 @@ class UncertaintyPenalizedReward:
         if tokenizer is None:
             raise ValueError("tokenizer is required when the ensemble has no tokenizer attribute")
         self.tokenizer = tokenizer
-        max_length = check_int(max_length, "max_length", minimum=2)
-        cap = getattr(ensemble, "max_positions", None)
-        if isinstance(cap, int) and max_length > cap:  # longer texts would index past the position table
-            logger.info("max_length %d exceeds what the backbone takes; using %d", max_length, cap)
-            max_length = cap
-        self._collator = PreferenceCollator(tokenizer, max_length=max_length)
+        if hasattr(ensemble, "make_collator"):  # the training length, capped at the backbone's positions
+            self._collator = ensemble.make_collator(max_length, tokenizer=tokenizer)
+        else:
+            self._collator = PreferenceCollator(tokenizer, max_length=max_length or 512)
         self.device = device
         self.__name__ = name or f"auq_{self.method}"
         self.last_std: np.ndarray | None = None
@@ -456,7 +454,7 @@ def uncertainty_penalized_reward_func(
     coef: float = 1.0,
     tokenizer: Any = None,
     batch_size: int = 32,
-    max_length: int = 512,
+    max_length: int | None = None,
     center: bool = True,
     member_offsets: Any = None,
     device: Any = None,
@@ -487,9 +485,9 @@ def uncertainty_penalized_reward_func(
         Default: ``ensemble.tokenizer``.
     batch_size : int, default 32
         Completions per ensemble forward.
-    max_length : int, default 512
-        Tokens per text (the prompt is cut from the left first), capped at the backbone's
-        ``ensemble.max_positions``.
+    max_length : int, optional
+        Tokens per text (the prompt is cut from the left first). Default: the length the ensemble
+        was trained with (else 512); always capped at the backbone's ``ensemble.max_positions``.
     center, member_offsets
         Centring of each member, see :func:`auq.training.losses.penalized_reward`.
     device : optional

@@ -142,23 +142,26 @@ class BaseRewardModel(nn.Module):
             limits.append(tok_max)
         return min(limits) if limits else None
 
-    def make_collator(self, max_length: int | None = None) -> Any:
+    def make_collator(self, max_length: int | None = None, tokenizer: Any = None) -> Any:
         """The :class:`auq.data.PreferenceCollator` for this model's tokenizer.
 
         ``max_length`` defaults to the length the model was trained with (``config.max_length``,
         else 512) and is capped at :attr:`max_positions`, so that no text is longer than the
-        backbone's position embeddings.
+        backbone's position embeddings. ``tokenizer`` overrides the model's own.
         """
         from auq.data import PreferenceCollator
 
-        if self.tokenizer is None:
+        tokenizer = tokenizer if tokenizer is not None else self.tokenizer
+        if tokenizer is None:
             raise ValueError("model has no tokenizer; pass a collator")
+        if max_length is not None:
+            check_int(max_length, "max_length", minimum=2)
         requested = max_length or self.config.max_length or 512
         cap = self.max_positions
         if cap is not None and requested > cap:
             logger.info("max_length %d exceeds what the backbone takes; using %d", requested, cap)
             requested = cap
-        return PreferenceCollator(self.tokenizer, max_length=requested)
+        return PreferenceCollator(tokenizer, max_length=requested)
 
     def _apply_trunk_freeze(self) -> None:
         if self.trunk_frozen:

@@ -476,7 +476,7 @@ def ensemble_reward_fn(
     tokenizer: Any = None,
     *,
     batch_size: int = 32,
-    max_length: int = 512,
+    max_length: int | None = None,
     device: str | torch.device | None = None,
 ) -> Callable[[Sequence[str], Sequence[str]], np.ndarray]:
     """A ``reward_fn(prompts, completions) -> [n, K]`` from an auq reward model.
@@ -492,7 +492,8 @@ def ensemble_reward_fn(
     tokenizer : transformers tokenizer, optional
         Default: ``model.tokenizer``.
     batch_size, max_length : int
-        ``max_length`` is capped at the backbone's ``model.max_positions``.
+        ``max_length`` defaults to the length the model was trained with and is capped at the
+        backbone's ``model.max_positions``.
     device : str or torch.device, optional
         Default: the model's current device.
 
@@ -513,12 +514,10 @@ def ensemble_reward_fn(
     if tok is None:
         raise TypeError("tokenizer is required when the model has no tokenizer attribute")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    max_length = check_int(max_length, "max_length", minimum=2)
-    cap = getattr(model, "max_positions", None)
-    if isinstance(cap, int) and max_length > cap:  # longer texts would index past the position table
-        logger.info("max_length %d exceeds what the backbone takes; using %d", max_length, cap)
-        max_length = cap
-    collator = PreferenceCollator(tok, max_length=max_length)
+    if hasattr(model, "make_collator"):  # the training length, capped at the backbone's positions
+        collator = model.make_collator(max_length, tokenizer=tok)
+    else:
+        collator = PreferenceCollator(tok, max_length=max_length or 512)
 
     def reward_fn(prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         prompts = _check_prompts(prompts)

@@ -765,7 +765,9 @@ class RewardModelTrainer:
         self.accelerator = Accelerator(
             cpu=cpu,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
-            mixed_precision=mixed,
+            # "no" leaves an Accelerate state that another trainer (e.g. TRL's) already set up in
+            # this process as it is, instead of failing; a mismatch is logged below
+            mixed_precision=None if mixed == "no" else mixed,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
             step_scheduler_with_optimizer=False,
             kwargs_handlers=[
@@ -774,6 +776,12 @@ class RewardModelTrainer:
                 )
             ],
         )
+        if self.accelerator.mixed_precision != mixed:
+            logger.warning(
+                "Accelerate was already initialised with mixed_precision=%r in this process; "
+                "this trainer's %r cannot override it (restart the process to change it)",
+                self.accelerator.mixed_precision, mixed,
+            )
         self.use_features = bool(getattr(model, "trunk_frozen", False)) and all(
             callable(getattr(model, a, None)) for a in ("encode", "forward_features")
         )
@@ -920,13 +928,17 @@ class RewardModelTrainer:
         return ds
 
     def feature_cache_key(self, dataset: Any) -> str:
-        """sha256 key of cached trunk features: model config, frozen weights, data, max_length."""
+        """sha256 key of cached trunk features: model config, frozen weights, data, tokenizer, max_length."""
         h = hashlib.sha256()
         h.update(_config_json(self.model).encode())
         h.update(_frozen_weights_fingerprint(self.model).encode())
         h.update(_dataset_fingerprint(dataset).encode())
         h.update(f"max_length={self.config.max_length}".encode())
         h.update(f"collator={type(self.collator).__qualname__}".encode())
+        tok = getattr(self.collator, "tokenizer", None)
+        if tok is not None:  # a new vocabulary or chat template changes the features
+            h.update(f"tokenizer={type(tok).__qualname__}:{len(tok)}".encode())
+            h.update(str(getattr(tok, "chat_template", None) or "").encode())
         h.update(f"margin={self.config.margin!r}".encode())
         h.update(f"precision={self.accelerator.mixed_precision}".encode())
         return h.hexdigest()
