@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser.add_argument("--pairs", type=int, default=64)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--train-steps", type=int, default=200, help="repeats of the cached-feature training step")
+    parser.add_argument("--train-steps", type=int, default=1000, help="repeats of the cached-feature training step")
     parser.add_argument("--lora", action="store_true", help="also time a LoRA ensemble K=4")
     parser.add_argument("--device", default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -145,22 +145,23 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     # training step on cached features: heads K=8 vs one head
     hidden = models["one model"].config.hidden_size
     feats = torch.randn(n_texts, hidden, generator=gen).to(device)  # cached pooled features
-    step_times = {}
+    heads, opts = {}, {}
     for k in (1, 8):
-        head = MemberHeads(hidden, k, seed=0).to(device)  # the heads of RewardEnsemble(kind="heads")
-        opt = torch.optim.AdamW(head.parameters(), lr=1e-3)
-        fc, fr = feats[: args.pairs], feats[args.pairs:]
-
+        heads[k] = MemberHeads(hidden, k, seed=0).to(device)  # the heads of RewardEnsemble(kind="heads")
+        opts[k] = torch.optim.AdamW(heads[k].parameters(), lr=1e-3)
+    fc, fr = feats[: args.pairs], feats[args.pairs:]
+    for k in (1, 8):
         for _ in range(10):
-            _train_step(head, opt, fc, fr)
-        samples = []
-        for _ in range(args.train_steps):
+            _train_step(heads[k], opts[k], fc, fr)
+    samples: dict[int, list[float]] = {1: [], 8: []}
+    for _ in range(args.train_steps):  # interleaved, so load drift hits both alike
+        for k in (1, 8):
             _sync(device)
             start = clock()
-            _train_step(head, opt, fc, fr)
+            _train_step(heads[k], opts[k], fc, fr)
             _sync(device)
-            samples.append(clock() - start)
-        step_times[k] = statistics.median(samples)
+            samples[k].append(clock() - start)
+    step_times = {k: statistics.median(v) for k, v in samples.items()}
 
     base = med["one model"]
     targets = {
