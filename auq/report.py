@@ -212,7 +212,7 @@ def compute_metrics(
     }
     ece["smooth_mirrored"] = {"estimate": float(cal.smooth_calibration_error(mp, mt))}
 
-    correct = np.where(probs > 0.5, targets, np.where(probs < 0.5, 1.0 - targets, 0.5))
+    correct = cal.pairwise_correctness(probs, targets)
     selective: dict[str, Any] = {}
     scores = dict(uncertainties or {})
     scores.setdefault("1 - confidence", 1.0 - np.maximum(probs, 1.0 - probs))
@@ -434,7 +434,7 @@ def write_report(
         fig = plots.reliability_diagram({"model": probs}, {"model": targets}, n_bins=n_bins, pairwise=True)
     keep("reliability", _figure_of(fig))
 
-    correct = np.where(probs > 0.5, targets, np.where(probs < 0.5, 1.0 - targets, 0.5))
+    correct = cal.pairwise_correctness(probs, targets)
     if uncertainties:
         curves = {name: cal.risk_coverage_curve(u, correct) for name, u in uncertainties.items()}
         keep("risk_coverage", _figure_of(plots.risk_coverage_plot(curves)))

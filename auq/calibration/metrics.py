@@ -188,6 +188,21 @@ def _pairwise_confidence(p: np.ndarray, q: np.ndarray | None) -> tuple[np.ndarra
     return conf, correct
 
 
+def pairwise_correctness(probs: Any, targets: Any = None) -> np.ndarray:
+    """Per-pair correctness of the predicted winner: 1/0 (or q / 1 − q for soft targets), ties 0.5.
+
+    The order-free view used by :func:`pairwise_calibration_error`, for selective prediction
+    (risk–coverage, AURC) of preference probabilities.
+
+    Examples
+    --------
+    >>> pairwise_correctness([0.9, 0.2, 0.5]).tolist()
+    [1.0, 0.0, 0.5]
+    """
+    p, q, _ = _prepare_targets(probs, targets, None)
+    return _pairwise_confidence(p, q)[1]
+
+
 def pairwise_calibration_error(
     probs: Any,
     targets: Any = None,
