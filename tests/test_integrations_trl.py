@@ -312,7 +312,7 @@ def test_reward_function_returns_penalized_mean_minus_coef_std(ensemble):
     np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(fn.last_std, rc.std(axis=1), rtol=1e-4, atol=1e-6)
     assert float(fn.last_std.min()) > 0  # independently initialised heads disagree
-    np.testing.assert_allclose(out, penalized_reward(r, "lcb", coef=0.7), rtol=1e-6)
+    np.testing.assert_allclose(out, penalized_reward(r, "lcb", coef=0.7), rtol=1e-6, atol=1e-6)
 
     # coef 0 -> the (centred) mean; a larger coef only lowers each reward
     mean_only = uncertainty_penalized_reward_func(ensemble, method="lcb", coef=0.0)(prompts, completions)

@@ -36,6 +36,18 @@ class Predictions:
         P(chosen preferred) labels of the pairs (1.0 for hard labels).
     ids : list
         The pairs' identifiers (``dataset.ids``).
+    ood_chosen, ood_rejected : numpy.ndarray, float64, shape [n_pairs], optional
+        Feature-density out-of-distribution score of each response (the model's
+        :class:`~auq.models.FeatureDensity` percentile: 0.99 means farther from the training
+        features than 99% of the training responses). ``None`` when the model has no density.
+    noise_var_chosen, noise_var_rejected : numpy.ndarray, float64, shape [n_pairs, n_members], optional
+        Learned aleatoric reward variance of each response and member (heteroscedastic heads);
+        ``None`` for models without a variance head.
+    anchored : bool, default False
+        True when each member's rewards are already centred on that member's mean reward over
+        the *training* responses (the model's ``reward_offsets``); per-response statistics are
+        then taken as they are. False: members are centred over the scored pairs (the rewards of
+        a Bradley-Terry model are defined only up to a per-member constant).
 
     Examples
     --------
@@ -48,6 +60,11 @@ class Predictions:
     rewards_rejected: np.ndarray
     targets: np.ndarray
     ids: list
+    ood_chosen: np.ndarray | None = None
+    ood_rejected: np.ndarray | None = None
+    noise_var_chosen: np.ndarray | None = None
+    noise_var_rejected: np.ndarray | None = None
+    anchored: bool = False
 
     def __post_init__(self) -> None:
         c = as_float_array(self.rewards_chosen, "rewards_chosen", ndim=(1, 2))
@@ -68,6 +85,28 @@ class Predictions:
         object.__setattr__(self, "rewards_rejected", r)
         object.__setattr__(self, "targets", t)
         object.__setattr__(self, "ids", ids)
+        if (self.ood_chosen is None) != (self.ood_rejected is None):
+            raise ValueError("ood_chosen and ood_rejected must be given together")
+        for name in ("ood_chosen", "ood_rejected"):
+            if getattr(self, name) is not None:
+                v = as_float_array(getattr(self, name), name, ndim=1)
+                if v.shape[0] != c.shape[0]:
+                    raise ValueError(f"{name} has {v.shape[0]} values for {c.shape[0]} pairs")
+                object.__setattr__(self, name, v)
+        if (self.noise_var_chosen is None) != (self.noise_var_rejected is None):
+            raise ValueError("noise_var_chosen and noise_var_rejected must be given together")
+        for name in ("noise_var_chosen", "noise_var_rejected"):
+            if getattr(self, name) is not None:
+                v = as_float_array(getattr(self, name), name, ndim=(1, 2))
+                v = v.reshape(-1, 1) if v.ndim == 1 else v
+                if v.shape != c.shape:
+                    raise ValueError(f"{name} must have the rewards' shape {c.shape}, got {v.shape}")
+                if (v < 0).any():
+                    raise ValueError(f"{name} must be non-negative (a variance)")
+                object.__setattr__(self, name, v)
+        if not isinstance(self.anchored, (bool, np.bool_)):
+            raise TypeError(f"anchored must be a bool, got {type(self.anchored).__name__}")
+        object.__setattr__(self, "anchored", bool(self.anchored))
 
     def __len__(self) -> int:
         return int(self.rewards_chosen.shape[0])
@@ -92,7 +131,14 @@ class Predictions:
         """Per-pair reward mean/std over members, members centred (:func:`auq.estimators.pair_reward_stats`)."""
         from auq.estimators import pair_reward_stats
 
-        return pair_reward_stats(self.rewards_chosen, self.rewards_rejected)
+        return pair_reward_stats(self.rewards_chosen, self.rewards_rejected, center=not self.anchored)
+
+    @property
+    def ood(self) -> np.ndarray | None:
+        """Per-pair out-of-distribution score: the larger of the two responses' (or None)."""
+        if self.ood_chosen is None:
+            return None
+        return np.maximum(self.ood_chosen, self.ood_rejected)
 
     def to_pandas(self):
         """One row per pair: ``id``, ``prob``, ``total``, ``aleatoric``, ``epistemic``,
@@ -110,6 +156,10 @@ class Predictions:
         df = pd.concat([dec.reset_index(drop=True), stats.reset_index(drop=True)], axis=1)
         df = df[list(_PAIR_COLUMNS)]
         df.insert(0, "id", self.ids)
+        if self.ood_chosen is not None:
+            df["ood_chosen"] = self.ood_chosen
+            df["ood_rejected"] = self.ood_rejected
+            df["ood"] = self.ood
         df["target"] = self.targets
         return df
 
@@ -134,6 +184,12 @@ class Predictions:
             df[f"reward_chosen_{k}"] = self.rewards_chosen[:, k]
         for k in range(self.n_members):
             df[f"reward_rejected_{k}"] = self.rewards_rejected[:, k]
+        if self.noise_var_chosen is not None:
+            for k in range(self.n_members):
+                df[f"noise_var_chosen_{k}"] = self.noise_var_chosen[:, k]
+            for k in range(self.n_members):
+                df[f"noise_var_rejected_{k}"] = self.noise_var_rejected[:, k]
+        df["anchored"] = self.anchored
         return df
 
     @classmethod
@@ -152,7 +208,18 @@ class Predictions:
         rc = sorted((c for c in df.columns if c.startswith("reward_rejected_")), key=lambda c: int(c.rsplit("_", 1)[1]))
         if not cc or len(cc) != len(rc):
             raise ValueError(f"{path!r} has no reward_chosen_k / reward_rejected_k columns; not saved by Predictions.save")
-        return cls(df[cc].to_numpy(np.float64), df[rc].to_numpy(np.float64), df["target"].to_numpy(np.float64), df["id"].tolist())
+        kw: dict[str, Any] = {}
+        if "ood_chosen" in df.columns and "ood_rejected" in df.columns:
+            kw["ood_chosen"] = df["ood_chosen"].to_numpy(np.float64)
+            kw["ood_rejected"] = df["ood_rejected"].to_numpy(np.float64)
+        nc = [f"noise_var_chosen_{k}" for k in range(len(cc))]
+        nr = [f"noise_var_rejected_{k}" for k in range(len(cc))]
+        if all(c in df.columns for c in nc + nr):
+            kw["noise_var_chosen"] = df[nc].to_numpy(np.float64)
+            kw["noise_var_rejected"] = df[nr].to_numpy(np.float64)
+        if "anchored" in df.columns and len(df):
+            kw["anchored"] = bool(df["anchored"].iloc[0])
+        return cls(df[cc].to_numpy(np.float64), df[rc].to_numpy(np.float64), df["target"].to_numpy(np.float64), df["id"].tolist(), **kw)
 
 
 def _progress(iterable, total: int, enabled: bool, desc: str):
