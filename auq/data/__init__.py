@@ -3,7 +3,7 @@
 from auq.data._formats import FORMATS, split_common_messages, split_hh_transcript
 from auq.data.collator import PreferenceCollator, length_order
 from auq.data.dataset import PreferenceDataset
-from auq.data.loaders import load_hh_rlhf, load_preferences
+from auq.data.loaders import load_hh_rlhf, load_mt_bench, load_preferences, mt_bench_question
 from auq.data.synthetic import (
     SyntheticPreferenceGenerator,
     SyntheticPreferences,
@@ -18,6 +18,8 @@ __all__ = [
     "SyntheticPreferenceGenerator",
     "SyntheticPreferences",
     "load_hh_rlhf",
+    "load_mt_bench",
+    "mt_bench_question",
     "load_preferences",
     "make_synthetic_preferences",
     "split_common_messages",

@@ -16,10 +16,11 @@ from auq.data.dataset import PreferenceDataset
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["load_preferences", "load_hh_rlhf", "BUNDLED_HH_RLHF"]
+__all__ = ["load_preferences", "load_hh_rlhf", "load_mt_bench", "mt_bench_question", "BUNDLED_HH_RLHF", "BUNDLED_MT_BENCH"]
 
 #: File name of the bundled hh-rlhf sample inside ``auq/data/_bundled``.
 BUNDLED_HH_RLHF = "hh_rlhf_harmless_base.jsonl.gz"
+BUNDLED_MT_BENCH = "mt_bench_human_pairs.jsonl.gz"
 
 _FILE_SUFFIXES = (
     ".jsonl",
@@ -263,3 +264,77 @@ def load_hh_rlhf(path: str | os.PathLike | None = None, n: int | None = None) ->
     if n is not None:
         rows = rows[:n]
     return columns_to_dataset(_rows_to_columns(rows, name), source=name, format="hh_rlhf")
+
+
+def load_mt_bench(path: str | os.PathLike | None = None) -> PreferenceDataset:
+    """Load MT-Bench human judgments as preference pairs with annotator votes (bundled: 705 pairs).
+
+    Expert pairwise judgments of six 2023 chat models' first-turn answers to the 80 MT-Bench
+    questions (Zheng et al. 2023; CC BY 4.0, see ``auq/data/_bundled/README.md``), 1 to 7 judges
+    per pair. Writing, roleplay, reasoning, maths, coding, extraction, STEM and humanities
+    questions: far from hh-rlhf's harmless chat, so a real out-of-domain set for a model trained
+    on hh-rlhf, and the multi-annotator set for aleatoric uncertainty vs annotator disagreement.
+
+    ``chosen`` is the answer with more decisive votes. ``votes`` are ``[votes_chosen +
+    ties/2, votes_rejected + ties/2]`` and ``targets`` the chosen share (a tie counts half for
+    each side). Ids are the release's ``source_id`` (``mtbench-human-t1-q<question>-<a>-vs-<b>``):
+    only 80 distinct prompts, so split by question (:func:`mt_bench_question`), never by row.
+    The bundled copy leaves out the 4 pairs of the release with an empty answer.
+
+    Parameters
+    ----------
+    path : str or path-like, optional
+        A ``.jsonl``/``.jsonl.gz`` file in the release's pair format (``prompt``, ``chosen``,
+        ``rejected``, ``votes_chosen``, ``votes_rejected``, ``votes_tie``, ``source_id``).
+
+    Examples
+    --------
+    >>> ds = load_mt_bench()
+    >>> len(ds), ds.votes.shape
+    (705, (705, 2))
+    """
+    import numpy as np
+
+    if path is None:
+        ref = importlib.resources.files("auq.data") / "_bundled" / BUNDLED_MT_BENCH
+        with importlib.resources.as_file(ref) as p:
+            rows = _read_jsonl(str(p))
+        name = f"bundled {BUNDLED_MT_BENCH}"
+    else:
+        name = os.fspath(path)
+        rows = _read_jsonl(name)
+    needed = ("prompt", "chosen", "rejected", "votes_chosen", "votes_rejected", "votes_tie", "source_id")
+    for i, row in enumerate(rows):
+        missing = [k for k in needed if k not in row]
+        if missing:
+            raise ValueError(f"{name}: row {i} has no {missing} field(s); not an MT-Bench pairs file")
+    ties = np.array([float(r["votes_tie"]) for r in rows])
+    votes = np.stack(
+        [np.array([float(r["votes_chosen"]) for r in rows]) + ties / 2,
+         np.array([float(r["votes_rejected"]) for r in rows]) + ties / 2],
+        axis=1,
+    )
+    return PreferenceDataset(
+        prompt=[r["prompt"] for r in rows],
+        chosen=[r["chosen"] for r in rows],
+        rejected=[r["rejected"] for r in rows],
+        votes=votes,
+        ids=[r["source_id"] for r in rows],
+    )
+
+
+def mt_bench_question(ids: Any) -> list[int]:
+    """MT-Bench question number of each ``source_id`` (for splitting by question).
+
+    Examples
+    --------
+    >>> mt_bench_question(["mtbench-human-t1-q81-alpaca-13b-vs-claude-v1"])
+    [81]
+    """
+    out = []
+    for i in ids:
+        part = str(i).split("-q", 1)
+        if len(part) != 2 or not part[1].split("-", 1)[0].isdigit():
+            raise ValueError(f"ids: {i!r} is not an MT-Bench source_id (mtbench-human-t1-q<N>-...)")
+        out.append(int(part[1].split("-", 1)[0]))
+    return out
