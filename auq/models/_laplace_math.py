@@ -14,10 +14,11 @@ approximation of the log marginal likelihood (the evidence) is
 
     log Z(α) = -J(w*) + P/2 log α - 1/2 log det H.
 
-``prior_precision="auto"`` maximises ``log Z`` over ``log α``: MacKay's fixed point
-``α ← (P - α tr H⁻¹) / |w*|²`` gives a starting point; the exact derivative of ``log Z``
-(including the change of the curvature ``σσ'`` as ``w*`` moves with ``α``) is then brought to zero
-by Brent's method on a bracket in ``log α``, refitting the MAP (warm-started) at each ``α``.
+``prior_precision="auto"`` maximises ``log Z`` over ``log α``: two of MacKay's fixed-point steps
+``α ← (P - α tr H⁻¹) / |w*|²`` give a starting point (MacKay's fixed point itself ignores how the
+curvature ``σσ'`` changes as ``w*`` moves with ``α``; on real features it lands ~10% off); the
+exact derivative of ``log Z`` is then brought to zero by secant steps until the root is bracketed
+and by Brent's method inside the bracket, refitting the MAP (warm-started) at each ``α``.
 
 Why the closed form rather than a library (e.g. laplace-torch): for a linear head on cached,
 frozen features the full-covariance Laplace posterior needs only one exact P x P Hessian, which
@@ -156,7 +157,8 @@ class _Problem:
         """``(H, s)`` with ``s_i = c_i σ(z_i)σ(-z_i)``."""
         lp, ln = log_sigmoid_pair(self.d @ w)
         s = self.c * torch.exp(lp + ln)
-        return (self.d.T * s) @ self.d + alpha * self.eye, s
+        x = self.d * torch.sqrt(s)[:, None]
+        return x.T @ x + alpha * self.eye, s
 
     def cholesky(self, h: torch.Tensor, alpha: float) -> torch.Tensor:
         chol, info = torch.linalg.cholesky_ex(h)
@@ -185,9 +187,10 @@ class _Problem:
                 break
             step = -torch.cholesky_solve(grad[:, None], chol)[:, 0]
             j0, slope, t = float(self.objective(w, alpha)), float(grad @ step), 1.0
+            slack = 64 * torch.finfo(torch.float64).eps * abs(j0)  # decreases below J's rounding
             while True:  # backtracking (Armijo); a Newton step on a convex problem is a descent step
                 w_new = w + t * step
-                if float(self.objective(w_new, alpha)) <= j0 + 1e-4 * t * slope or t < 1e-12:
+                if float(self.objective(w_new, alpha)) <= j0 + 1e-4 * t * slope + slack or t < 1e-12:
                     break
                 t *= 0.5
             w = w_new
@@ -218,7 +221,8 @@ class _Problem:
         grad = -0.5 * float(w @ w) + 0.5 * self.p / alpha - 0.5 * dlogdet
         return alpha * grad
 
-    def mackay_start(self, n_steps: int = 8) -> float:
+    def mackay_start(self, n_steps: int = 2) -> float:
+        """A few of MacKay's fixed-point steps ``α ← (P - α tr H⁻¹) / |w*|²`` from ``α = 1``."""
         log_alpha = 0.0
         for _ in range(n_steps):
             alpha = math.exp(log_alpha)
@@ -227,36 +231,50 @@ class _Problem:
             norm2 = float(w @ w)
             if gamma <= 0 or norm2 <= 0:
                 return _LOG_ALPHA_MAX
-            new = min(max(math.log(gamma / norm2), _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
-            if abs(new - log_alpha) < 1e-2:
-                return new
-            log_alpha = new
+            log_alpha = min(max(math.log(gamma / norm2), _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
         return log_alpha
 
     def choose_log_alpha(self) -> float:
-        """Maximise the Laplace evidence over ``log α``: MacKay start, bracket, Brent on the derivative."""
+        """Maximise the Laplace evidence over ``log α``: a MacKay start, secant steps on the exact
+        derivative until the root is bracketed, then Brent's method inside the bracket."""
         from scipy.optimize import brentq
 
-        u0 = self.mackay_start()
-        g0 = self.d_evidence_d_log_alpha(u0)
-        if g0 == 0.0:
-            return u0
-        direction = 1.0 if g0 > 0 else -1.0
-        lo, step = u0, 0.25
-        while True:
-            hi = min(max(lo + direction * step, _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
-            if hi == lo:
+        memo: dict[float, float] = {}
+
+        def g(u: float) -> float:
+            if u not in memo:
+                memo[u] = self.d_evidence_d_log_alpha(u)
+            return memo[u]
+
+        u_prev = self.mackay_start()
+        g_prev = g(u_prev)
+        if g_prev == 0.0:
+            return u_prev
+        u = min(max(u_prev + math.copysign(0.2, g_prev), _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
+        for _ in range(100):
+            gu = g(u)
+            if gu == 0.0:
+                return u
+            if (gu > 0) != (g_prev > 0):
+                a, b = sorted((u_prev, u))
+                return float(brentq(g, a, b, xtol=1e-4, rtol=1e-8))
+            slope = (gu - g_prev) / (u - u_prev)
+            move = u - u_prev
+            if slope < 0:  # extrapolate a little past the secant's root (to bracket it)
+                target = u - 1.2 * gu / slope
+                step = target - u
+                step = math.copysign(min(max(abs(step), 0.05), 8 * abs(move)), step)
+            else:  # no curvature information yet: keep going, twice as far
+                step = 2.0 * move
+            new = min(max(u + step, _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
+            if new == u:
                 logger.warning(
                     "the evidence-chosen prior precision is at the search bound %.3g; the data "
-                    "barely constrain (or perfectly separate) the head", math.exp(hi),
+                    "barely constrain (or perfectly separate) the head", math.exp(u),
                 )
-                return hi
-            g = self.d_evidence_d_log_alpha(hi)
-            if (g > 0) != (direction > 0):
-                break
-            lo, step = hi, step * 2.0
-        a, b = sorted((lo, hi))
-        return float(brentq(self.d_evidence_d_log_alpha, a, b, xtol=1e-6, rtol=1e-10))
+                return u
+            u_prev, g_prev, u = u, gu, new
+        raise RuntimeError("could not bracket the maximum of the evidence over the prior precision")
 
 
 def fit_laplace_posterior(
