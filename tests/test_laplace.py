@@ -326,3 +326,13 @@ def test_cli_train_laplace_then_score(bert, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--backbone", bert, "--kind", "laplace", "--output", out,
                  "--prior-precision", "-2"]) == 2  # fmt: skip
     assert "--prior-precision" in capsys.readouterr().err
+
+
+def test_uninformative_data_puts_the_prior_precision_at_the_bound(caplog):
+    # targets 1/2 everywhere: the evidence grows with α, the search stops at its upper bound
+    d = np.random.default_rng(0).normal(size=(40, 3))
+    with caplog.at_level("WARNING"):
+        post = fit_laplace_posterior(d, np.full(40, 0.5))
+    assert post.prior_precision == pytest.approx(1e8, rel=1e-9)
+    assert "search bound" in caplog.text
+    assert float(post.mean.abs().max()) < 1e-12 and post.nll == pytest.approx(math.log(2), abs=1e-12)

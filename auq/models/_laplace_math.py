@@ -252,6 +252,12 @@ class _Problem:
             return u_prev
         u = min(max(u_prev + math.copysign(0.2, g_prev), _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
         for _ in range(100):
+            if u == u_prev:
+                logger.warning(
+                    "the evidence-chosen prior precision is at the search bound %.3g; the data "
+                    "barely constrain (or perfectly separate) the head", math.exp(u),
+                )
+                return u
             gu = g(u)
             if gu == 0.0:
                 return u
@@ -266,14 +272,7 @@ class _Problem:
                 step = math.copysign(min(max(abs(step), 0.05), 8 * abs(move)), step)
             else:  # no curvature information yet: keep going, twice as far
                 step = 2.0 * move
-            new = min(max(u + step, _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
-            if new == u:
-                logger.warning(
-                    "the evidence-chosen prior precision is at the search bound %.3g; the data "
-                    "barely constrain (or perfectly separate) the head", math.exp(u),
-                )
-                return u
-            u_prev, g_prev, u = u, gu, new
+            u_prev, g_prev, u = u, gu, min(max(u + step, _LOG_ALPHA_MIN), _LOG_ALPHA_MAX)
         raise RuntimeError("could not bracket the maximum of the evidence over the prior precision")
 
 

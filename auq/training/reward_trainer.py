@@ -1153,7 +1153,7 @@ class RewardModelTrainer:
 
     def _train_closed_form(self) -> TrainResult:
         """Fit a closed-form model on the cached training features (targets and weights honoured;
-        bootstrap, epochs and learning rate do not apply)."""
+        bootstrap, epochs, learning rate and checkpoints to resume from do not apply)."""
         if self.config.margin is not None:
             raise ValueError("margin: a closed-form model (e.g. LaplaceRewardModel) is fitted without a margin")
         self._prepare()
