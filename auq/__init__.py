@@ -47,6 +47,7 @@ _EXPORTS = {
     "RewardModel": "auq.models",
     "RewardEnsemble": "auq.models",
     "MCDropoutRewardModel": "auq.models",
+    "LaplaceRewardModel": "auq.models",
     "load_reward_model": "auq.models",
     "score": "auq.models",
     "Predictions": "auq.models",

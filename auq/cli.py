@@ -3,8 +3,10 @@
 Subcommands
 -----------
 ``auq train``
-    Fit a reward ensemble (``--kind heads|independent|lora``) or an MC-dropout reward model
-    (``--kind mc-dropout``) on preference pairs and save it with ``save_pretrained``.
+    Fit a reward ensemble (``--kind heads|independent|lora``), an MC-dropout reward model
+    (``--kind mc-dropout``) or a Bayesian last layer (``--kind laplace``: closed-form Laplace
+    posterior on a frozen trunk, ``--members`` posterior draws, default 32) on preference pairs
+    and save it with ``save_pretrained``.
 ``auq score``
     Score pairs with a saved model and write one row per pair (preference probability, entropy
     decomposition, margin mean/std, per-response reward mean/std, raw member rewards) to CSV or
@@ -46,10 +48,14 @@ logger = logging.getLogger("auq.cli")
 
 __all__ = ["main", "build_parser", "register_command", "COMMANDS", "CLIError"]
 
-KINDS = ("heads", "independent", "lora", "mc-dropout")
+KINDS = ("heads", "independent", "lora", "mc-dropout", "laplace")
 # Default peak learning rates: heads on a frozen trunk (and head-scope MC dropout) train only small
 # heads; full fine-tuning and LoRA need smaller steps.
-DEFAULT_LR = {"heads": 1e-3, "mc-dropout": 1e-3, "lora": 1e-4, "independent": 3e-5}
+# (laplace is fitted in closed form: its entry is never used by an optimiser)
+DEFAULT_LR = {"heads": 1e-3, "mc-dropout": 1e-3, "lora": 1e-4, "independent": 3e-5, "laplace": 1e-3}
+# Default --members: 5 ensemble members / dropout samples; 32 posterior draws for laplace (a
+# draw costs one column of a [B, H] @ [H, K] matmul, not a trunk pass)
+DEFAULT_MEMBERS = {"laplace": 32}
 _DATA_SUFFIXES = (".jsonl", ".json", ".csv", ".parquet", ".gz")
 
 
@@ -110,6 +116,10 @@ _positive_float = _number_arg(float, minimum=0.0, inclusive=(False, True))
 _fraction = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False))
 
 
+def _prior_precision(text: str) -> float | str:
+    return text if text == "auto" else _positive_float(text)
+
+
 def _looks_like_path(source: str) -> bool:
     """True when ``source`` is meant as a local path rather than a Hub id."""
     return (
@@ -145,7 +155,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", required=True, help="preference pairs: file (.jsonl[.gz], .json, .csv, .parquet) or Hub id")
     p.add_argument("--backbone", required=True, help="transformers backbone: local folder or Hub id")
     p.add_argument("--kind", choices=KINDS, default="heads", help="ensemble kind or mc-dropout (default: heads)")
-    p.add_argument("--members", type=_positive_int, default=5, metavar="K", help="ensemble members / dropout samples (default: 5)")
+    p.add_argument("--members", type=_positive_int, default=None, metavar="K", help="ensemble members / dropout samples / laplace posterior draws (default: 5; laplace 32)")
     p.add_argument("--epochs", type=_positive_float, default=1.0, help="training epochs (default: 1)")
     p.add_argument("--output", required=True, help="folder for the trained model (checkpoints in OUTPUT/checkpoints)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default depends on --kind)")
@@ -179,16 +189,24 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pooling", default="auto", help="pooling of the backbone's hidden states (default: auto)")
     p.add_argument("--mc-scope", choices=("head", "full"), default="head", help="mc-dropout scope (default: head)")
     p.add_argument("--mc-p", type=float, default=0.1, help="mc-dropout probability (default: 0.1)")
+    p.add_argument("--prior-precision", type=_prior_precision, default="auto", help="laplace prior precision: a positive number or 'auto' (maximise the evidence; default)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
 
 
 def _build_model(args: argparse.Namespace) -> Any:
-    from auq.models import MCDropoutRewardModel, RewardEnsemble
+    from auq.models import LaplaceRewardModel, MCDropoutRewardModel, RewardEnsemble
 
     backbone = os.path.expanduser(args.backbone)
     if _looks_like_path(args.backbone) and not os.path.exists(backbone):
         raise CLIError(f"--backbone: folder not found: {args.backbone}")
     try:
+        if args.kind == "laplace":
+            if args.train_trunk:
+                raise CLIError("--train-trunk: a laplace model keeps its trunk frozen (a Bayesian last layer)")
+            return LaplaceRewardModel.from_backbone(
+                backbone, n_samples=args.members, prior_precision=args.prior_precision,
+                seed=args.seed, pooling=args.pooling, trust_remote_code=args.trust_remote_code,
+            )
         if args.kind == "mc-dropout":
             return MCDropoutRewardModel.from_backbone(
                 backbone,
@@ -232,8 +250,10 @@ def _run_train(args: argparse.Namespace) -> int:
         train, test = data.train_test_split(test_size=args.eval_fraction, seed=args.seed)
     else:
         train, test = data, None
+    if args.members is None:
+        args.members = DEFAULT_MEMBERS.get(args.kind, 5)
     model = _build_model(args)
-    bootstrap = args.bootstrap if args.bootstrap is not None else args.kind != "mc-dropout"
+    bootstrap = args.bootstrap if args.bootstrap is not None else args.kind not in ("mc-dropout", "laplace")
     config = RewardTrainerConfig(
         output_dir=os.path.join(args.output, "checkpoints"),
         num_train_epochs=args.epochs,

@@ -5,7 +5,9 @@ Every model is an ``nn.Module`` returning member rewards ``[B, n_members]``:
 * :class:`RewardModel` -- backbone + pooling + scalar head (one member);
 * :class:`RewardEnsemble` -- ``kind="heads"`` (one trunk, K heads), ``"independent"`` (K full
   models) or ``"lora"`` (K PEFT LoRA adapters over one base);
-* :class:`MCDropoutRewardModel` -- T dropout samples, ``scope="head"`` or ``"full"``.
+* :class:`MCDropoutRewardModel` -- T dropout samples, ``scope="head"`` or ``"full"``;
+* :class:`LaplaceRewardModel` -- a Bayesian last layer: closed-form Laplace posterior over a
+  linear head on frozen features (:func:`fit_laplace_posterior`), K posterior draws as members.
 
 :func:`score` turns a :class:`~auq.data.PreferenceDataset` into :class:`Predictions`
 (``rewards_chosen``/``rewards_rejected`` ``[n_pairs, n_members]``) for :mod:`auq.estimators` and
@@ -25,6 +27,8 @@ from auq.models._backbone import default_device, pool_hidden_states, resolve_poo
 from auq.models._config import RewardModelConfig
 from auq.models._features import FeatureCache
 from auq.models._heads import MemberHeads
+from auq.models._laplace import LaplaceRewardModel
+from auq.models._laplace_math import LaplacePosterior, fit_laplace_posterior
 from auq.models._models import (
     BaseRewardModel,
     MCDropoutRewardModel,
@@ -51,6 +55,9 @@ __all__ = [
     "RewardModel",
     "RewardEnsemble",
     "MCDropoutRewardModel",
+    "LaplaceRewardModel",
+    "LaplacePosterior",
+    "fit_laplace_posterior",
     "load_reward_model",
     "Predictions",
     "score",

@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["RewardModelConfig", "MODEL_TYPES", "ENSEMBLE_KINDS", "MC_SCOPES"]
 
-MODEL_TYPES = ("reward_model", "reward_ensemble", "mc_dropout")
+MODEL_TYPES = ("reward_model", "reward_ensemble", "mc_dropout", "laplace")
 ENSEMBLE_KINDS = ("heads", "independent", "lora")
 MC_SCOPES = ("head", "full")
 
@@ -20,10 +20,10 @@ class RewardModelConfig:
     Attributes
     ----------
     auq_model_type : str
-        ``"reward_model"``, ``"reward_ensemble"`` or ``"mc_dropout"`` (what ``load_reward_model``
-        dispatches on).
+        ``"reward_model"``, ``"reward_ensemble"``, ``"mc_dropout"`` or ``"laplace"`` (what
+        ``load_reward_model`` dispatches on).
     kind : str
-        ``"single"``, ``"heads"``, ``"independent"``, ``"lora"`` or ``"mc_dropout"``.
+        ``"single"``, ``"heads"``, ``"independent"``, ``"lora"``, ``"mc_dropout"`` or ``"laplace"``.
     n_members : int
         Columns of the reward output (ensemble members or MC samples).
     backbone : str
@@ -47,7 +47,10 @@ class RewardModelConfig:
         Tokens per text the model was trained with (set by the trainer); :meth:`make_collator`
         and :func:`auq.models.score` use the same, so scoring truncates like training did.
     n_samples, scope, p, mc_batch_size, batched :
-        MC dropout settings (``auq_model_type="mc_dropout"``).
+        MC dropout settings (``auq_model_type="mc_dropout"``); ``n_samples`` is also the number
+        of posterior draws of a Laplace model.
+    prior_precision : float, "auto" or None
+        Laplace models: the requested prior precision (the fitted one is saved with the weights).
     auq_version : str
         The auq version that wrote the checkpoint.
     checksums : dict
@@ -72,6 +75,7 @@ class RewardModelConfig:
     p: float | None = None
     mc_batch_size: int | None = None
     batched: bool | None = None
+    prior_precision: float | str | None = None
     auq_version: str = ""
     checksums: dict[str, str] = field(default_factory=dict)
 

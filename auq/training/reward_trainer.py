@@ -763,6 +763,10 @@ class RewardModelTrainer:
         self.use_features = bool(getattr(model, "trunk_frozen", False)) and all(
             callable(getattr(model, a, None)) for a in ("encode", "forward_features")
         )
+        # closed-form models (a Laplace last layer) are fitted on the cached features at once
+        self._closed_form = bool(getattr(model, "closed_form", False))
+        if self._closed_form and not (self.use_features and callable(getattr(model, "fit_features", None))):
+            raise ValueError("model: a closed_form model needs a frozen trunk, encode, forward_features and fit_features")
         margin_column = config.margin if isinstance(config.margin, str) else None
         self._train_indexed = _IndexedDataset(train_dataset, margin_column)
         self._eval_indexed = (
@@ -831,10 +835,14 @@ class RewardModelTrainer:
             forward = _PairForward(self.model, pad_id, side)
         train_ds, collate = self._dataset_for("train")
         train_loader = self._make_loader(train_ds, cfg.per_device_train_batch_size, True, collate)
-        optimizer = self._create_optimizer()
-        self.forward_module, self.optimizer, self.train_loader = self.accelerator.prepare(
-            forward, optimizer, train_loader
-        )
+        if self._closed_form:  # fitted in closed form: no trainable parameters, no optimiser
+            self.forward_module, self.optimizer = forward, None
+            self.train_loader = self.accelerator.prepare(train_loader)
+        else:
+            optimizer = self._create_optimizer()
+            self.forward_module, self.optimizer, self.train_loader = self.accelerator.prepare(
+                forward, optimizer, train_loader
+            )
         self.eval_loader = None
         if self._eval_indexed is not None:
             eval_ds, ecollate = self._dataset_for("eval")
@@ -847,7 +855,7 @@ class RewardModelTrainer:
         else:
             self.total_steps = max(1, math.ceil(cfg.num_train_epochs * self.steps_per_epoch))
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        self.scheduler = self._create_scheduler(self.optimizer)
+        self.scheduler = None if self._closed_form else self._create_scheduler(self.optimizer)
         self._prepared = True
 
     def _create_optimizer(self) -> torch.optim.Optimizer:
@@ -974,6 +982,8 @@ class RewardModelTrainer:
         cfg = self.config
         acc = self.accelerator
         set_seed(cfg.seed)
+        if self._closed_form:
+            return self._train_closed_form()
         self._prepare()
 
         start_epoch, skip_batches = 0, 0
@@ -1068,6 +1078,29 @@ class RewardModelTrainer:
             global_step=self.global_step,
             training_loss=run_loss_sum / run_n if run_n else float("nan"),
             metrics=dict(metrics),
+            log_history=tuple(dict(e) for e in self.log_history),
+        )
+
+    def _train_closed_form(self) -> TrainResult:
+        """Fit a closed-form model on the cached training features (targets and weights honoured;
+        bootstrap, epochs and learning rate do not apply)."""
+        if self.config.margin is not None:
+            raise ValueError("margin: a closed-form model (e.g. LaplaceRewardModel) is fitted without a margin")
+        self._prepare()
+        t = self._features("train").tensors
+        post = self.accelerator.unwrap_model(self.model).fit_features(
+            t["features_chosen"], t["features_rejected"], targets=t["targets"], weights=t["weights"]
+        )
+        self._epoch_float = 1.0
+        self._log({
+            "loss": float(post.nll), "prior_precision": float(post.prior_precision),
+            "log_evidence": float(post.log_evidence), "newton_iterations": int(post.n_iter),
+            "epoch": 1.0, "step": 0,
+        })  # fmt: skip
+        metrics = self.evaluate() if self.eval_loader is not None else {}
+        self.accelerator.wait_for_everyone()
+        return TrainResult(
+            global_step=0, training_loss=float(post.nll), metrics=dict(metrics),
             log_history=tuple(dict(e) for e in self.log_history),
         )
 

@@ -1,0 +1,276 @@
+"""A Bayesian last layer: a Laplace posterior over a linear reward head on a frozen trunk.
+
+:class:`LaplaceRewardModel` scores ``reward(x) = w·(f(x) - μ)`` with pooled, frozen trunk features
+``f`` centred on ``μ``, the mean feature of the training responses (so rewards are anchored at the
+training data), and ``w`` from the closed-form Laplace posterior of the Bradley-Terry likelihood
+(:func:`auq.models.fit_laplace_posterior`; the prior precision is chosen by the evidence). The
+``K = n_samples`` reward columns are fixed posterior draws, so the ``[n_pairs, n_members]``
+currency of :mod:`auq.estimators` and :mod:`auq.calibration` holds; the exact Gaussian
+predictive is available beside them (:meth:`~LaplaceRewardModel.predictive_reward`,
+:meth:`~LaplaceRewardModel.predict_pairs`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+import torch
+from torch import nn
+
+from auq._checks import as_float_tensor, check_int
+from auq._math import probit_scaled_logit
+
+from ._backbone import (
+    backbone_from_config,
+    hidden_size_of,
+    load_backbone,
+    load_tokenizer,
+    pool_hidden_states,
+    resolve_pooling,
+)
+from ._config import RewardModelConfig
+from ._laplace_math import LaplacePosterior, check_prior_precision, fit_laplace_posterior
+from ._models import _MODEL_CLASSES, BaseRewardModel, _backbone_name, _check_seed, _run_backbone
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["LaplaceRewardModel"]
+
+_NOT_FITTED = (
+    "LaplaceRewardModel is not fitted: train it with RewardModelTrainer or call fit_features"
+)
+
+
+class LaplaceRewardModel(BaseRewardModel):
+    """Frozen backbone + pooling + a Laplace (Gaussian) posterior over a linear reward head.
+
+    Parameters
+    ----------
+    backbone : nn.Module
+        A ``transformers`` base model; frozen (``trunk_frozen`` is always True, so the trainer
+        caches its features).
+    tokenizer : transformers tokenizer
+    n_samples : int, default 32
+        ``K``, the posterior draws used as reward columns (``n_members = K``). 32 draws put the
+        Monte-Carlo error of a sample variance at about 25% (sqrt(2/K)), at the cost of one
+        ``[B, H] @ [H, K]`` matmul; the exact variance is :meth:`predictive_reward`.
+    prior_precision : float or "auto", default "auto"
+        ``α`` of the prior ``N(0, α⁻¹ I)`` on the head; ``"auto"`` maximises the Laplace evidence.
+    seed : int, default 0
+        Seed of the posterior draws.
+    pooling : {"auto", "last", "mean", "cls"}
+
+    Notes
+    -----
+    The fitted state lives in float64 buffers saved with the weights: ``feature_mean`` (``μ``),
+    ``posterior_mean`` and ``posterior_covariance`` of ``w``, ``samples`` (``[K, H]``), and the
+    chosen ``prior_precision`` and ``log_evidence``. The class attribute ``closed_form = True``
+    tells :class:`auq.training.RewardModelTrainer` to call :meth:`fit_features` on the cached
+    features instead of running an optimiser. Rewards are returned in float64.
+
+    Examples
+    --------
+    >>> model = LaplaceRewardModel.from_backbone(path, n_samples=32)  # doctest: +SKIP
+    >>> model.fit_features(features_chosen, features_rejected)  # doctest: +SKIP
+    >>> model(input_ids, attention_mask).shape  # doctest: +SKIP
+    torch.Size([4, 32])
+    >>> mean, var = model.predictive_reward(model.encode(input_ids, attention_mask))  # doctest: +SKIP
+    """
+
+    closed_form = True
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        tokenizer: Any,
+        *,
+        n_samples: int = 32,
+        prior_precision: float | str = "auto",
+        seed: int = 0,
+        pooling: str = "auto",
+        backbone_name: str = "",
+    ):
+        n_samples = check_int(n_samples, "n_samples", minimum=1)
+        prior_precision = check_prior_precision(prior_precision)
+        bcfg = backbone.config
+        config = RewardModelConfig(
+            auq_model_type="laplace",
+            kind="laplace",
+            n_members=n_samples,
+            backbone=backbone_name,
+            backbone_model_type=str(getattr(bcfg, "model_type", "")),
+            pooling=resolve_pooling(pooling, bcfg),
+            hidden_size=hidden_size_of(bcfg),
+            seed=_check_seed(seed),
+            train_trunk=False,
+            n_samples=n_samples,
+            prior_precision=prior_precision,
+        )
+        super().__init__(config, tokenizer)
+        self.backbone = backbone
+        h, f64 = config.hidden_size, torch.float64
+        self.register_buffer("feature_mean", torch.zeros(h, dtype=f64))
+        self.register_buffer("posterior_mean", torch.zeros(h, dtype=f64))
+        self.register_buffer("posterior_covariance", torch.zeros(h, h, dtype=f64))
+        self.register_buffer("samples", torch.zeros(n_samples, h, dtype=f64))
+        # 0 until fitted (a fitted α is always > 0)
+        self.register_buffer("fitted_prior_precision", torch.zeros((), dtype=f64))
+        self.register_buffer("log_evidence", torch.zeros((), dtype=f64))
+        self._apply_trunk_freeze()
+
+    @classmethod
+    def from_backbone(
+        cls,
+        path_or_hub_id: str | os.PathLike,
+        *,
+        n_samples: int = 32,
+        prior_precision: float | str = "auto",
+        seed: int = 0,
+        pooling: str = "auto",
+        trust_remote_code: bool = False,
+        tokenizer: Any = None,
+        **backbone_kwargs: Any,
+    ) -> LaplaceRewardModel:
+        """Load a backbone by path or Hub id and wrap it with an (unfitted) Laplace head."""
+        check_int(n_samples, "n_samples", minimum=1)
+        check_prior_precision(prior_precision)
+        backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
+        if tokenizer is None:
+            tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code=trust_remote_code)
+        return cls(
+            backbone, tokenizer, n_samples=n_samples, prior_precision=prior_precision, seed=seed,
+            pooling=pooling, backbone_name=_backbone_name(path_or_hub_id),
+        )
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.config.n_samples)
+
+    @property
+    def is_fitted(self) -> bool:
+        """Whether :meth:`fit_features` (or a loaded checkpoint) has set the posterior."""
+        return bool(self.fitted_prior_precision > 0)
+
+    @property
+    def prior_precision(self) -> float:
+        """The prior precision ``α`` of the fitted posterior."""
+        self._check_fitted()
+        return float(self.fitted_prior_precision)
+
+    def _trunk_modules(self) -> list[nn.Module]:
+        return [self.backbone]
+
+    def _backbone_config(self) -> Any:
+        return self.backbone.config
+
+    def _check_fitted(self) -> None:
+        if not self.is_fitted:
+            raise RuntimeError(_NOT_FITTED)
+
+    def _features(self, features: Any, name: str) -> torch.Tensor:
+        t, _ = as_float_tensor(features, name, ndim=2, like=self.feature_mean)
+        if t.shape[1] != self.config.hidden_size:
+            raise ValueError(
+                f"{name} must have {self.config.hidden_size} columns (the pooled feature size), "
+                f"got shape {tuple(t.shape)}"
+            )
+        return t.detach().to(device=self.feature_mean.device, dtype=torch.float64)
+
+    # -- fitting ----------------------------------------------------------------------------
+    def fit_features(
+        self, features_chosen: Any, features_rejected: Any, targets: Any = None, weights: Any = None,
+    ) -> LaplacePosterior:
+        """Fit the posterior on pooled features of the training pairs and draw the samples.
+
+        Parameters
+        ----------
+        features_chosen, features_rejected : array-like or torch.Tensor
+            ``[N, H]`` pooled trunk features (what :meth:`encode` returns).
+        targets : array-like, optional
+            Soft targets in [0, 1] (probability that chosen is preferred); default 1.
+        weights : array-like, optional
+            Non-negative per-pair weights; default 1.
+
+        Returns
+        -------
+        LaplacePosterior
+            The fitted posterior (also stored in the model's buffers).
+        """
+        fc = self._features(features_chosen, "features_chosen")
+        fr = self._features(features_rejected, "features_rejected")
+        if fc.shape != fr.shape:
+            raise ValueError(
+                f"features_chosen and features_rejected must have the same shape, got "
+                f"{tuple(fc.shape)} and {tuple(fr.shape)}"
+            )
+        post = fit_laplace_posterior(
+            fc - fr, targets, weights, prior_precision=self.config.prior_precision
+        )
+        with torch.no_grad():
+            self.feature_mean.copy_(torch.cat([fc, fr]).mean(0))
+            self.posterior_mean.copy_(post.mean)
+            self.posterior_covariance.copy_(post.covariance)
+            self.samples.copy_(post.sample(self.n_samples, seed=int(self.config.seed)))
+            self.fitted_prior_precision.fill_(post.prior_precision)
+            self.log_evidence.fill_(post.log_evidence)
+        return post
+
+    # -- forward ----------------------------------------------------------------------------
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, H]`` of the frozen trunk."""
+        with self._trunk_context():
+            hidden = _run_backbone(self.backbone, input_ids, attention_mask)
+            return pool_hidden_states(hidden, attention_mask, self.config.pooling)
+
+    def _centred(self, features: torch.Tensor) -> torch.Tensor:
+        self._check_fitted()
+        return features.to(self.feature_mean.dtype) - self.feature_mean
+
+    def forward_features(self, features: torch.Tensor) -> torch.Tensor:
+        """Rewards of the K posterior draws ``[B, K] = (f - μ) @ Wᵀ`` (float64)."""
+        return self._centred(features) @ self.samples.T
+
+    def predictive_reward(self, features: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Exact Gaussian predictive of each response's reward: mean ``[B]`` and variance ``[B]``.
+
+        ``mean = w*·(f - μ)`` and ``var = (f - μ)ᵀ Σ (f - μ)``: the per-response epistemic
+        variance, large where the features leave the span the training pairs constrained.
+        """
+        x = self._centred(self._features(features, "features"))
+        var = ((x @ self.posterior_covariance) * x).sum(-1).clamp_min(0.0)
+        return x @ self.posterior_mean, var
+
+    def predict_pairs(self, features_chosen: Any, features_rejected: Any) -> dict[str, torch.Tensor]:
+        """Exact predictive of pairs: ``margin_mean``, ``margin_var`` (``dᵀΣd``) and ``prob``.
+
+        ``prob = σ(m / sqrt(1 + πv/8))`` is the probit approximation of ``E[σ(w·d)]`` under the
+        posterior (:func:`auq._math.probit_scaled_logit`).
+        """
+        self._check_fitted()
+        fc = self._features(features_chosen, "features_chosen")
+        fr = self._features(features_rejected, "features_rejected")
+        if fc.shape != fr.shape:
+            raise ValueError(
+                f"features_chosen and features_rejected must have the same shape, got "
+                f"{tuple(fc.shape)} and {tuple(fr.shape)}"
+            )
+        d = fc - fr
+        m = d @ self.posterior_mean
+        v = ((d @ self.posterior_covariance) * d).sum(-1).clamp_min(0.0)
+        return {"margin_mean": m, "margin_var": v, "prob": torch.sigmoid(probit_scaled_logit(m, v))}
+
+    # -- checkpointing ----------------------------------------------------------------------
+    @classmethod
+    def _build_from_saved(cls, directory, config, backbone_config, tokenizer, trust_remote_code):
+        backbone = backbone_from_config(backbone_config, trust_remote_code=trust_remote_code)
+        model = cls(
+            backbone, tokenizer, n_samples=config.n_samples, prior_precision=config.prior_precision,
+            seed=config.seed, pooling=config.pooling, backbone_name=config.backbone,
+        )
+        model._load_weights_file(directory)
+        return model
+
+
+_MODEL_CLASSES["laplace"] = LaplaceRewardModel
