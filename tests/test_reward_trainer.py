@@ -24,7 +24,7 @@ from _trainer_fixtures import (
 from safetensors.torch import load_file
 
 from auq.estimators import decompose
-from auq.models import RewardEnsemble, score
+from auq.models import RewardEnsemble, encode_dataset, score
 from auq.training import (
     RewardModelTrainer,
     RewardTrainerConfig,
@@ -310,23 +310,59 @@ def test_frozen_trunk_trains_on_cached_features(bert, tmp_path, monkeypatch):
 
     m1, t1 = run(encode_allowed=True)
     files = os.listdir(cache)
-    assert len(files) == 1 and files[0].endswith(".safetensors")
-    assert files[0] == f"features-{t1.feature_cache_key(train)}.safetensors"
-    cached = load_file(os.path.join(cache, files[0]))
-    assert cached["features_chosen"].shape == (48, 32)
+    assert files == [t1.feature_cache_key(train)]
+    folder = os.path.join(cache, files[0])
+    shards = [f for f in os.listdir(folder) if f.endswith(".safetensors")]
+    assert len(shards) == 1 and "index.json" in os.listdir(folder)
+    cached = load_file(os.path.join(folder, shards[0]))
+    assert cached["features"].shape == (2 * 48, 32)  # one row per text
+    assert t1.feature_store.n_encoded == 2 * 48
     # second run reads the cache (encode is never called) and ends with identical heads
     m2, t2 = run(encode_allowed=False)
+    assert t2.feature_store.n_encoded == 0
     for k, v in m1.state_dict().items():
         torch.testing.assert_close(m2.state_dict()[k], v, rtol=0, atol=0)
     # the same training through the token path (trunk run every step) agrees
     m3, _ = run(encode_allowed=True, use_features=False)
     for k, v in m1.state_dict().items():
         torch.testing.assert_close(m3.state_dict()[k], v, rtol=1e-4, atol=1e-5)
-    # the key depends on max_length and on the data
-    assert t1.feature_cache_key(train) != t1.feature_cache_key(synthetic_dataset(48, seed=2))
-    key = t1.feature_cache_key(train)
-    t1.config.max_length = 16
-    assert t1.feature_cache_key(train) != key
+    # the key names the trunk read at one length: not the data, the heads or their seeds
+    assert t1.feature_cache_key(train) == t1.feature_cache_key(synthetic_dataset(48, seed=2))
+    other = RewardEnsemble.from_backbone(bert, kind="heads", n_members=7, seed=3)
+    assert t1.feature_store.key(other, t1.collator) == t1.feature_cache_key()
+    assert t1.feature_store.key(other, other.make_collator(16)) != t1.feature_cache_key()
+
+
+def test_feature_cache_serves_new_seeds_members_and_subsets_without_trunk_passes(bert, tmp_path, monkeypatch):
+    """One trunk pass per text: a K=16 ensemble after a K=8 one, and a subset, read the store."""
+    train = synthetic_dataset(40, seed=1)
+    cache = str(tmp_path / "cache")
+
+    def fit(n_members: int, seed: int, data) -> RewardModelTrainer:
+        model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=n_members, seed=seed)
+        cfg = RewardTrainerConfig(
+            output_dir=str(tmp_path / "out"), max_steps=2, per_device_train_batch_size=8,
+            max_length=32, feature_cache_dir=cache, disable_tqdm=True,
+        )
+        trainer = RewardModelTrainer(model, cfg, data)
+        trainer.train()
+        return trainer
+
+    first = fit(8, 0, train)
+    assert first.feature_store.n_encoded == 80
+    monkeypatch.setattr(RewardEnsemble, "encode", _forbidden)
+    assert fit(16, 5, train).feature_store.n_encoded == 0
+    assert fit(8, 1, train.select(range(10, 30))).feature_store.n_encoded == 0
+    monkeypatch.undo()
+    # new pairs: only they go through the trunk
+    grown = fit(8, 0, synthetic_dataset(45, seed=1))
+    assert grown.feature_store.n_encoded == 2 * 5
+    # cached features equal live ones (same trunk, same length)
+    model = grown.model
+    fc, fr = grown.feature_store.features(model, train, collator=grown.collator)
+    live_c, live_r = encode_dataset(model, train, progress=False, collator=grown.collator)
+    np.testing.assert_allclose(fc, live_c, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(fr, live_r, rtol=1e-5, atol=1e-6)
 
 
 def _forbidden(*args, **kwargs):

@@ -25,6 +25,7 @@ Examples
 
 from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling
 from auq.models._config import RewardModelConfig
+from auq.models._features import FeatureCache
 from auq.models._heads import MemberHeads
 from auq.models._laplace import LaplaceRewardModel
 from auq.models._laplace_math import LaplacePosterior, fit_laplace_posterior
@@ -61,6 +62,7 @@ __all__ = [
     "Predictions",
     "score",
     "encode_dataset",
+    "FeatureCache",
     "FeatureDensity",
     "fit_feature_density",
     "mahalanobis_scores",

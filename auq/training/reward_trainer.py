@@ -32,8 +32,9 @@ Design notes
   for bit-comparable runs: accelerate completes a short last batch with pairs from the start.
 * **Frozen trunk, cached features.** When the model reports ``trunk_frozen`` (shared-trunk heads
   with a frozen backbone), the trunk's pooled features are computed once and the heads train on
-  them. With ``feature_cache_dir`` the features are stored as safetensors, keyed by a sha256 of
-  the model configuration, the frozen weights, the dataset fingerprint and ``max_length``.
+  them. With ``feature_cache_dir`` they are stored per text in an :class:`auq.models.FeatureCache`,
+  keyed by the trunk's weights, the tokenizer, ``max_length``, the pooling and the text: other
+  seeds, member counts, kinds and data subsets on the same trunk cost no trunk pass.
 * **Checkpoints without pickle.** ``checkpoint-<step>/`` holds the model (``model/``, through the
   model's own ``save_pretrained``), the optimizer state (tensors in safetensors, structure in JSON),
   the scheduler state (JSON), every process's RNG states (safetensors + JSON) and the trainer state
@@ -60,7 +61,6 @@ Examples
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import math
@@ -79,6 +79,7 @@ from torch import nn
 
 from .._checks import check_choice, check_float, check_int
 from .._io import atomic_write_text
+from ..models._features import FeatureCache
 
 logger = logging.getLogger(__name__)
 
@@ -352,50 +353,6 @@ def _jsonable(x: Any) -> Any:
     raise TypeError(f"cannot store a value of type {type(x).__name__} in a JSON checkpoint file")
 
 
-def _tensor_bytes(t: torch.Tensor) -> bytes:
-    t = t.detach().to("cpu").contiguous().reshape(-1)
-    return t.view(torch.uint8).numpy().tobytes()
-
-
-def _config_json(model: nn.Module) -> str:
-    cfg = getattr(model, "config", None)
-    if dataclasses.is_dataclass(cfg) and not isinstance(cfg, type):
-        d = dataclasses.asdict(cfg)
-    elif hasattr(cfg, "to_dict"):
-        d = cfg.to_dict()
-    else:
-        d = {"repr": repr(cfg)}
-    return json.dumps(d, sort_keys=True, default=str)
-
-
-def _frozen_weights_fingerprint(model: nn.Module) -> str:
-    """sha256 over every tensor of the state dict that is not a trainable parameter."""
-    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        if name in trainable:
-            continue
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(str(tuple(t.shape)).encode())
-        h.update(_tensor_bytes(t))
-    return h.hexdigest()
-
-
-def _dataset_fingerprint(dataset: Any) -> str:
-    fp = getattr(dataset, "fingerprint", None)
-    if callable(fp):
-        return str(fp())
-    h = hashlib.sha256()
-    for i in range(len(dataset)):
-        h.update(json.dumps(_plain_example(dataset[i]), sort_keys=True, default=str).encode())
-    return h.hexdigest()
-
-
-def _plain_example(ex: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in ex.items()}
-
-
 def _get_rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -613,6 +570,27 @@ def _stack_collate(examples: list[dict[str, torch.Tensor]]) -> dict[str, torch.T
     return {k: torch.stack([ex[k] for ex in examples]) for k in examples[0]}
 
 
+def _pair_columns(indexed: _IndexedDataset) -> dict[str, torch.Tensor]:
+    """Per-pair ``targets``, ``weights``, ``index`` (and ``margin``) read from the examples, the
+    way :class:`auq.data.PreferenceCollator` reads them, without tokenising anything."""
+    targets, weights, margins = [], [], []
+    for i in range(len(indexed)):
+        ex = indexed[i]
+        t, w = ex.get("target"), ex.get("weight")
+        targets.append(1.0 if t is None else float(t))
+        weights.append(1.0 if w is None else float(w))
+        if "__margin__" in ex:
+            margins.append(float(ex["__margin__"]))
+    cols = {
+        "targets": torch.tensor(targets, dtype=torch.float32),
+        "weights": torch.tensor(weights, dtype=torch.float32),
+        "index": torch.arange(len(indexed), dtype=torch.long),
+    }
+    if margins:
+        cols["margin"] = torch.tensor(margins, dtype=torch.float32)
+    return cols
+
+
 # --------------------------------------------------------------------------------------------
 # Forward wrappers (so that DDP wraps the call actually used)
 # --------------------------------------------------------------------------------------------
@@ -803,6 +781,8 @@ class RewardModelTrainer:
         self.global_step = 0
         self._prepared = False
         self._feature_cache: dict[str, _FeatureDataset] = {}
+        #: the store of trunk features (on disk with ``feature_cache_dir``, else in memory)
+        self.feature_store = FeatureCache(config.feature_cache_dir)
 
     # ----------------------------------------------------------------------------- set-up
 
@@ -914,85 +894,35 @@ class RewardModelTrainer:
         if which in self._feature_cache:
             return self._feature_cache[which]
         indexed = self._train_indexed if which == "train" else self._eval_indexed
-        cfg = self.config
-        path = None
-        if cfg.feature_cache_dir is not None:
-            key = self.feature_cache_key(indexed.dataset)
-            path = os.path.join(cfg.feature_cache_dir, f"features-{key}.safetensors")
-        with self.accelerator.main_process_first():
-            if path is not None and os.path.exists(path):
-                tensors = load_file(path)
-                logger.info("loaded cached %s features from %s", which, path)
-            else:
-                tensors = self._compute_features(indexed)
-                if path is not None and self.accelerator.is_main_process:
-                    os.makedirs(cfg.feature_cache_dir, exist_ok=True)
-                    tmp = f"{path}.tmp-{os.getpid()}"
-                    save_file(tensors, tmp, metadata={"max_length": str(cfg.max_length)})
-                    os.replace(tmp, path)
-                    logger.info("cached %s features in %s", which, path)
-        ds = _FeatureDataset(tensors)
+        ds = self._feature_dataset(indexed)
         self._feature_cache[which] = ds
         return ds
 
-    def feature_cache_key(self, dataset: Any) -> str:
-        """sha256 key of cached trunk features: model config, frozen weights, data, tokenizer, max_length."""
-        h = hashlib.sha256()
-        h.update(_config_json(self.model).encode())
-        h.update(_frozen_weights_fingerprint(self.model).encode())
-        h.update(_dataset_fingerprint(dataset).encode())
-        h.update(f"max_length={self.config.max_length}".encode())
-        h.update(f"collator={type(self.collator).__qualname__}".encode())
-        tok = getattr(self.collator, "tokenizer", None)
-        if tok is not None:  # a new vocabulary or chat template changes the features
-            h.update(f"tokenizer={type(tok).__qualname__}:{len(tok)}".encode())
-            h.update(str(getattr(tok, "chat_template", None) or "").encode())
-        h.update(f"margin={self.config.margin!r}".encode())
-        h.update(f"precision={self.accelerator.mixed_precision}".encode())
-        return h.hexdigest()
+    def _feature_dataset(self, indexed: _IndexedDataset) -> _FeatureDataset:
+        """Trunk features of ``indexed`` from :attr:`feature_store` plus its per-pair columns."""
+        cfg, acc = self.config, self.accelerator
+        with acc.main_process_first(), acc.autocast():
+            fc, fr = self.feature_store.features(
+                self.model,
+                indexed.dataset,
+                collator=self.collator,
+                batch_size=cfg.per_device_eval_batch_size,
+                device=acc.device,
+                progress=not cfg.disable_tqdm and acc.is_local_main_process,
+                precision=str(acc.mixed_precision),
+            )
+        tensors = {"features_chosen": torch.from_numpy(fc), "features_rejected": torch.from_numpy(fr)}
+        tensors.update(_pair_columns(indexed))
+        return _FeatureDataset(tensors)
 
-    @torch.no_grad()
-    def _compute_features(self, indexed: _IndexedDataset) -> dict[str, torch.Tensor]:
-        from tqdm.auto import tqdm
+    def feature_cache_key(self, dataset: Any = None) -> str:
+        """Folder name of this model's trunk in ``feature_cache_dir`` (see :class:`auq.models.FeatureCache`).
 
-        model = self.model
-        was_training = model.training
-        model.eval()
-        model.to(self.accelerator.device)
-        from ..data import length_order
-
-        # Longest pairs first: batches of similar length pad far less; rows are put back in
-        # dataset order below (by their ``index``).
-        ordered = torch.utils.data.Subset(indexed, length_order(indexed.dataset).tolist())
-        loader = self._make_loader(
-            ordered, self.config.per_device_eval_batch_size, False, _CollateWithExtras(self.collator)
-        )
-        out: dict[str, list[torch.Tensor]] = {}
-        bar = tqdm(
-            loader,
-            desc="trunk features",
-            disable=self.config.disable_tqdm or not self.accelerator.is_local_main_process,
-        )
-        for batch in bar:
-            dev = self.accelerator.device
-            with self.accelerator.autocast():
-                fc = model.encode(batch["input_ids_chosen"].to(dev), batch["attention_mask_chosen"].to(dev))
-                fr = model.encode(batch["input_ids_rejected"].to(dev), batch["attention_mask_rejected"].to(dev))
-            cols = {
-                "features_chosen": fc.float().cpu(),
-                "features_rejected": fr.float().cpu(),
-                "targets": batch["targets"].float(),
-                "weights": batch["weights"].float(),
-                "index": batch["index"].long(),
-            }
-            if "margin" in batch:
-                cols["margin"] = batch["margin"].float()
-            for k, v in cols.items():
-                out.setdefault(k, []).append(v)
-        model.train(was_training)
-        cols = {k: torch.cat(v) for k, v in out.items()}
-        back = torch.argsort(cols["index"])
-        return {k: v[back].contiguous() for k, v in cols.items()}
+        It depends on the trunk's weights, the tokenizer, ``max_length``, the pooling and the
+        precision, not on the data, the heads, their number or seeds: every model on the same
+        frozen trunk shares the stored features (``dataset`` is accepted for compatibility).
+        """
+        return self.feature_store.key(self.model, self.collator, str(self.accelerator.mixed_precision))
 
     # ----------------------------------------------------------------------------- loss
 
@@ -1202,7 +1132,7 @@ class RewardModelTrainer:
             margin_column = self.config.margin if isinstance(self.config.margin, str) else None
             indexed = _IndexedDataset(dataset, margin_column)
             if self.use_features:
-                ds, collate = _FeatureDataset(self._compute_features(indexed)), _stack_collate
+                ds, collate = self._feature_dataset(indexed), _stack_collate
             else:
                 ds, collate = indexed, _CollateWithExtras(self.collator)
             loader = self.accelerator.prepare(

@@ -1,0 +1,251 @@
+"""A per-text store of pooled trunk features: one trunk pass per (trunk, tokenizer, length, text).
+
+A frozen trunk maps each (prompt, response) text to the same pooled feature vector whatever the
+heads on top, their number, their seeds, the model kind or the data subset. :class:`FeatureCache`
+keeps those vectors on disk, keyed by
+
+* the **trunk**: a SHA-256 of the trunk modules' tensors (backbone weights only: heads, posterior
+  buffers and reward offsets are not part of it), the pooling and the backbone's model type;
+* the **tokenisation**: tokenizer class, vocabulary size and chat template, the collator class and
+  ``max_length``; and the autocast precision the features were computed under;
+* the **text**: a SHA-256 of each side's ``(prompt, response)``.
+
+So a second model on the same trunk, a new seed, another member count, ``kind="laplace"`` after
+``kind="heads"``, or a subset of the pairs already seen costs no trunk pass, and scoring pairs
+that training has seen reads them back. Layout: ``<directory>/<trunk key>/index.json`` (text key
+-> shard and row) and ``shard-*.safetensors`` (float32 ``features`` ``[n, H]``), each written to a
+temporary file and renamed into place; nothing is ever unpickled.
+
+Examples
+--------
+>>> cache = FeatureCache("rm/feature-cache")                     # doctest: +SKIP
+>>> fc, fr = cache.features(model, train)                        # computes and stores
+>>> fc, fr = cache.features(other_model_same_trunk, train[:100]) # reads, 0 trunk passes
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import uuid
+from typing import Any
+
+import numpy as np
+import torch
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FeatureCache", "trunk_fingerprint", "text_key"]
+
+_INDEX = "index.json"
+_FORMAT = 1
+
+
+def _tensor_bytes(t: torch.Tensor) -> bytes:
+    t = t.detach().to("cpu").contiguous().reshape(-1)
+    return t.view(torch.uint8).numpy().tobytes()
+
+
+def trunk_fingerprint(model: Any) -> str:
+    """SHA-256 over the tensors of the model's trunk modules (``model._trunk_modules()``).
+
+    Only the backbone's weights and buffers count: heads, Laplace posteriors and reward offsets
+    may change while the features stay the same.
+    """
+    h = hashlib.sha256()
+    modules = model._trunk_modules() if hasattr(model, "_trunk_modules") else [model]
+    for i, module in enumerate(modules):
+        for name, t in sorted(module.state_dict().items()):
+            h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(_tensor_bytes(t))
+    return h.hexdigest()
+
+
+def _tokenizer_id(tokenizer: Any) -> str:
+    if tokenizer is None:
+        return "none"
+    template = getattr(tokenizer, "chat_template", None) or ""
+    return f"{type(tokenizer).__qualname__}:{len(tokenizer)}:{hashlib.sha256(str(template).encode()).hexdigest()}"
+
+
+def text_key(prompt: Any, response: Any) -> str:
+    """SHA-256 of one side of a pair, ``(prompt, response)`` (strings or message lists)."""
+    return hashlib.sha256(json.dumps([prompt, response], sort_keys=True, ensure_ascii=False).encode()).hexdigest()
+
+
+class FeatureCache:
+    """Pooled trunk features of texts, stored once per trunk and text (see the module docs).
+
+    Parameters
+    ----------
+    directory : str, path or None
+        Folder of the store; ``None`` keeps the features in memory for this object's lifetime.
+
+    Examples
+    --------
+    >>> cache = FeatureCache(None)
+    >>> cache.directory is None
+    True
+    """
+
+    def __init__(self, directory: str | os.PathLike | None):
+        if directory is not None and not isinstance(directory, (str, os.PathLike)):
+            raise TypeError(f"directory must be a path or None, got {type(directory).__name__}")
+        self.directory = None if directory is None else os.fspath(directory)
+        self._memory: dict[str, dict[str, np.ndarray]] = {}
+        #: trunk passes (texts encoded) by this object, for tests and benchmarks
+        self.n_encoded = 0
+
+    # ------------------------------------------------------------------ keys
+    def key(self, model: Any, collator: Any, precision: str = "no") -> str:
+        """The store's folder name for ``model``'s trunk read through ``collator``."""
+        h = hashlib.sha256()
+        h.update(f"format={_FORMAT}".encode())
+        h.update(trunk_fingerprint(model).encode())
+        cfg = getattr(model, "config", None)
+        h.update(f"pooling={getattr(cfg, 'pooling', '')}:{getattr(cfg, 'backbone_model_type', '')}".encode())
+        h.update(f"collator={type(collator).__qualname__}:{getattr(collator, 'max_length', None)}".encode())
+        h.update(f"max_prompt_length={getattr(collator, 'max_prompt_length', None)}".encode())
+        h.update(_tokenizer_id(getattr(collator, "tokenizer", None)).encode())
+        h.update(f"precision={precision}".encode())
+        return h.hexdigest()[:32]
+
+    # ------------------------------------------------------------------ storage
+    def _folder(self, key: str) -> str | None:
+        return None if self.directory is None else os.path.join(self.directory, key)
+
+    def _read_index(self, folder: str) -> dict[str, Any]:
+        path = os.path.join(folder, _INDEX)
+        if not os.path.exists(path):
+            return {"format": _FORMAT, "rows": {}}
+        try:
+            with open(path, encoding="utf-8") as fh:
+                index = json.load(fh)
+            if not isinstance(index, dict) or not isinstance(index.get("rows"), dict):
+                raise ValueError("no 'rows' mapping")
+        except (OSError, ValueError) as err:
+            logger.warning("feature cache index %s is unreadable (%s); recomputing", path, err)
+            return {"format": _FORMAT, "rows": {}}
+        return index
+
+    def _load(self, key: str, wanted: list[str]) -> dict[str, np.ndarray]:
+        found = {k: self._memory[key][k] for k in wanted if k in self._memory.get(key, {})}
+        folder = self._folder(key)
+        if folder is None or len(found) == len(set(wanted)):
+            return found
+        from safetensors.torch import load_file
+
+        rows = self._read_index(folder)["rows"]
+        by_shard: dict[str, list[tuple[str, int]]] = {}
+        for k in set(wanted) - set(found):
+            if k in rows:
+                shard, row = rows[k]
+                by_shard.setdefault(shard, []).append((k, int(row)))
+        for shard, items in by_shard.items():
+            path = os.path.join(folder, shard)
+            try:
+                feats = load_file(path)["features"].numpy()
+            except Exception as err:  # a missing or truncated shard: recompute its texts
+                logger.warning("feature cache shard %s is unreadable (%s); recomputing its texts", path, err)
+                continue
+            for k, row in items:
+                if 0 <= row < feats.shape[0]:
+                    found[k] = feats[row]
+        self._memory.setdefault(key, {}).update(found)
+        return found
+
+    def _store(self, key: str, new: dict[str, np.ndarray]) -> None:
+        self._memory.setdefault(key, {}).update(new)
+        folder = self._folder(key)
+        if folder is None or not new:
+            return
+        from safetensors.torch import save_file
+
+        os.makedirs(folder, exist_ok=True)
+        names = list(new)
+        shard = f"shard-{uuid.uuid4().hex[:16]}.safetensors"
+        tmp = os.path.join(folder, f".{shard}.tmp-{os.getpid()}")
+        save_file({"features": torch.from_numpy(np.stack([new[k] for k in names]).astype(np.float32))}, tmp)
+        os.replace(tmp, os.path.join(folder, shard))
+        index = self._read_index(folder)  # merge with whatever another writer stored meanwhile
+        index["rows"].update({k: [shard, i] for i, k in enumerate(names)})
+        from auq._io import atomic_write_json
+
+        atomic_write_json(os.path.join(folder, _INDEX), index, indent=0)
+
+    # ------------------------------------------------------------------ public
+    def features(
+        self,
+        model: Any,
+        dataset: Any,
+        *,
+        collator: Any = None,
+        batch_size: int = 32,
+        device: str | torch.device | None = None,
+        progress: bool = True,
+        precision: str = "no",
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Pooled features of the chosen and the rejected side of every pair of ``dataset``.
+
+        Texts already in the store are read back; the pairs with a missing side go through the
+        trunk once (:func:`auq.models.encode_dataset`, longest pairs first) and are stored.
+
+        Parameters
+        ----------
+        model : auq reward model
+            Its trunk computes the features (``encode``).
+        dataset : PreferenceDataset or sequence of example dicts
+        collator : PreferenceCollator, optional
+            Default ``model.make_collator()``.
+        batch_size, device, progress :
+            As for :func:`auq.models.encode_dataset`.
+        precision : str, default "no"
+            The autocast precision the caller runs ``encode`` under (part of the key).
+
+        Returns
+        -------
+        (numpy.ndarray, numpy.ndarray)
+            float32 ``[n_pairs, H]`` features of the chosen and of the rejected responses.
+        """
+        from ._scoring import encode_dataset
+
+        if collator is None:
+            collator = model.make_collator()
+        key = self.key(model, collator, precision)
+        n = len(dataset)
+        examples = [dataset[i] for i in range(n)]
+        keys = [(text_key(ex["prompt"], ex["chosen"]), text_key(ex["prompt"], ex["rejected"])) for ex in examples]
+        flat = [k for pair in keys for k in pair]
+        found = self._load(key, flat)
+        missing = [i for i, (kc, kr) in enumerate(keys) if kc not in found or kr not in found]
+        if missing:
+            subset = [examples[i] for i in missing]
+            fc, fr = encode_dataset(
+                model, _Rows(subset), batch_size=batch_size, device=device, progress=progress, collator=collator
+            )
+            self.n_encoded += 2 * len(missing)
+            new = {}
+            for j, i in enumerate(missing):
+                new[keys[i][0]] = fc[j].astype(np.float32)
+                new[keys[i][1]] = fr[j].astype(np.float32)
+            self._store(key, new)
+            found.update(new)
+            logger.info("feature cache: %d of %d pairs encoded, %d read back", len(missing), n, n - len(missing))
+        fc = np.stack([found[kc] for kc, _ in keys]).astype(np.float32, copy=False)
+        fr = np.stack([found[kr] for _, kr in keys]).astype(np.float32, copy=False)
+        return fc, fr
+
+
+class _Rows:
+    """A list of example dicts seen as a dataset (``len``, indexing, ``chosen``/``rejected`` for ordering)."""
+
+    def __init__(self, rows: list[Any]):
+        self.rows = rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Any:
+        return self.rows[i]
