@@ -70,6 +70,17 @@ class LaplaceRewardModel(BaseRewardModel):
     tells :class:`auq.training.RewardModelTrainer` to call :meth:`fit_features` on the cached
     features instead of running an optimiser. Rewards are returned in float64.
 
+    Measured on real data (frozen MiniLM features, max_length 128; trained on a random 75% of the
+    bundled hh-rlhf pairs, 3 splits): held-out accuracy 0.576 and NLL 0.675 (the MAP plug-in at
+    the same α: NLL 0.675; an L2 logistic MAP with α = 1: 0.571 / 0.697). Spotting MT-Bench pairs
+    (out of domain) among held-out hh-rlhf pairs, AUROC: per-response predictive variance (max of
+    the two sides) 0.67, margin variance 0.57, mutual information of the draws 0.59; the
+    evidence-chosen α (~10) is a strong prior, and weaker priors separate better (α = 0.01:
+    0.76 for the per-response variance, at a held-out NLL of 0.82), against 0.80 for a feature
+    Mahalanobis distance. The per-response variance answers "does this response move away from
+    the training responses along directions the preferences left uncertain?", which is not the
+    same question as "is it off the data?".
+
     Examples
     --------
     >>> model = LaplaceRewardModel.from_backbone(path, n_samples=32)  # doctest: +SKIP
