@@ -23,6 +23,7 @@ Examples
 
 from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling
 from auq.models._config import RewardModelConfig
+from auq.models._export import export_sequence_classifier
 from auq.models._heads import MemberHeads
 from auq.models._models import (
     BaseRewardModel,
@@ -31,6 +32,7 @@ from auq.models._models import (
     RewardModel,
     load_reward_model,
 )
+from auq.models._protocol import MemberRewardModule, check_member_reward_module, infer_n_members
 from auq.models._scoring import (
     FeatureDensity,
     Predictions,
@@ -39,6 +41,7 @@ from auq.models._scoring import (
     mahalanobis_scores,
     score,
 )
+from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_head
 
 __all__ = [
     "default_device",
@@ -50,6 +53,12 @@ __all__ = [
     "RewardModel",
     "RewardEnsemble",
     "MCDropoutRewardModel",
+    "SequenceClassifierRewardModel",
+    "find_classifier_head",
+    "export_sequence_classifier",
+    "MemberRewardModule",
+    "check_member_reward_module",
+    "infer_n_members",
     "load_reward_model",
     "Predictions",
     "score",

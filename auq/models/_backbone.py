@@ -183,8 +183,23 @@ def load_backbone(
             f"path_or_hub_id must be a path or a Hub id string, got {type(path_or_hub_id).__name__}"
         )
     model = AutoModel.from_pretrained(str(path_or_hub_id), trust_remote_code=trust_remote_code, **kwargs)
+    _warn_dropped_head(model, path_or_hub_id)
     _disable_cache(model)
     return model
+
+
+def _warn_dropped_head(model: nn.Module, path_or_hub_id: Any) -> None:
+    """Warn when a trained sequence classifier is loaded as a bare backbone (its head is dropped)."""
+    archs = [a for a in (getattr(model.config, "architectures", None) or []) if a.endswith("ForSequenceClassification")]
+    if archs:
+        logger.warning(
+            "%s is a trained %s (num_labels=%s): loading it as a backbone DROPS its trained "
+            "classification head (score/classifier weights) and new random heads are added. To keep "
+            "the trained reward head, wrap it: SequenceClassifierRewardModel.from_sequence_classifier(%r) "
+            "(CLI: auq wrap --model %s)",
+            os.fspath(path_or_hub_id), archs[0], getattr(model.config, "num_labels", "?"),
+            os.fspath(path_or_hub_id), os.fspath(path_or_hub_id),
+        )
 
 
 def backbone_from_config(config: Any, *, trust_remote_code: bool = False) -> nn.Module:
