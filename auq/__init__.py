@@ -48,6 +48,8 @@ _EXPORTS = {
     "RewardEnsemble": "auq.models",
     "MCDropoutRewardModel": "auq.models",
     "load_reward_model": "auq.models",
+    "SequenceClassifierRewardModel": "auq.models",
+    "export_sequence_classifier": "auq.models",
     "score": "auq.models",
     "Predictions": "auq.models",
     # training
