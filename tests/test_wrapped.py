@@ -309,6 +309,25 @@ def test_grpo_trainer_runs_with_the_exported_folder_as_reward(gpt2_heads, tmp_pa
     assert logged[0]["rewards/reward/mean"] == pytest.approx(float(np.mean(want)), abs=1e-4)
 
 
+def test_trl_reward_trainer_loads_the_exported_folder_with_its_head(gpt2_heads, tmp_path):
+    trl = pytest.importorskip("trl")
+    datasets = pytest.importorskip("datasets")
+    folder = str(tmp_path / "m0")
+    export_sequence_classifier(gpt2_heads, folder, member=0)
+    ds = datasets.Dataset.from_dict({"chosen": PAIRS["chosen"][:2] * 2, "rejected": PAIRS["rejected"][:2] * 2})
+    cfg = trl.RewardConfig(
+        output_dir=str(tmp_path / "rt"), per_device_train_batch_size=2, max_steps=1, report_to="none",
+        save_strategy="no", use_cpu=True, bf16=False, disable_tqdm=True, dataloader_num_workers=0,
+    )
+    trainer = trl.RewardTrainer(model=folder, args=cfg, train_dataset=ds)
+    ids, mask = _batch(gpt2_heads.tokenizer)
+    with torch.no_grad():  # the trained head, not a fresh random one
+        got = trainer.model.eval()(input_ids=ids, attention_mask=mask).logits[:, 0]
+        torch.testing.assert_close(got, gpt2_heads(ids, mask)[:, 0], atol=1e-5, rtol=0)
+    trainer.train()
+    assert np.isfinite(trainer.state.log_history[-1]["train_loss"])
+
+
 def _ids(tok, text):
     b = tok([text], return_tensors="pt", add_special_tokens=False)
     return b["input_ids"], b["attention_mask"]
