@@ -155,6 +155,18 @@ def test_ensemble_of_three_checkpoints_column_k_is_checkpoint_k(ckpts):
     assert infer_n_members(ens) == 3
 
 
+def test_decoder_rewards_do_not_depend_on_the_batch(ckpts):
+    from transformers import AutoTokenizer
+
+    left = AutoTokenizer.from_pretrained(ckpts["gpt2"][0], padding_side="left")
+    rm = SequenceClassifierRewardModel.from_sequence_classifier(ckpts["gpt2"][0], left).eval()
+    assert rm.tokenizer.padding_side == "right" and left.padding_side == "left"  # a copy, yours untouched
+    with torch.no_grad():
+        together = rm(*_batch(rm.tokenizer))[:, 0]
+        alone = torch.cat([rm(*_ids(rm.tokenizer, t))[:, 0] for t in TEXTS])
+    torch.testing.assert_close(together, alone, atol=1e-5, rtol=0)
+
+
 def test_training_mode_trains_the_heads_only(ckpts):
     rm = SequenceClassifierRewardModel.from_sequence_classifier(ckpts["bert"][0])
     ids, mask = _batch(rm.tokenizer)
@@ -239,6 +251,24 @@ def test_export_refuses_a_bias_the_decoder_head_cannot_hold(gpt2_heads, tmp_path
     finally:
         with torch.no_grad():
             ens.heads.bias.zero_()
+
+
+def test_export_mc_dropout_head_samples(gpt2_heads, tmp_path):
+    from auq.models import MCDropoutRewardModel
+
+    mc = MCDropoutRewardModel.from_backbone(gpt2_heads.config.backbone, n_samples=4, scope="head", p=0.3, seed=1).eval()
+    with torch.no_grad():
+        mc.heads.weight.mul_(4.0)
+    ids, mask = _batch(mc.tokenizer)
+    with torch.no_grad():
+        rewards = mc(ids, mask).double()
+    assert float((rewards[:, 2] - rewards[:, 3]).abs().max()) > 0.01  # the samples differ
+    export_sequence_classifier(mc, tmp_path / "s2", member=2)
+    export_sequence_classifier(mc, tmp_path / "mean", mean=True)
+    for name, want in (("s2", rewards[:, 2]), ("mean", rewards.mean(1))):
+        with torch.no_grad():
+            got = _reference(tmp_path / name)(input_ids=ids, attention_mask=mask).logits[:, 0].double()
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
 def test_export_wrapped_member_is_the_checkpoint(ckpts, tmp_path):
@@ -389,7 +419,8 @@ def test_wrapping_errors(tmp_path, ckpts):
 
 def test_from_backbone_on_a_classifier_warns_that_the_head_is_dropped(ckpts, caplog):
     with caplog.at_level(logging.WARNING, logger="auq.models._backbone"):
-        RewardEnsemble.from_backbone(ckpts["gpt2"][0], kind="heads", n_members=2)
+        ens = RewardEnsemble.from_backbone(ckpts["gpt2"][0], kind="heads", n_members=2)
+    assert ens.config.pooling == "last"  # a GPT-2 classifier checkpoint is still a decoder
     assert "GPT2ForSequenceClassification" in caplog.text and "DROPS its trained" in caplog.text
     assert "SequenceClassifierRewardModel.from_sequence_classifier" in caplog.text
 

@@ -40,7 +40,8 @@ __all__ = [
 POOLINGS = ("auto", "last", "mean", "cls")
 
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-_ENCODER_SUFFIXES = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
+# classification heads exist for decoders and encoders alike: they say nothing about the family
+_ENCODER_SUFFIXES = ("ForMaskedLM",)
 
 
 def default_device() -> torch.device:
@@ -63,10 +64,11 @@ def is_decoder_config(config: Any) -> bool:
     """Decide whether a ``transformers`` config describes a causal (decoder-only) model.
 
     The rules, first match wins: ``config.is_decoder`` set -> decoder; an architecture name ending
-    in ``ForCausalLM``/``LMHeadModel`` -> decoder, ending in ``ForMaskedLM`` (and similar encoder
-    heads) -> encoder; a ``model_type`` with a masked-LM class in ``transformers`` (BERT, RoBERTa,
-    DeBERTa, ...) -> encoder; a ``model_type`` with a causal-LM class (GPT-2, Llama, Mistral, ...)
-    -> decoder; anything else -> encoder.
+    in ``ForCausalLM``/``LMHeadModel`` -> decoder, ending in ``ForMaskedLM`` -> encoder (a
+    ``...ForSequenceClassification`` architecture decides nothing: GPT-2 and BERT both have one);
+    a ``model_type`` with a masked-LM class in ``transformers`` (BERT, RoBERTa, DeBERTa, ...) ->
+    encoder; a ``model_type`` with a causal-LM class (GPT-2, Llama, Mistral, ...) -> decoder;
+    anything else -> encoder.
     """
     if getattr(config, "is_decoder", False):
         return True

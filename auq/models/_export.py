@@ -47,7 +47,6 @@ from torch import nn
 from auq._checks import check_int
 
 from . import _io
-from ._backbone import is_decoder_config
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +124,8 @@ def _build_classifier(model: Any, backbone: nn.Module, weight: torch.Tensor, bia
 
     pooling = model.config.pooling
     bcfg = backbone.config
+    from ._backbone import is_decoder_config
+
     if pooling != "last" or not is_decoder_config(bcfg):
         what = {"mean": "mean pooling (the sentence-embedding pooling of encoders such as MiniLM)",
                 "cls": "the first token's hidden state"}.get(pooling, f"pooling={pooling!r}")

@@ -26,6 +26,7 @@ rounding), which is the route a last-layer Laplace fit or a feature density take
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 from collections.abc import Sequence
@@ -173,6 +174,12 @@ class SequenceClassifierRewardModel(BaseRewardModel):
             hidden_size=widths.pop(),
             train_trunk=False,
         )
+        if decoder and getattr(tokenizer, "padding_side", "right") == "left":
+            # under right padding a causal model's logit does not depend on the batch's padding
+            # (no position shift), and TRL pads reward inputs on the right too
+            tokenizer = copy.deepcopy(tokenizer)
+            tokenizer.padding_side = "right"
+            logger.info("padding decoder reward inputs on the right (the tokenizer padded on the left)")
         super().__init__(config, tokenizer)
         self.sources = names
         self.members = nn.ModuleList(classifiers)
