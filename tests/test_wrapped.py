@@ -271,6 +271,22 @@ def test_export_mc_dropout_head_samples(gpt2_heads, tmp_path):
         torch.testing.assert_close(got, want, atol=1e-5, rtol=0)
 
 
+def test_export_independent_member_uses_its_own_trunk(gpt2_heads, tmp_path):
+    ind = RewardEnsemble.from_backbone(gpt2_heads.config.backbone, kind="independent", n_members=2).eval()
+    with torch.no_grad():
+        for p in ind.backbones[1].parameters():
+            p.add_(0.05 * torch.randn_like(p))  # member 1 fine-tuned: its trunk differs
+        ind.heads.weight.mul_(4.0)
+    export_sequence_classifier(ind, tmp_path / "m1", member=1)
+    ids, mask = _batch(ind.tokenizer)
+    with torch.no_grad():
+        rewards = ind(ids, mask)
+        got = _reference(tmp_path / "m1")(input_ids=ids, attention_mask=mask).logits[:, 0]
+    torch.testing.assert_close(got, rewards[:, 1], atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="own trunk"):
+        export_sequence_classifier(ind, tmp_path / "x", mean=True)
+
+
 def test_export_wrapped_member_is_the_checkpoint(ckpts, tmp_path):
     ens = SequenceClassifierRewardModel.from_sequence_classifier(ckpts["gpt2"]).eval()
     export_sequence_classifier(ens, tmp_path / "m1", member=1)
