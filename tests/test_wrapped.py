@@ -287,6 +287,25 @@ def test_export_independent_member_uses_its_own_trunk(gpt2_heads, tmp_path):
         export_sequence_classifier(ind, tmp_path / "x", mean=True)
 
 
+def test_export_lora_member_merges_its_adapter(gpt2_heads, tmp_path):
+    lora = RewardEnsemble.from_backbone(gpt2_heads.config.backbone, kind="lora", n_members=2, seed=1).eval()
+    with torch.no_grad():
+        for name, p in lora.backbone.named_parameters():
+            if "lora_B" in name:  # trained adapters: B is no longer zero
+                p.normal_(0.0, 0.5)
+        lora.heads.weight.mul_(4.0)
+    ids, mask = _batch(lora.tokenizer)
+    with torch.no_grad():
+        rewards = lora(ids, mask)
+    assert float((rewards[:, 0] - rewards[:, 1]).abs().max()) > 0.05
+    export_sequence_classifier(lora, tmp_path / "m1", member=1)
+    with torch.no_grad():
+        got = _reference(tmp_path / "m1")(input_ids=ids, attention_mask=mask).logits[:, 0]
+        again = lora(ids, mask)
+    torch.testing.assert_close(got, rewards[:, 1], atol=1e-5, rtol=0)
+    assert torch.equal(again, rewards)  # the ensemble's own adapters are untouched by the merge
+
+
 def test_export_wrapped_member_is_the_checkpoint(ckpts, tmp_path):
     ens = SequenceClassifierRewardModel.from_sequence_classifier(ckpts["gpt2"]).eval()
     export_sequence_classifier(ens, tmp_path / "m1", member=1)

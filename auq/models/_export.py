@@ -18,12 +18,13 @@ in the same way:
   (GPT-2, Llama, Mistral, Qwen, ...): ``...ForSequenceClassification`` pools the last non-padding
   token and applies one linear ``score`` layer, so member k (weight ``w_k``), the ensemble mean
   (weight ``mean_k w_k``: a mean of linear heads on one trunk is a linear head) and head-scope
-  MC-dropout samples (weight ``mask_t * w``) are exact. For ``kind="independent"`` only single
-  members are (each has its own trunk).
+  MC-dropout samples (weight ``mask_t * w``) are exact. For ``kind="independent"`` and
+  ``kind="lora"`` only single members are (each has its own trunk; a LoRA member's adapter is
+  merged into a copy of the base weights, exact to float rounding).
 
 Not exportable (``ValueError`` saying why): ``pooling="mean"`` (sentence-embedding encoders such
 as MiniLM; no standard class mean-pools) or ``"cls"`` (BERT-style classifiers put a dense + tanh
-pooler between ``[CLS]`` and the classifier), MLP heads, LoRA ensembles, full-scope MC dropout,
+pooler between ``[CLS]`` and the classifier), MLP heads, full-scope MC dropout,
 the mean over several separately trained checkpoints, and the lower confidence bound
 ``mean - lambda * std``: the std over members is not linear in the features, so no single linear
 head computes it. Use :func:`auq.integrations.trl.uncertainty_penalized_reward_func` for LCB
@@ -94,20 +95,19 @@ def _resolve_export(model: Any, member: int | None, mean: bool) -> tuple[nn.Modu
         masks = model.sample_masks("cpu")[0].to(w.dtype)  # the eval-mode masks [T, H]
         weight = (masks.mean(0) if mean else masks[member]) * w[0]
         return model.backbone, weight, b[0], None
-    if isinstance(model, RewardEnsemble) and model.config.kind == "lora":
-        raise ValueError(
-            "kind='lora' ensembles are not exportable: each member is its own adapter over the base "
-            "model (merge adapter k into the base with PEFT and train a RewardModel head instead)"
-        )
     if isinstance(model, (RewardModel, RewardEnsemble)):
         w, b = _linear_heads(model)
-        if model.config.kind == "independent":
-            if mean and k > 1:
-                raise ValueError(
-                    f"mean=True over a kind='independent' ensemble of {k} members is not exportable: "
-                    "each member has its own trunk; export one member at a time"
-                )
+        kind = model.config.kind
+        if kind in ("independent", "lora") and mean and k > 1:
+            raise ValueError(
+                f"mean=True over a kind={kind!r} ensemble of {k} members is not exportable: each "
+                "member has its own trunk (its own adapter for 'lora'); export one member at a time"
+            )
+        if kind == "independent":
             backbone = model.backbones[member or 0]
+        elif kind == "lora":  # member k's adapter merged into a copy of the base model
+            peft_model = copy.deepcopy(model.backbone)
+            backbone = peft_model.merge_and_unload(adapter_names=[model.adapter_names[member or 0]])
         else:
             backbone = model.backbone
         if mean:
@@ -115,7 +115,7 @@ def _resolve_export(model: Any, member: int | None, mean: bool) -> tuple[nn.Modu
         return backbone, w[member], b[member], None
     raise TypeError(
         f"cannot export a {type(model).__name__}; exportable: RewardModel, RewardEnsemble "
-        "(heads/independent), MCDropoutRewardModel (scope='head') and SequenceClassifierRewardModel"
+        "(heads/independent/lora), MCDropoutRewardModel (scope='head') and SequenceClassifierRewardModel"
     )
 
 
