@@ -49,6 +49,8 @@ _EXPORTS = {
     "MCDropoutRewardModel": "auq.models",
     "LaplaceRewardModel": "auq.models",
     "load_reward_model": "auq.models",
+    "SequenceClassifierRewardModel": "auq.models",
+    "export_sequence_classifier": "auq.models",
     "score": "auq.models",
     "Predictions": "auq.models",
     # training

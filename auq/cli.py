@@ -11,6 +11,9 @@ Subcommands
     Score pairs with a saved model and write one row per pair (preference probability, entropy
     decomposition, margin mean/std, per-response reward mean/std, raw member rewards) to CSV or
     Parquet.
+``auq wrap`` / ``auq export``
+    Bring trained ``AutoModelForSequenceClassification`` reward models in (heads kept exactly);
+    write a member or the mean reward out as a standard ``transformers`` classifier folder.
 
 Each subcommand is one pair of functions, ``_add_<name>_arguments(parser)`` and
 ``_run_<name>(args) -> int``, registered in :data:`COMMANDS` with :func:`register_command`; new
@@ -456,6 +459,11 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 register_command("report", "write a calibration & uncertainty report from predictions", _add_report_arguments, _run_report)
 register_command("demo", "train, score and report on bundled real data (offline)", _add_demo_arguments, _run_demo)
+
+from auq._cli_wrap import add_export_arguments, add_wrap_arguments, run_export, run_wrap  # noqa: E402
+
+register_command("wrap", "wrap trained sequence-classifier reward models as an auq model", add_wrap_arguments, run_wrap)
+register_command("export", "export an auq reward as a transformers sequence classifier", add_export_arguments, run_export)
 
 
 # --------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ Examples
 from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling
 from auq.models._config import RewardModelConfig
 from auq.models._features import FeatureCache
+from auq.models._export import export_sequence_classifier
 from auq.models._heads import MemberHeads
 from auq.models._laplace import LaplaceRewardModel
 from auq.models._laplace_math import LaplacePosterior, fit_laplace_posterior
@@ -36,6 +37,7 @@ from auq.models._models import (
     RewardModel,
     load_reward_model,
 )
+from auq.models._protocol import MemberRewardModule, check_member_reward_module, infer_n_members
 from auq.models._scoring import (
     FeatureDensity,
     Predictions,
@@ -44,6 +46,7 @@ from auq.models._scoring import (
     mahalanobis_scores,
     score,
 )
+from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_head
 
 __all__ = [
     "default_device",
@@ -58,6 +61,12 @@ __all__ = [
     "LaplaceRewardModel",
     "LaplacePosterior",
     "fit_laplace_posterior",
+    "SequenceClassifierRewardModel",
+    "find_classifier_head",
+    "export_sequence_classifier",
+    "MemberRewardModule",
+    "check_member_reward_module",
+    "infer_n_members",
     "load_reward_model",
     "Predictions",
     "score",

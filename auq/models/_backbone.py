@@ -40,7 +40,8 @@ __all__ = [
 POOLINGS = ("auto", "last", "mean", "cls")
 
 _CAUSAL_SUFFIXES = ("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")
-_ENCODER_SUFFIXES = ("ForMaskedLM", "ForSequenceClassification", "ForTokenClassification")
+# classification heads exist for decoders and encoders alike: they say nothing about the family
+_ENCODER_SUFFIXES = ("ForMaskedLM",)
 
 
 def default_device() -> torch.device:
@@ -63,10 +64,11 @@ def is_decoder_config(config: Any) -> bool:
     """Decide whether a ``transformers`` config describes a causal (decoder-only) model.
 
     The rules, first match wins: ``config.is_decoder`` set -> decoder; an architecture name ending
-    in ``ForCausalLM``/``LMHeadModel`` -> decoder, ending in ``ForMaskedLM`` (and similar encoder
-    heads) -> encoder; a ``model_type`` with a masked-LM class in ``transformers`` (BERT, RoBERTa,
-    DeBERTa, ...) -> encoder; a ``model_type`` with a causal-LM class (GPT-2, Llama, Mistral, ...)
-    -> decoder; anything else -> encoder.
+    in ``ForCausalLM``/``LMHeadModel`` -> decoder, ending in ``ForMaskedLM`` -> encoder (a
+    ``...ForSequenceClassification`` architecture decides nothing: GPT-2 and BERT both have one);
+    a ``model_type`` with a masked-LM class in ``transformers`` (BERT, RoBERTa, DeBERTa, ...) ->
+    encoder; a ``model_type`` with a causal-LM class (GPT-2, Llama, Mistral, ...) -> decoder;
+    anything else -> encoder.
     """
     if getattr(config, "is_decoder", False):
         return True
@@ -183,8 +185,23 @@ def load_backbone(
             f"path_or_hub_id must be a path or a Hub id string, got {type(path_or_hub_id).__name__}"
         )
     model = AutoModel.from_pretrained(str(path_or_hub_id), trust_remote_code=trust_remote_code, **kwargs)
+    _warn_dropped_head(model, path_or_hub_id)
     _disable_cache(model)
     return model
+
+
+def _warn_dropped_head(model: nn.Module, path_or_hub_id: Any) -> None:
+    """Warn when a trained sequence classifier is loaded as a bare backbone (its head is dropped)."""
+    archs = [a for a in (getattr(model.config, "architectures", None) or []) if a.endswith("ForSequenceClassification")]
+    if archs:
+        logger.warning(
+            "%s is a trained %s (num_labels=%s): loading it as a backbone DROPS its trained "
+            "classification head (score/classifier weights) and new random heads are added. To keep "
+            "the trained reward head, wrap it: SequenceClassifierRewardModel.from_sequence_classifier(%r) "
+            "(CLI: auq wrap --model %s)",
+            os.fspath(path_or_hub_id), archs[0], getattr(model.config, "num_labels", "?"),
+            os.fspath(path_or_hub_id), os.fspath(path_or_hub_id),
+        )
 
 
 def backbone_from_config(config: Any, *, trust_remote_code: bool = False) -> nn.Module:

@@ -248,8 +248,9 @@ def _order(dataset: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _resolve(model: Any, dataset: Any, batch_size: int, device: Any, collator: Any):
-    if not isinstance(model, torch.nn.Module) or not hasattr(model, "n_members"):
-        raise TypeError(f"model must be an auq reward model, got {type(model).__name__}")
+    from ._protocol import check_member_reward_module  # any nn.Module returning [B, K] rewards
+
+    check_member_reward_module(model, collator)
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
         raise TypeError(f"dataset must be a PreferenceDataset, got {type(dataset).__name__}")
     if len(dataset) == 0:
