@@ -32,6 +32,7 @@ from ._backbone import (
 )
 from ._config import ENSEMBLE_KINDS, MC_SCOPES, RewardModelConfig
 from ._heads import MemberHeads
+from ._hetero import HeteroscedasticMixin, check_heteroscedastic
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ class BaseRewardModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-class RewardModel(BaseRewardModel):
+class RewardModel(HeteroscedasticMixin, BaseRewardModel):
     """A backbone + pooling + scalar head: one reward column (``n_members = 1``).
 
     Parameters
@@ -333,6 +334,9 @@ class RewardModel(BaseRewardModel):
         Whether the backbone is trained (False freezes it: ``trunk_frozen``).
     head_hidden : int or None
         Width of an MLP head; ``None`` for a linear head.
+    heteroscedastic : bool, default False
+        Also learn a per-response noise variance (learned aleatoric uncertainty, Gaussian
+        Bradley-Terry); see :meth:`forward_with_variance`.
 
     Examples
     --------
@@ -352,6 +356,7 @@ class RewardModel(BaseRewardModel):
         train_trunk: bool = True,
         head_hidden: int | None = None,
         backbone_name: str = "",
+        heteroscedastic: bool = False,
     ):
         bcfg = backbone.config
         config = RewardModelConfig(
@@ -365,10 +370,14 @@ class RewardModel(BaseRewardModel):
             seed=_check_seed(seed),
             train_trunk=bool(train_trunk),
             head_hidden=_check_head_hidden(head_hidden),
+            heteroscedastic=check_heteroscedastic(heteroscedastic),
         )
         super().__init__(config, tokenizer)
         self.backbone = backbone
-        self.heads = MemberHeads(config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden)
+        self.heads = MemberHeads(
+            config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden,
+            heteroscedastic=config.heteroscedastic,
+        )
         self._apply_trunk_freeze()
 
     @classmethod
@@ -380,6 +389,7 @@ class RewardModel(BaseRewardModel):
         seed: int = 0,
         train_trunk: bool = True,
         head_hidden: int | None = None,
+        heteroscedastic: bool = False,
         trust_remote_code: bool = False,
         tokenizer: Any = None,
         **backbone_kwargs: Any,
@@ -391,6 +401,7 @@ class RewardModel(BaseRewardModel):
         return cls(
             backbone, tokenizer, pooling=pooling, seed=seed, train_trunk=train_trunk,
             head_hidden=head_hidden, backbone_name=_backbone_name(path_or_hub_id),
+            heteroscedastic=heteroscedastic,
         )
 
     def _trunk_modules(self) -> list[nn.Module]:
@@ -415,6 +426,7 @@ class RewardModel(BaseRewardModel):
         model = cls(
             backbone, tokenizer, pooling=config.pooling, seed=config.seed,
             train_trunk=config.train_trunk, head_hidden=config.head_hidden, backbone_name=config.backbone,
+            heteroscedastic=bool(config.heteroscedastic),
         )
         model._load_weights_file(directory)
         return model
@@ -441,7 +453,7 @@ def _lora_key(key: str) -> bool:
     return "lora_" in key
 
 
-class RewardEnsemble(BaseRewardModel):
+class RewardEnsemble(HeteroscedasticMixin, BaseRewardModel):
     """K reward models producing ``[B, K]`` member rewards.
 
     Kinds
@@ -461,6 +473,9 @@ class RewardEnsemble(BaseRewardModel):
         matrices are initialised from seed ``seed + k``; ``B`` starts at zero (PEFT's default), so
         at initialisation members differ through their heads. Saved in PEFT's adapter format
         under ``adapters/member_k/``. ``encode`` returns ``[B, K, H]``.
+
+    With ``heteroscedastic=True`` every member's head also learns a per-response noise variance
+    (learned aleatoric uncertainty, Gaussian Bradley-Terry): see :meth:`forward_with_variance`.
 
     Examples
     --------
@@ -486,6 +501,7 @@ class RewardEnsemble(BaseRewardModel):
         lora_target_modules: Any = None,
         backbone_name: str = "",
         _init_adapters: bool = True,
+        heteroscedastic: bool = False,
     ):
         check_choice(kind, "kind", ENSEMBLE_KINDS)
         n_members = check_int(n_members, "n_members", minimum=1)
@@ -519,11 +535,15 @@ class RewardEnsemble(BaseRewardModel):
             train_trunk=bool(train_trunk),
             head_hidden=_check_head_hidden(head_hidden),
             lora=lora,
+            heteroscedastic=check_heteroscedastic(heteroscedastic),
         )
         super().__init__(config, tokenizer)
         #: LoRA only: in eval mode run all adapters in one mixed-adapter batch (False: one by one)
         self.lora_batched = True
-        self.heads = MemberHeads(config.hidden_size, n_members, seed=config.seed, hidden=config.head_hidden)
+        self.heads = MemberHeads(
+            config.hidden_size, n_members, seed=config.seed, hidden=config.head_hidden,
+            heteroscedastic=config.heteroscedastic,
+        )
         if kind == "heads":
             self.backbone = backbone
         elif kind == "independent":
@@ -645,6 +665,7 @@ class RewardEnsemble(BaseRewardModel):
         lora_alpha: int = 16,
         lora_dropout: float = 0.0,
         lora_target_modules: Any = None,
+        heteroscedastic: bool = False,
         trust_remote_code: bool = False,
         tokenizer: Any = None,
         **backbone_kwargs: Any,
@@ -664,7 +685,7 @@ class RewardEnsemble(BaseRewardModel):
             backbone, tokenizer, kind=kind, n_members=n_members, pooling=pooling, seed=seed,
             train_trunk=train_trunk, head_hidden=head_hidden, lora_r=lora_r, lora_alpha=lora_alpha,
             lora_dropout=lora_dropout, lora_target_modules=lora_target_modules,
-            backbone_name=_backbone_name(path_or_hub_id),
+            backbone_name=_backbone_name(path_or_hub_id), heteroscedastic=heteroscedastic,
         )
 
     # -- checkpointing ----------------------------------------------------------------------
@@ -704,7 +725,7 @@ class RewardEnsemble(BaseRewardModel):
             seed=config.seed, train_trunk=config.train_trunk, head_hidden=config.head_hidden,
             lora_r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
             lora_target_modules=lora.get("target_modules"), backbone_name=config.backbone,
-            _init_adapters=config.kind != "lora",
+            _init_adapters=config.kind != "lora", heteroscedastic=bool(config.heteroscedastic),
         )
         if config.kind == "lora":
             model.backbone = model._load_lora(directory, backbone)
@@ -822,7 +843,13 @@ class MCDropoutRewardModel(BaseRewardModel):
         train_trunk: bool | None = None,
         head_hidden: int | None = None,
         backbone_name: str = "",
+        heteroscedastic: bool = False,
     ):
+        if check_heteroscedastic(heteroscedastic):
+            raise ValueError(
+                "heteroscedastic=True is not supported for MC dropout; use RewardModel or "
+                "RewardEnsemble (kinds single, heads, independent, lora)"
+            )
         n_samples = check_int(n_samples, "n_samples", minimum=1)
         check_choice(scope, "scope", MC_SCOPES)
         p = check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
