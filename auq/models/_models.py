@@ -780,6 +780,12 @@ class _LayerDropout:
         return fn
 
 
+_MC_HETERO = (
+    "heteroscedastic=True is not supported for MC dropout; use RewardModel or RewardEnsemble "
+    "(kinds single, heads, independent, lora)"
+)
+
+
 class MCDropoutRewardModel(BaseRewardModel):
     """Monte-Carlo dropout reward model: T dropout samples are T reward columns.
 
@@ -846,10 +852,7 @@ class MCDropoutRewardModel(BaseRewardModel):
         heteroscedastic: bool = False,
     ):
         if check_heteroscedastic(heteroscedastic):
-            raise ValueError(
-                "heteroscedastic=True is not supported for MC dropout; use RewardModel or "
-                "RewardEnsemble (kinds single, heads, independent, lora)"
-            )
+            raise ValueError(_MC_HETERO)
         n_samples = check_int(n_samples, "n_samples", minimum=1)
         check_choice(scope, "scope", MC_SCOPES)
         p = check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
@@ -899,9 +902,12 @@ class MCDropoutRewardModel(BaseRewardModel):
         head_hidden: int | None = None,
         trust_remote_code: bool = False,
         tokenizer: Any = None,
+        heteroscedastic: bool = False,
         **backbone_kwargs: Any,
     ) -> MCDropoutRewardModel:
         """Load a backbone by path or Hub id and wrap it for MC dropout."""
+        if check_heteroscedastic(heteroscedastic):
+            raise ValueError(_MC_HETERO)
         check_int(n_samples, "n_samples", minimum=1)
         check_choice(scope, "scope", MC_SCOPES)
         check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
