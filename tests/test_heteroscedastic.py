@@ -296,6 +296,23 @@ def test_cli_trains_heteroscedastic_heads(tmp_path, capsys):
     assert "--heteroscedastic" in capsys.readouterr().err
 
 
+def test_trainer_token_path_trains_the_variance_heads(bert, tmp_path):
+    from _trainer_fixtures import synthetic_dataset
+
+    from auq.training import RewardModelTrainer, RewardTrainerConfig
+
+    model = RewardModel.from_backbone(bert, heteroscedastic=True, train_trunk=True)
+    assert float(model.heads.var_weight.detach().abs().sum()) == 0.0
+    cfg = RewardTrainerConfig(
+        output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2,
+        bootstrap=False, max_length=32, disable_tqdm=True,
+    )  # fmt: skip
+    trainer = RewardModelTrainer(model, cfg, synthetic_dataset(24, seed=3, noise=0.3))
+    assert not trainer.use_features  # the trunk trains: texts go through _PairForward
+    trainer.train()
+    assert float(model.heads.var_weight.detach().abs().sum()) > 0
+
+
 # -- bad input -------------------------------------------------------------------------------
 
 
