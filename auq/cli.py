@@ -168,7 +168,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--heteroscedastic",
         action="store_true",
-        help="also learn a per-response noise variance (learned aleatoric; not for mc-dropout)",
+        help="also learn a per-response noise variance (learned aleatoric; mc-dropout: --mc-scope head only)",
     )
     p.add_argument("--split", default=None, help="split to read from a Hub dataset / DatasetDict (default: the only one, or 'train')")
     p.add_argument("--eval-data", default=None, help="held-out pairs (default: a --eval-fraction of --data)")
@@ -193,8 +193,8 @@ def _build_model(args: argparse.Namespace) -> Any:
     backbone = os.path.expanduser(args.backbone)
     if _looks_like_path(args.backbone) and not os.path.exists(backbone):
         raise CLIError(f"--backbone: folder not found: {args.backbone}")
-    if getattr(args, "heteroscedastic", False) and args.kind == "mc-dropout":
-        raise CLIError("--heteroscedastic: not available for --kind mc-dropout (use heads, independent or lora)")
+    if getattr(args, "heteroscedastic", False) and args.kind == "mc-dropout" and args.mc_scope != "head":
+        raise CLIError("--heteroscedastic: needs --mc-scope head with --kind mc-dropout")
     try:
         if args.kind == "mc-dropout":
             return MCDropoutRewardModel.from_backbone(
@@ -206,6 +206,7 @@ def _build_model(args: argparse.Namespace) -> Any:
                 pooling=args.pooling,
                 train_trunk=args.train_trunk,
                 trust_remote_code=args.trust_remote_code,
+                heteroscedastic=bool(getattr(args, "heteroscedastic", False)),
             )
         return RewardEnsemble.from_backbone(
             backbone,

@@ -236,10 +236,12 @@ def bert(tmp_path_factory):
     return str(make_tiny_backbone(tmp_path_factory.mktemp("hetero_bert") / "bert", "bert"))
 
 
-@pytest.mark.parametrize("build", ["single", "heads", "independent"])
+@pytest.mark.parametrize("build", ["single", "heads", "independent", "mc-head"])
 def test_heteroscedastic_model_round_trip(bert, tmp_path, build):
     if build == "single":
         model = RewardModel.from_backbone(bert, heteroscedastic=True, head_hidden=4)
+    elif build == "mc-head":
+        model = MCDropoutRewardModel.from_backbone(bert, n_samples=4, scope="head", heteroscedastic=True)
     else:
         model = RewardEnsemble.from_backbone(bert, kind=build, n_members=2, heteroscedastic=True)
     gen = torch.Generator().manual_seed(0)
@@ -253,7 +255,14 @@ def test_heteroscedastic_model_round_trip(bert, tmp_path, build):
         rewards, var = model.forward_with_variance(ids, mask)
         assert torch.equal(model(ids, mask), rewards) and rewards.shape == (2, model.n_members)
         assert var.shape == rewards.shape and bool((var > 0).all())
-        torch.testing.assert_close(model.forward_features_with_variance(model.encode(ids, mask))[1], var)
+        feats = model.encode(ids, mask)
+        torch.testing.assert_close(model.forward_features_with_variance(feats)[1], var)
+        if build == "mc-head":  # the variance head reads the same masked features as the reward head
+            masks = model.sample_masks()[0]
+            h = model.heads
+            expected = torch.nn.functional.softplus((feats[:, None, :] * masks * h.var_weight[0]).sum(-1) + h.var_bias)
+            torch.testing.assert_close(var, expected)
+            assert var[0].unique().numel() == 4  # T different samples
     model.save_pretrained(tmp_path / "rm")
     assert json.loads((tmp_path / "rm" / "config.json").read_text())["heteroscedastic"] is True
     loaded = load_reward_model(tmp_path / "rm")
@@ -291,24 +300,29 @@ def test_cli_trains_heteroscedastic_heads(tmp_path, capsys):
     # the variance heads start at weight 0 and only the Gaussian BT loss moves them: the trainer
     # passed the variances to the loss
     assert float(model.heads.var_weight.detach().abs().sum()) > 0
-    bad = argv[:6] + ["mc-dropout"] + argv[7:]
+    bad = argv[:6] + ["mc-dropout", "--mc-scope", "full"] + argv[7:]
     assert main(bad) == 2
     assert "--heteroscedastic" in capsys.readouterr().err
 
 
-def test_trainer_token_path_trains_the_variance_heads(bert, tmp_path):
+@pytest.mark.parametrize("build", ["single-tokens", "mc-head-features"])
+def test_trainer_trains_the_variance_heads(bert, tmp_path, build):
     from _trainer_fixtures import synthetic_dataset
 
     from auq.training import RewardModelTrainer, RewardTrainerConfig
 
-    model = RewardModel.from_backbone(bert, heteroscedastic=True, train_trunk=True)
+    if build == "single-tokens":
+        model = RewardModel.from_backbone(bert, heteroscedastic=True, train_trunk=True)
+    else:
+        model = MCDropoutRewardModel.from_backbone(bert, n_samples=3, scope="head", heteroscedastic=True)
     assert float(model.heads.var_weight.detach().abs().sum()) == 0.0
     cfg = RewardTrainerConfig(
         output_dir=str(tmp_path), max_steps=3, per_device_train_batch_size=8, learning_rate=1e-2,
         bootstrap=False, max_length=32, disable_tqdm=True,
     )  # fmt: skip
     trainer = RewardModelTrainer(model, cfg, synthetic_dataset(24, seed=3, noise=0.3))
-    assert not trainer.use_features  # the trunk trains: texts go through _PairForward
+    # a trained trunk: texts go through _PairForward; a frozen one: cached features, _FeatureForward
+    assert trainer.use_features == (build == "mc-head-features")
     trainer.train()
     assert float(model.heads.var_weight.detach().abs().sum()) > 0
 
@@ -335,7 +349,7 @@ def test_bad_noise_var_is_rejected(bert):
         bradley_terry_loss(rc, rr, noise_var=torch.zeros(2, 3))
     with pytest.raises(ValueError, match="noise_var"):
         bradley_terry_loss(rc, rr, noise_var=torch.zeros(3))
-    with pytest.raises(ValueError, match="MC dropout"):
-        MCDropoutRewardModel.from_backbone(bert, n_samples=2, heteroscedastic=True)
+    with pytest.raises(ValueError, match="scope='head'"):
+        MCDropoutRewardModel.from_backbone(bert, n_samples=2, scope="full", heteroscedastic=True)
     with pytest.raises(TypeError, match="heteroscedastic"):
         RewardEnsemble.from_backbone(bert, kind="heads", n_members=2, heteroscedastic="yes")

@@ -43,7 +43,7 @@ class RewardModelConfig:
         Hidden width of MLP heads (``None``: linear heads).
     heteroscedastic : bool
         Whether the heads also learn a per-response noise variance (Gaussian Bradley-Terry;
-        ``forward_with_variance``). Not available for MC dropout.
+        ``forward_with_variance``). MC dropout: ``scope="head"`` only.
     lora : dict or None
         LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) for ``kind="lora"``.
     max_length : int or None

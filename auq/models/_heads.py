@@ -167,6 +167,22 @@ class MemberHeads(nn.Module):
         z = torch.einsum("bh,th,hm->btm", x, masks, self.weight1[0]) + self.bias1[0]
         return torch.tanh(z) @ self.weight[0] + self.bias[0]
 
+    def forward_masked_with_variance(
+        self, features: torch.Tensor, masks: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward_masked` plus the noise variance under the same T masks, both ``[B, T]``.
+
+        Dropout acts on the features entering the head, so the variance head sees the masked
+        features too: ``var_t = softplus((mask_t ⊙ v)·x + c)``.
+        """
+        if not self.heteroscedastic:
+            raise ValueError("forward_masked_with_variance needs heteroscedastic heads (heteroscedastic=True)")
+        mean = self.forward_masked(features, masks)
+        x = features.to(self.var_weight.dtype)
+        w = masks.to(x.dtype) * self.var_weight[0]  # [T, H]
+        u = torch.addmm(self.var_bias.expand(masks.shape[0]), x, w.t())
+        return mean, torch.clamp(F.softplus(u), max=VAR_MAX)
+
     def extra_repr(self) -> str:
         extra = ", heteroscedastic=True" if self.heteroscedastic else ""
         return f"in_features={self.in_features}, n_members={self.n_members}, hidden={self.hidden}{extra}"

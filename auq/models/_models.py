@@ -781,12 +781,12 @@ class _LayerDropout:
 
 
 _MC_HETERO = (
-    "heteroscedastic=True is not supported for MC dropout; use RewardModel or RewardEnsemble "
-    "(kinds single, heads, independent, lora)"
+    "heteroscedastic=True needs scope='head' for MC dropout (with scope='full' dropout acts inside "
+    "the trunk); use scope='head', RewardModel or RewardEnsemble"
 )
 
 
-class MCDropoutRewardModel(BaseRewardModel):
+class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
     """Monte-Carlo dropout reward model: T dropout samples are T reward columns.
 
     Parameters
@@ -813,6 +813,9 @@ class MCDropoutRewardModel(BaseRewardModel):
         For ``scope="full"``: repeat the batch (True) or loop over samples (False). None (default):
         batch on an accelerator, loop on a CPU, where batching was measured slower (2 cores,
         MiniLM, 16 pairs x 128 tokens, T=16: loop 15.6x one model, batched 20.6x).
+    heteroscedastic : bool, default False
+        ``scope="head"`` only: the head also learns a per-response noise variance, evaluated under
+        the same dropout masks (:meth:`forward_with_variance`).
     train_trunk : bool or None
         Default: False for ``scope="head"`` (frozen trunk), True for ``scope="full"``.
 
@@ -851,10 +854,10 @@ class MCDropoutRewardModel(BaseRewardModel):
         backbone_name: str = "",
         heteroscedastic: bool = False,
     ):
-        if check_heteroscedastic(heteroscedastic):
-            raise ValueError(_MC_HETERO)
         n_samples = check_int(n_samples, "n_samples", minimum=1)
         check_choice(scope, "scope", MC_SCOPES)
+        if check_heteroscedastic(heteroscedastic) and scope != "head":
+            raise ValueError(_MC_HETERO)
         p = check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
         if mc_batch_size is not None:
             mc_batch_size = check_int(mc_batch_size, "mc_batch_size", minimum=1)
@@ -877,10 +880,14 @@ class MCDropoutRewardModel(BaseRewardModel):
             p=p,
             mc_batch_size=mc_batch_size,
             batched=None if batched is None else bool(batched),
+            heteroscedastic=heteroscedastic,
         )
         super().__init__(config, tokenizer)
         self.backbone = backbone
-        self.heads = MemberHeads(config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden)
+        self.heads = MemberHeads(
+            config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden,
+            heteroscedastic=config.heteroscedastic,
+        )
         # a plain list, so the layers are not registered (and saved) a second time
         self._layers = list(find_layer_list(backbone)) if scope == "full" else None
         self._mask_cache: dict[Any, Any] = {}
@@ -906,10 +913,10 @@ class MCDropoutRewardModel(BaseRewardModel):
         **backbone_kwargs: Any,
     ) -> MCDropoutRewardModel:
         """Load a backbone by path or Hub id and wrap it for MC dropout."""
-        if check_heteroscedastic(heteroscedastic):
-            raise ValueError(_MC_HETERO)
         check_int(n_samples, "n_samples", minimum=1)
         check_choice(scope, "scope", MC_SCOPES)
+        if check_heteroscedastic(heteroscedastic) and scope != "head":
+            raise ValueError(_MC_HETERO)
         check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
         backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
         if tokenizer is None:
@@ -918,6 +925,7 @@ class MCDropoutRewardModel(BaseRewardModel):
             backbone, tokenizer, n_samples=n_samples, scope=scope, p=p, seed=seed, pooling=pooling,
             mc_batch_size=mc_batch_size, batched=batched, train_trunk=train_trunk,
             head_hidden=head_hidden, backbone_name=_backbone_name(path_or_hub_id),
+            heteroscedastic=heteroscedastic,
         )
 
     @property
@@ -979,6 +987,13 @@ class MCDropoutRewardModel(BaseRewardModel):
         masks = self._masks(features.device)[0]
         return self.heads.forward_masked(features, masks)
 
+    def forward_features_with_variance(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scope="head"``, heteroscedastic: rewards and noise variances ``[B, T]`` under the T masks."""
+        if not self.heteroscedastic:
+            return super().forward_features_with_variance(features)  # raises the clear error
+        masks = self._masks(features.device)[0]
+        return self.heads.forward_masked_with_variance(features, masks)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Rewards ``[B, T]``, one column per dropout sample."""
         if attention_mask is None:
@@ -1025,6 +1040,7 @@ class MCDropoutRewardModel(BaseRewardModel):
             seed=config.seed, pooling=config.pooling, mc_batch_size=config.mc_batch_size,
             batched=config.batched, train_trunk=config.train_trunk,
             head_hidden=config.head_hidden, backbone_name=config.backbone,
+            heteroscedastic=bool(config.heteroscedastic),
         )
         model._load_weights_file(directory)
         return model
