@@ -178,6 +178,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         default=None,
         help="train the backbone too (default: frozen for heads and head-scope mc-dropout)",
     )
+    p.add_argument(
+        "--heteroscedastic",
+        action="store_true",
+        help="also learn a per-response noise variance (learned aleatoric; mc-dropout: --mc-scope head only)",
+    )
     p.add_argument("--split", default=None, help="split to read from a Hub dataset / DatasetDict (default: the only one, or 'train')")
     p.add_argument("--eval-data", default=None, help="held-out pairs (default: a --eval-fraction of --data)")
     p.add_argument("--eval-split", default=None, help="split of --eval-data")
@@ -202,6 +207,8 @@ def _build_model(args: argparse.Namespace) -> Any:
     backbone = os.path.expanduser(args.backbone)
     if _looks_like_path(args.backbone) and not os.path.exists(backbone):
         raise CLIError(f"--backbone: folder not found: {args.backbone}")
+    if getattr(args, "heteroscedastic", False) and args.kind == "mc-dropout" and args.mc_scope != "head":
+        raise CLIError("--heteroscedastic: needs --mc-scope head with --kind mc-dropout")
     try:
         if args.kind == "laplace":
             if args.train_trunk:
@@ -220,6 +227,7 @@ def _build_model(args: argparse.Namespace) -> Any:
                 pooling=args.pooling,
                 train_trunk=args.train_trunk,
                 trust_remote_code=args.trust_remote_code,
+                heteroscedastic=bool(getattr(args, "heteroscedastic", False)),
             )
         return RewardEnsemble.from_backbone(
             backbone,
@@ -229,6 +237,7 @@ def _build_model(args: argparse.Namespace) -> Any:
             pooling=args.pooling,
             train_trunk=args.train_trunk,
             trust_remote_code=args.trust_remote_code,
+            heteroscedastic=bool(getattr(args, "heteroscedastic", False)),
         )
     except (ValueError, TypeError) as err:
         raise CLIError(f"--backbone/--kind: {err}") from None

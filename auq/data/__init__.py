@@ -4,6 +4,7 @@ from auq.data._formats import FORMATS, split_common_messages, split_hh_transcrip
 from auq.data.collator import PreferenceCollator, length_order
 from auq.data.dataset import PreferenceDataset
 from auq.data.loaders import load_hh_rlhf, load_mt_bench, load_preferences, mt_bench_question
+from auq.data.noisy_synthetic import HeteroscedasticPreferences, make_heteroscedastic_preferences
 from auq.data.synthetic import (
     SyntheticPreferenceGenerator,
     SyntheticPreferences,
@@ -12,6 +13,8 @@ from auq.data.synthetic import (
 
 __all__ = [
     "FORMATS",
+    "HeteroscedasticPreferences",
+    "make_heteroscedastic_preferences",
     "PreferenceCollator",
     "length_order",
     "PreferenceDataset",

@@ -41,6 +41,9 @@ class RewardModelConfig:
         Whether the backbone's weights are trained (``trunk_frozen = not train_trunk``).
     head_hidden : int or None
         Hidden width of MLP heads (``None``: linear heads).
+    heteroscedastic : bool
+        Whether the heads also learn a per-response noise variance (Gaussian Bradley-Terry;
+        ``forward_with_variance``). MC dropout: ``scope="head"`` only.
     lora : dict or None
         LoRA settings (``r``, ``alpha``, ``dropout``, ``target_modules``) for ``kind="lora"``.
     max_length : int or None
@@ -67,6 +70,7 @@ class RewardModelConfig:
     seed: int = 0
     train_trunk: bool = True
     head_hidden: int | None = None
+    heteroscedastic: bool = False
     trust_remote_code: bool = False
     lora: dict[str, Any] | None = None
     max_length: int | None = None

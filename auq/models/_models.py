@@ -32,6 +32,7 @@ from ._backbone import (
 )
 from ._config import ENSEMBLE_KINDS, MC_SCOPES, RewardModelConfig
 from ._heads import MemberHeads
+from ._hetero import HeteroscedasticMixin, check_heteroscedastic
 
 logger = logging.getLogger(__name__)
 
@@ -316,7 +317,7 @@ class BaseRewardModel(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------
-class RewardModel(BaseRewardModel):
+class RewardModel(HeteroscedasticMixin, BaseRewardModel):
     """A backbone + pooling + scalar head: one reward column (``n_members = 1``).
 
     Parameters
@@ -333,6 +334,9 @@ class RewardModel(BaseRewardModel):
         Whether the backbone is trained (False freezes it: ``trunk_frozen``).
     head_hidden : int or None
         Width of an MLP head; ``None`` for a linear head.
+    heteroscedastic : bool, default False
+        Also learn a per-response noise variance (learned aleatoric uncertainty, Gaussian
+        Bradley-Terry); see :meth:`forward_with_variance`.
 
     Examples
     --------
@@ -352,6 +356,7 @@ class RewardModel(BaseRewardModel):
         train_trunk: bool = True,
         head_hidden: int | None = None,
         backbone_name: str = "",
+        heteroscedastic: bool = False,
     ):
         bcfg = backbone.config
         config = RewardModelConfig(
@@ -365,10 +370,14 @@ class RewardModel(BaseRewardModel):
             seed=_check_seed(seed),
             train_trunk=bool(train_trunk),
             head_hidden=_check_head_hidden(head_hidden),
+            heteroscedastic=check_heteroscedastic(heteroscedastic),
         )
         super().__init__(config, tokenizer)
         self.backbone = backbone
-        self.heads = MemberHeads(config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden)
+        self.heads = MemberHeads(
+            config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden,
+            heteroscedastic=config.heteroscedastic,
+        )
         self._apply_trunk_freeze()
 
     @classmethod
@@ -380,6 +389,7 @@ class RewardModel(BaseRewardModel):
         seed: int = 0,
         train_trunk: bool = True,
         head_hidden: int | None = None,
+        heteroscedastic: bool = False,
         trust_remote_code: bool = False,
         tokenizer: Any = None,
         **backbone_kwargs: Any,
@@ -391,6 +401,7 @@ class RewardModel(BaseRewardModel):
         return cls(
             backbone, tokenizer, pooling=pooling, seed=seed, train_trunk=train_trunk,
             head_hidden=head_hidden, backbone_name=_backbone_name(path_or_hub_id),
+            heteroscedastic=heteroscedastic,
         )
 
     def _trunk_modules(self) -> list[nn.Module]:
@@ -415,6 +426,7 @@ class RewardModel(BaseRewardModel):
         model = cls(
             backbone, tokenizer, pooling=config.pooling, seed=config.seed,
             train_trunk=config.train_trunk, head_hidden=config.head_hidden, backbone_name=config.backbone,
+            heteroscedastic=bool(config.heteroscedastic),
         )
         model._load_weights_file(directory)
         return model
@@ -441,7 +453,7 @@ def _lora_key(key: str) -> bool:
     return "lora_" in key
 
 
-class RewardEnsemble(BaseRewardModel):
+class RewardEnsemble(HeteroscedasticMixin, BaseRewardModel):
     """K reward models producing ``[B, K]`` member rewards.
 
     Kinds
@@ -461,6 +473,9 @@ class RewardEnsemble(BaseRewardModel):
         matrices are initialised from seed ``seed + k``; ``B`` starts at zero (PEFT's default), so
         at initialisation members differ through their heads. Saved in PEFT's adapter format
         under ``adapters/member_k/``. ``encode`` returns ``[B, K, H]``.
+
+    With ``heteroscedastic=True`` every member's head also learns a per-response noise variance
+    (learned aleatoric uncertainty, Gaussian Bradley-Terry): see :meth:`forward_with_variance`.
 
     Examples
     --------
@@ -486,6 +501,7 @@ class RewardEnsemble(BaseRewardModel):
         lora_target_modules: Any = None,
         backbone_name: str = "",
         _init_adapters: bool = True,
+        heteroscedastic: bool = False,
     ):
         check_choice(kind, "kind", ENSEMBLE_KINDS)
         n_members = check_int(n_members, "n_members", minimum=1)
@@ -519,11 +535,15 @@ class RewardEnsemble(BaseRewardModel):
             train_trunk=bool(train_trunk),
             head_hidden=_check_head_hidden(head_hidden),
             lora=lora,
+            heteroscedastic=check_heteroscedastic(heteroscedastic),
         )
         super().__init__(config, tokenizer)
         #: LoRA only: in eval mode run all adapters in one mixed-adapter batch (False: one by one)
         self.lora_batched = True
-        self.heads = MemberHeads(config.hidden_size, n_members, seed=config.seed, hidden=config.head_hidden)
+        self.heads = MemberHeads(
+            config.hidden_size, n_members, seed=config.seed, hidden=config.head_hidden,
+            heteroscedastic=config.heteroscedastic,
+        )
         if kind == "heads":
             self.backbone = backbone
         elif kind == "independent":
@@ -645,6 +665,7 @@ class RewardEnsemble(BaseRewardModel):
         lora_alpha: int = 16,
         lora_dropout: float = 0.0,
         lora_target_modules: Any = None,
+        heteroscedastic: bool = False,
         trust_remote_code: bool = False,
         tokenizer: Any = None,
         **backbone_kwargs: Any,
@@ -664,7 +685,7 @@ class RewardEnsemble(BaseRewardModel):
             backbone, tokenizer, kind=kind, n_members=n_members, pooling=pooling, seed=seed,
             train_trunk=train_trunk, head_hidden=head_hidden, lora_r=lora_r, lora_alpha=lora_alpha,
             lora_dropout=lora_dropout, lora_target_modules=lora_target_modules,
-            backbone_name=_backbone_name(path_or_hub_id),
+            backbone_name=_backbone_name(path_or_hub_id), heteroscedastic=heteroscedastic,
         )
 
     # -- checkpointing ----------------------------------------------------------------------
@@ -704,7 +725,7 @@ class RewardEnsemble(BaseRewardModel):
             seed=config.seed, train_trunk=config.train_trunk, head_hidden=config.head_hidden,
             lora_r=lora.get("r", 8), lora_alpha=lora.get("alpha", 16), lora_dropout=lora.get("dropout", 0.0),
             lora_target_modules=lora.get("target_modules"), backbone_name=config.backbone,
-            _init_adapters=config.kind != "lora",
+            _init_adapters=config.kind != "lora", heteroscedastic=bool(config.heteroscedastic),
         )
         if config.kind == "lora":
             model.backbone = model._load_lora(directory, backbone)
@@ -759,7 +780,13 @@ class _LayerDropout:
         return fn
 
 
-class MCDropoutRewardModel(BaseRewardModel):
+_MC_HETERO = (
+    "heteroscedastic=True needs scope='head' for MC dropout (with scope='full' dropout acts inside "
+    "the trunk); use scope='head', RewardModel or RewardEnsemble"
+)
+
+
+class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
     """Monte-Carlo dropout reward model: T dropout samples are T reward columns.
 
     Parameters
@@ -786,6 +813,9 @@ class MCDropoutRewardModel(BaseRewardModel):
         For ``scope="full"``: repeat the batch (True) or loop over samples (False). None (default):
         batch on an accelerator, loop on a CPU, where batching was measured slower (2 cores,
         MiniLM, 16 pairs x 128 tokens, T=16: loop 15.6x one model, batched 20.6x).
+    heteroscedastic : bool, default False
+        ``scope="head"`` only: the head also learns a per-response noise variance, evaluated under
+        the same dropout masks (:meth:`forward_with_variance`).
     train_trunk : bool or None
         Default: False for ``scope="head"`` (frozen trunk), True for ``scope="full"``.
 
@@ -822,9 +852,12 @@ class MCDropoutRewardModel(BaseRewardModel):
         train_trunk: bool | None = None,
         head_hidden: int | None = None,
         backbone_name: str = "",
+        heteroscedastic: bool = False,
     ):
         n_samples = check_int(n_samples, "n_samples", minimum=1)
         check_choice(scope, "scope", MC_SCOPES)
+        if check_heteroscedastic(heteroscedastic) and scope != "head":
+            raise ValueError(_MC_HETERO)
         p = check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
         if mc_batch_size is not None:
             mc_batch_size = check_int(mc_batch_size, "mc_batch_size", minimum=1)
@@ -847,10 +880,14 @@ class MCDropoutRewardModel(BaseRewardModel):
             p=p,
             mc_batch_size=mc_batch_size,
             batched=None if batched is None else bool(batched),
+            heteroscedastic=heteroscedastic,
         )
         super().__init__(config, tokenizer)
         self.backbone = backbone
-        self.heads = MemberHeads(config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden)
+        self.heads = MemberHeads(
+            config.hidden_size, 1, seed=config.seed, hidden=config.head_hidden,
+            heteroscedastic=config.heteroscedastic,
+        )
         # a plain list, so the layers are not registered (and saved) a second time
         self._layers = list(find_layer_list(backbone)) if scope == "full" else None
         self._mask_cache: dict[Any, Any] = {}
@@ -872,11 +909,14 @@ class MCDropoutRewardModel(BaseRewardModel):
         head_hidden: int | None = None,
         trust_remote_code: bool = False,
         tokenizer: Any = None,
+        heteroscedastic: bool = False,
         **backbone_kwargs: Any,
     ) -> MCDropoutRewardModel:
         """Load a backbone by path or Hub id and wrap it for MC dropout."""
         check_int(n_samples, "n_samples", minimum=1)
         check_choice(scope, "scope", MC_SCOPES)
+        if check_heteroscedastic(heteroscedastic) and scope != "head":
+            raise ValueError(_MC_HETERO)
         check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
         backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
         if tokenizer is None:
@@ -885,6 +925,7 @@ class MCDropoutRewardModel(BaseRewardModel):
             backbone, tokenizer, n_samples=n_samples, scope=scope, p=p, seed=seed, pooling=pooling,
             mc_batch_size=mc_batch_size, batched=batched, train_trunk=train_trunk,
             head_hidden=head_hidden, backbone_name=_backbone_name(path_or_hub_id),
+            heteroscedastic=heteroscedastic,
         )
 
     @property
@@ -946,6 +987,13 @@ class MCDropoutRewardModel(BaseRewardModel):
         masks = self._masks(features.device)[0]
         return self.heads.forward_masked(features, masks)
 
+    def forward_features_with_variance(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``scope="head"``, heteroscedastic: rewards and noise variances ``[B, T]`` under the T masks."""
+        if not self.heteroscedastic:
+            return super().forward_features_with_variance(features)  # raises the clear error
+        masks = self._masks(features.device)[0]
+        return self.heads.forward_masked_with_variance(features, masks)
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Rewards ``[B, T]``, one column per dropout sample."""
         if attention_mask is None:
@@ -992,6 +1040,7 @@ class MCDropoutRewardModel(BaseRewardModel):
             seed=config.seed, pooling=config.pooling, mc_batch_size=config.mc_batch_size,
             batched=config.batched, train_trunk=config.train_trunk,
             head_hidden=config.head_hidden, backbone_name=config.backbone,
+            heteroscedastic=bool(config.heteroscedastic),
         )
         model._load_weights_file(directory)
         return model

@@ -38,6 +38,7 @@ from auq._checks import (
     check_labels,
     check_same_shape,
 )
+from auq._math import probit_scaled_logit
 
 logger = logging.getLogger(__name__)
 
@@ -144,12 +145,19 @@ def bradley_terry_loss(
     targets: Any = None,
     weights: Any = None,
     reduction: str = "mean",
+    noise_var: Any = None,
 ) -> torch.Tensor:
     """Bradley–Terry (pairwise logistic) loss for reward models, one or several members.
 
     Per pair and member, with ``z = r_chosen - r_rejected - margin`` (TRL ``RewardTrainer``'s
     margin convention: the chosen reward must beat the rejected one *by* the margin),
     ``loss = -q·logsigmoid(z) - (1-q)·logsigmoid(-z)`` (``q ≡ 1`` without ``targets``).
+
+    Gaussian Bradley-Terry (heteroscedastic heads): with ``noise_var = v`` each response's reward
+    is Gaussian, the two variances add up to ``v = var_chosen + var_rejected``, and the pair's
+    probability integrates the noise, ``P(chosen) ≈ σ(probit_scaled_logit(z, v))``
+    ``= σ(z / sqrt(1 + π·v/8))``; the loss above is then taken at that logit. ``noise_var=None``
+    (or zeros) is the plain loss exactly.
 
     Parameters
     ----------
@@ -166,6 +174,9 @@ def bradley_terry_loss(
         ``"mean"``: weighted mean over pairs, normalised by ``Σw`` *per member* (each member's loss
         is its own weighted average), then averaged over members. ``"sum"``: ``Σ_b w·loss`` per
         member, averaged over members. ``"none"``: the ``w·loss`` tensor, same shape as the rewards.
+    noise_var : Tensor ``[B]`` or ``[B, K]``, optional
+        Non-negative, finite noise variance of each pair's margin (per member), e.g.
+        ``var_chosen + var_rejected`` from ``model.forward_with_variance``. Differentiable.
 
     Returns
     -------
@@ -176,6 +187,11 @@ def bradley_terry_loss(
     --------
     >>> rc = torch.tensor([[1.0, 2.0], [0.0, 0.5]]); rr = torch.zeros(2, 2)
     >>> float(bradley_terry_loss(rc, rr, weights=torch.tensor([[1.0, 0.0], [1.0, 2.0]]))) > 0
+    True
+    >>> v = torch.full((2, 2), 8.0 / math.pi)  # scales every logit by 1/sqrt(2)
+    >>> l1 = bradley_terry_loss(rc, rr, noise_var=v, reduction="none")
+    >>> l2 = bradley_terry_loss(rc / math.sqrt(2.0), rr, reduction="none")
+    >>> bool(torch.allclose(l1, l2))
     True
     """
     reduction = check_choice(reduction, "reduction", _REDUCTIONS)
@@ -190,6 +206,16 @@ def bradley_terry_loss(
         else:
             m = _per_pair(_tensor(margin, "margin", like=rc, ndim=(0, 1, 2)), "margin", n, rc.ndim)
         z = z - m
+    if noise_var is not None:
+        v = _per_pair(_tensor(noise_var, "noise_var", like=rc, ndim=(1, 2)), "noise_var", n, rc.ndim)
+        if v.ndim > rc.ndim or (v.ndim == 2 and v.shape[1] not in (1, rc.shape[1])):
+            raise ValueError(
+                f"noise_var must have shape [B] or [B, K] matching the rewards {tuple(rc.shape)}, "
+                f"got {tuple(v.shape)}"
+            )
+        if bool((v < 0).any()):
+            raise ValueError(f"noise_var must be non-negative, got a value of {float(v.min())!r}")
+        z = probit_scaled_logit(z, v.to(z.dtype))
     q = None
     if targets is not None:
         q = _per_pair(_check_targets_tensor(targets, "targets", rc), "targets", n, rc.ndim)

@@ -627,6 +627,9 @@ class _PairForward(nn.Module):
         length = max(input_ids_chosen.shape[1], input_ids_rejected.shape[1])
         ic, mc = _pad_to(input_ids_chosen, attention_mask_chosen, length, self.pad_token_id, self.padding_side)
         ir, mr = _pad_to(input_ids_rejected, attention_mask_rejected, length, self.pad_token_id, self.padding_side)
+        if getattr(self.model, "heteroscedastic", False):  # also the noise variances
+            rewards, var = self.model.forward_with_variance(torch.cat([ic, ir]), torch.cat([mc, mr]))
+            return rewards[:n], rewards[n:], var[:n], var[n:]
         rewards = self.model(torch.cat([ic, ir]), torch.cat([mc, mr]))
         if rewards.ndim == 1:
             rewards = rewards[:, None]
@@ -644,6 +647,10 @@ class _FeatureForward(nn.Module):
         self, features_chosen: torch.Tensor, features_rejected: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         n = features_chosen.shape[0]
+        if getattr(self.model, "heteroscedastic", False):  # also the noise variances
+            feats = torch.cat([features_chosen, features_rejected])
+            rewards, var = self.model.forward_features_with_variance(feats)
+            return rewards[:n], rewards[n:], var[:n], var[n:]
         rewards = self.model.forward_features(torch.cat([features_chosen, features_rejected]))
         if rewards.ndim == 1:
             rewards = rewards[:, None]
@@ -928,8 +935,10 @@ class RewardModelTrainer:
 
     def _rewards(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         keys = _FEATURE_KEYS if self.use_features else _TOKEN_KEYS
-        rc, rr = self.forward_module(*(batch[k] for k in keys))
-        return rc.float(), rr.float()
+        out = self.forward_module(*(batch[k] for k in keys))
+        if len(out) == 4:  # heteroscedastic: _loss reads the pair's noise variance from the batch
+            batch["noise_var"] = (out[2] + out[3]).float()
+        return out[0].float(), out[1].float()
 
     def _loss(
         self,
@@ -954,8 +963,10 @@ class RewardModelTrainer:
         # Σ_b w·loss per member, averaged over members, divided by the number of pairs in the
         # (micro-)batch — not by Σw: the normaliser is then the same on every process, so the
         # data-parallel average of the gradients equals the single-process gradient exactly.
+        noise_var = batch.get("noise_var")  # set by _rewards for a heteroscedastic model
         total = bradley_terry_loss(
-            rc, rr, margin=margin, targets=targets, weights=weights, reduction="sum"
+            rc, rr, margin=margin, targets=targets, weights=weights, reduction="sum",
+            noise_var=None if noise_var is None else noise_var.to(rc),
         )
         return total / shape[0]
 
