@@ -40,7 +40,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auq._checks import check_float, check_int
-from auq._io import atomic_write_json
+from auq._io import atomic_write_json, remove_stale_temps, temp_path
 
 logger = logging.getLogger("auq.cli")
 
@@ -307,7 +307,8 @@ def _run_score(args: argparse.Namespace) -> int:
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     suffix = ".csv" if out.endswith(".csv") else ".parquet"
-    tmp = os.path.join(folder, f".{os.path.basename(out)}.tmp-{os.getpid()}{suffix}")
+    remove_stale_temps(out)  # left behind by a killed `auq score` (only writers that are gone)
+    tmp = temp_path(out, suffix)
     try:
         preds.save(tmp)
         os.replace(tmp, out)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from auq._checks import check_choice, check_float, check_int
-from auq._io import atomic_write_json
+from auq._io import atomic_write_json, remove_stale_temps, temp_path
 from auq._math import binary_entropy
 from auq.training.losses import (
     dpo_implicit_rewards,
@@ -275,7 +275,8 @@ def _score_cached(reward_model: Any, dataset: Any, cache_path: str | None, batch
     preds = score(reward_model, dataset, batch_size=batch_size, progress=True)
     if cache_path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        tmp = f"{cache_path}.tmp-{os.getpid()}"
+        remove_stale_temps(cache_path)
+        tmp = temp_path(cache_path)
         try:
             # a file object, so numpy neither appends ".npz" to the name nor leaves half a file
             with open(tmp, "wb") as fh:

@@ -74,11 +74,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .._checks import check_choice, check_float, check_int
-from .._io import atomic_write_text
+from .._io import atomic_write_text, save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -919,9 +919,7 @@ class RewardModelTrainer:
                 tensors = self._compute_features(indexed)
                 if path is not None and self.accelerator.is_main_process:
                     os.makedirs(cfg.feature_cache_dir, exist_ok=True)
-                    tmp = f"{path}.tmp-{os.getpid()}"
-                    save_file(tensors, tmp, metadata={"max_length": str(cfg.max_length)})
-                    os.replace(tmp, path)
+                    save_safetensors(tensors, path, metadata={"max_length": str(cfg.max_length)})
                     logger.info("cached %s features in %s", which, path)
         ds = _FeatureDataset(tensors)
         self._feature_cache[which] = ds
@@ -1265,12 +1263,12 @@ class RewardModelTrainer:
         acc.wait_for_everyone()
         rank = acc.process_index
         rng_tensors, rng_meta = _get_rng_state()
-        save_file(rng_tensors, os.path.join(tmp, f"rng_state_{rank}.safetensors"))
+        save_safetensors(rng_tensors, os.path.join(tmp, f"rng_state_{rank}.safetensors"))
         _write_json(os.path.join(tmp, f"rng_state_{rank}.json"), rng_meta)
         if acc.is_main_process:
             self.model.save_pretrained(os.path.join(tmp, "model"))
             opt_tensors, opt_meta = _optimizer_state_to_files(self.optimizer.state_dict())
-            save_file(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
+            save_safetensors(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
             _write_json(os.path.join(tmp, "optimizer.json"), opt_meta)
             _write_json(os.path.join(tmp, "scheduler.json"), _jsonable(self.scheduler.state_dict()))
             _write_json(
