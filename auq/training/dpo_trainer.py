@@ -201,7 +201,7 @@ def attach_uncertainty(
     predictions: Any = None,
     uncertainty: str = "epistemic",
     scheme: str | None = "exp",
-    use_targets: bool = True,
+    use_targets: bool = False,
     cache_path: str | None = None,
     batch_size: int = 32,
     **weight_kwargs: Any,
@@ -215,12 +215,17 @@ def attach_uncertainty(
       ``H(q)`` (:func:`auq.estimators.label_uncertainty`).
     * ``"ensemble"``: a reward ensemble scored **once** (``auq.models.score``), or ready
       ``predictions`` (``auq.models.Predictions``). Per pair, ``Predictions.decompose()`` gives the
-      ensemble probability ``prob`` (used as the target when ``use_targets``) and the uncertainty
+      ensemble probability ``prob`` and the uncertainty
       named by ``uncertainty`` (``"epistemic"``, ``"total"``, ``"aleatoric"`` or ``"margin_std"``),
       mapped to weights by :func:`uncertainty_weights` with ``scheme`` and ``weight_kwargs``.
       With ``cache_path`` (``.npz``), the rewards are stored there with a fingerprint of the
       dataset and of the reward model's weights, and reused on the next call with the same
       dataset and model (NumPy arrays only, loaded with ``allow_pickle=False``).
+
+    The dataset's own targets (the human labels: 1.0 for hard labels, vote shares for soft ones)
+    are kept unless ``use_targets=True``, which replaces them by the ensemble's probability
+    ``prob`` (soft-target DPO: the policy then learns the reward model's preferences, not the
+    annotators'). Weights are added either way.
 
     A dataset's own ``weights``/``targets`` columns need no call: the trainer uses them directly.
 
@@ -329,7 +334,9 @@ class UncertaintyDPOConfig:
         ``robust_from_targets`` -- label-agnostic on purpose, see the trainer's loss; ``"ipo"``:
         :func:`~auq.training.losses.ipo_loss` with ``tau = beta``, length-normalised like TRL.
     use_weights, use_targets : bool
-        Whether the dataset's per-pair weights / soft targets enter the loss.
+        Whether the dataset's per-pair weights / soft targets enter the loss. The targets are the
+        dataset's own (human labels or vote shares) unless :func:`attach_uncertainty` was asked
+        to replace them by the ensemble's probabilities (``use_targets=True`` there).
     normalize : {"weights", "n"}
         Denominator of the weighted batch mean (Σw or number of pairs).
     precompute_ref_logps : bool
