@@ -342,11 +342,15 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
         help="also fit this recalibrator on part of the pairs and compare held-out pairs before/after",
     )
     p.add_argument("--test-size", type=_fraction, default=0.5, help="held-out fraction for --recalibrate (default: 0.5)")
-    p.add_argument("--n-bins", type=_positive_int, default=20, help="equal-width bins over [0, 1] of the binned calibration errors; pairwise confidences use the upper half (default: 20)")
+    p.add_argument("--n-bins", type=_bins_arg, default="auto", help="equal-mass bins of the confidence max(p, 1-p), or 'auto': clip(round(sqrt(n)/2), 2, 20) (default: auto)")
     p.add_argument("--n-resamples", type=_non_negative_int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split and the bootstrap (default: 0)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per forward with --model (default: 32)")
     p.add_argument("--title", default="auq evaluation report", help="title of the HTML page")
+
+
+def _bins_arg(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 def _run_report(args: argparse.Namespace) -> int:
