@@ -108,6 +108,17 @@ _positive_int = _number_arg(int, minimum=1)
 _non_negative_int = _number_arg(int, minimum=0)
 _positive_float = _number_arg(float, minimum=0.0, inclusive=(False, True))
 _fraction = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False))
+_dropout_p = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False))
+
+
+def _check_device_option(device: str | None) -> None:
+    if device is not None:
+        from auq._checks import check_device
+
+        try:
+            check_device(device, "--device")
+        except ValueError as err:
+            raise CLIError(str(err)) from None
 
 
 def _looks_like_path(source: str) -> bool:
@@ -178,7 +189,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feature-cache", default=None, help="cache folder for frozen-trunk features (default: OUTPUT/feature_cache)")
     p.add_argument("--pooling", default="auto", help="pooling of the backbone's hidden states (default: auto)")
     p.add_argument("--mc-scope", choices=("head", "full"), default="head", help="mc-dropout scope (default: head)")
-    p.add_argument("--mc-p", type=float, default=0.1, help="mc-dropout probability (default: 0.1)")
+    p.add_argument("--mc-p", type=_dropout_p, default=0.1, help="mc-dropout probability in [0, 1) (default: 0.1)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
 
 
@@ -294,6 +305,9 @@ def _run_score(args: argparse.Namespace) -> int:
     out = args.output
     if not out.endswith((".csv", ".parquet")):
         raise CLIError(f"--output must end in .csv or .parquet, got {out!r}")
+    if os.path.isdir(out):
+        raise CLIError(f"--output: {out!r} is an existing folder; give a file name")
+    _check_device_option(args.device)
     if not os.path.isdir(args.model):
         raise CLIError(f"--model: folder not found: {args.model}")
     if not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -369,7 +383,14 @@ def _run_report(args: argparse.Namespace) -> int:
     else:
         if not os.path.isfile(args.predictions):
             raise CLIError(f"--predictions: file not found: {args.predictions}")
-        predictions = args.predictions
+        from auq.report import load_predictions
+
+        try:
+            predictions = load_predictions(args.predictions, require_target=True)
+        except ValueError as err:
+            raise CLIError(f"--predictions: {err}") from None
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise CLIError(f"--output: {args.output!r} is an existing file; give a folder")
     report = write_report(
         predictions,
         args.output,
@@ -482,11 +503,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("auq").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(cmd.run(args) or 0)
-    except CLIError as err:
-        print(f"auq {cmd.name}: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        print(f"auq {cmd.name}: error: {err}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError) as err:  # OSError: missing files, folders, permissions
+        message = " ".join(str(err).split())  # one line, whatever a library put in it
+        print(f"auq {cmd.name}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -71,8 +71,11 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
 
 
-def load_predictions(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+def load_predictions(source: str | os.PathLike | pd.DataFrame, *, require_target: bool = False) -> pd.DataFrame:
     """Read per-pair predictions from a CSV/Parquet file (or take a DataFrame) and validate them.
+
+    Without a ``target`` column every target is 1.0 (the chosen response won), unless
+    ``require_target`` (as ``auq report`` asks), which makes a missing column an error.
 
     Examples
     --------
@@ -86,13 +89,23 @@ def load_predictions(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"predictions: no such file {str(path)!r}")
-        if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif path.suffix in (".csv", ".gz"):
-            df = pd.read_csv(path)
-        else:
+        if path.suffix not in (".parquet", ".csv", ".gz"):
             raise ValueError(f"predictions must be a .csv or .parquet file, got {path.name!r}")
+        try:
+            df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ValueError(f"predictions: {str(path)!r} is not a readable CSV file: {err}") from None
+        except Exception as err:
+            if type(err).__module__.startswith("pyarrow"):
+                raise ValueError(f"predictions: {str(path)!r} is not a readable Parquet file: {err}") from None
+            raise
     check_columns(df.columns, ["prob"], "predictions")
+    if require_target and "target" not in df.columns:
+        where = "" if isinstance(source, pd.DataFrame) else f" {os.fspath(source)!r}"
+        raise ValueError(
+            f"predictions{where} has no 'target' column (the label of each pair: 1.0 when the "
+            "chosen response won, a vote share for soft labels); `auq score` writes it"
+        )
     if len(df) == 0:
         raise ValueError("predictions is empty; at least one pair is needed")
     probs = as_float_array(df["prob"].to_numpy(), "predictions['prob']", ndim=1)
@@ -435,6 +448,8 @@ def write_report(
     if recalibrate is not None:
         check_choice(recalibrate, "recalibrate", RECALIBRATORS)
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output_dir {str(out)!r} is an existing file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
