@@ -111,6 +111,27 @@ _fraction = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False)
 _dropout_p = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False))
 
 
+_CHAT_HELP = (
+    "Jinja chat template (a file or the template text) for conversational data; saved with the "
+    "model (default: the tokenizer's own, else 'role: content' lines)"
+)
+
+
+def _apply_chat_template(model: Any, template: str | None) -> None:
+    """``--chat-template``: set the model tokenizer's chat template (saved with the model)."""
+    if template is None:
+        return
+    from auq.data import set_chat_template
+
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise CLIError("--chat-template: the model has no tokenizer")
+    try:
+        set_chat_template(tokenizer, template, "--chat-template")
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from None
+
+
 def _check_device_option(device: str | None) -> None:
     if device is not None:
         from auq._checks import check_device
@@ -191,6 +212,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mc-scope", choices=("head", "full"), default="head", help="mc-dropout scope (default: head)")
     p.add_argument("--mc-p", type=_dropout_p, default=0.1, help="mc-dropout probability in [0, 1) (default: 0.1)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
+    p.add_argument("--chat-template", default=None, metavar="FILE_OR_STRING", help=_CHAT_HELP)
 
 
 def _build_model(args: argparse.Namespace) -> Any:
@@ -244,6 +266,7 @@ def _run_train(args: argparse.Namespace) -> int:
     else:
         train, test = data, None
     model = _build_model(args)
+    _apply_chat_template(model, args.chat_template)
     bootstrap = args.bootstrap if args.bootstrap is not None else args.kind != "mc-dropout"
     config = RewardTrainerConfig(
         output_dir=os.path.join(args.output, "checkpoints"),
@@ -297,6 +320,7 @@ def _add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="split of a Hub dataset / DatasetDict")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
+    p.add_argument("--chat-template", default=None, metavar="FILE_OR_STRING", help=_CHAT_HELP)
 
 
 def _run_score(args: argparse.Namespace) -> int:
@@ -317,6 +341,7 @@ def _run_score(args: argparse.Namespace) -> int:
         model = load_reward_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     except Exception as err:
         raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
+    _apply_chat_template(model, args.chat_template)
     preds = score(model, data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)

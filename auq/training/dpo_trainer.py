@@ -89,14 +89,9 @@ class CausalLMPreferenceCollator:
     def _render(self, prompt: Any, response: Any) -> tuple[str, str]:
         if isinstance(prompt, str) and isinstance(response, str):
             return prompt, response
-        tok = self.tokenizer
-        msgs_p = list(prompt) if isinstance(prompt, (list, tuple)) else ([{"role": "user", "content": prompt}] if prompt else [])
-        msgs_r = list(response) if isinstance(response, (list, tuple)) else [{"role": "assistant", "content": response}]
-        full = tok.apply_chat_template(msgs_p + msgs_r, tokenize=False)
-        head = tok.apply_chat_template(msgs_p, tokenize=False, add_generation_prompt=True) if msgs_p else ""
-        if not full.startswith(head):
-            head = ""
-        return head, full[len(head):]
+        from auq.data.chat import render_chat
+
+        return render_chat(self.tokenizer, prompt, response)
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if len(examples) == 0:

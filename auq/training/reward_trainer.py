@@ -936,6 +936,7 @@ class RewardModelTrainer:
         tok = getattr(self.collator, "tokenizer", None)
         if tok is not None:  # a new vocabulary or chat template changes the features
             h.update(f"tokenizer={type(tok).__qualname__}:{len(tok)}".encode())
+            h.update(f"chat_template={getattr(tok, 'chat_template', None)}".encode())
             h.update(str(getattr(tok, "chat_template", None) or "").encode())
         h.update(f"margin={self.config.margin!r}".encode())
         h.update(f"precision={self.accelerator.mixed_precision}".encode())
