@@ -77,6 +77,10 @@ def test_cli_train_score_report_follow_the_umask(tmp_path, umask):
             "--no-progress", "-q"]  # fmt: skip
     assert main(argv) == 0
     csv = out / "scores" / "s.csv"
+    # what a killed `auq score` left behind (a pid that no longer runs) goes with the next run
+    dead = int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout)
+    csv.parent.mkdir()
+    (csv.parent / f".s.csv.tmp-{dead}-0badc0de.csv").write_text("half")
     assert main(["score", "--model", str(out / "rm"), "--data", str(data), "--output", str(csv), "-q", "--no-progress"]) == 0
     assert main(["report", "--predictions", str(csv), "--output", str(out / "report"), "--n-resamples", "20",
                  "--recalibrate", "temperature", "-q", "--no-progress"]) == 0  # fmt: skip
@@ -89,6 +93,7 @@ def test_cli_train_score_report_follow_the_umask(tmp_path, umask):
     assert any(n.startswith("rm/checkpoints/checkpoint-") for n in names)
     assert any(n.startswith("rm/feature_cache/features-") for n in names)
     assert _assert_modes(out, umask) > 20
+    assert os.listdir(csv.parent) == ["s.csv"]
 
 
 def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path):
