@@ -156,7 +156,12 @@ def remove_stale_temps(path: str | os.PathLike, *, max_age_s: float = STALE_AFTE
     folder, name = os.path.split(path)
     if not os.path.isdir(folder):
         return []
-    pattern = re.compile(rf"^\.?{re.escape(name)}\.tmp-(\d+)(?:[-.].*)?$")
+    # exactly the names auq writes: .<name>.tmp-<pid>-<8 hex>[suffix], and the older
+    # <name>.tmp-<pid> / .<name>.tmp-<pid><suffix>; a user's file named otherwise is never touched
+    pattern = re.compile(
+        rf"^(?:\.{re.escape(name)}\.tmp-(\d+)-[0-9a-f]{{8}}|\.?{re.escape(name)}\.tmp-(\d+))"
+        r"(?:\.csv|\.parquet)?$"
+    )
     removed = []
     now = time.time()
     for entry in os.listdir(folder):
@@ -168,7 +173,7 @@ def remove_stale_temps(path: str | os.PathLike, *, max_age_s: float = STALE_AFTE
             age = now - os.lstat(full).st_mtime
         except FileNotFoundError:
             continue
-        if _pid_alive(int(m.group(1))) and age < max_age_s:
+        if _pid_alive(int(m.group(1) or m.group(2))) and age < max_age_s:
             continue
         if os.path.isdir(full) and not os.path.islink(full):
             shutil.rmtree(full, ignore_errors=True)

@@ -110,9 +110,12 @@ def test_stale_temporaries_of_dead_writers_are_removed_live_ones_kept(tmp_path):
         running.write_text("being written")
         other = tmp_path / f".other.csv.tmp-{dead_pid}-33333333"
         other.write_text("another target")
+        users = [tmp_path / "scores.csv.tmp-2024-report.csv", tmp_path / f".scores.csv.tmp-{dead_pid}-draft"]
+        for f in users:  # a user's files that only look like temporaries
+            f.write_text("keep me")
         removed = remove_stale_temps(target)
         assert sorted(removed) == sorted([str(stale), str(stale_dir)])
-        assert running.exists() and other.exists()
+        assert running.exists() and other.exists() and all(f.exists() for f in users)
         # an old temporary is removed even when its pid is alive again (pid reuse)
         os.utime(running, (0, 0))
         assert remove_stale_temps(target) == [str(running)]
