@@ -158,6 +158,8 @@ def test_cli_every_failure_is_one_line_naming_the_culprit(bad_files, tmp_path, m
         (["train", "--data", str(ok_pairs), "--backbone", str(tmp_path / "nobb"), "--output", out], ["--backbone", "nobb"]),
         (["train", "--data", str(ok_pairs), "--backbone", "B", "--output", str(file_out)], ["--output", "a-file"]),
         (["train", "--data", str(ok_pairs), "--backbone", "B", "--output", out, "--kind", "mc-dropout", "--mc-p", "1.5"], ["--mc-p"]),
+        (["train", "--data", str(ok_pairs), "--backbone", "B", "--output", out, "--weight-decay", "-1"], ["--weight-decay"]),
+        (["train", "--data", str(ok_pairs), "--backbone", "B", "--output", out, "--pooling", "bogus"], ["--pooling"]),
         (["score", "--model", str(model), "--data", str(ok_pairs), "--output", "s.csv", "--device", "gpu0"], ["--device", "gpu0"]),
         (["score", "--model", str(model), "--data", str(ok_pairs), "--output", str(tmp_path / "dir.csv")], ["--output", "existing folder"]),
         (["report", "--predictions", str(no_target), "--output", out], ["--predictions", "no 'target' column"]),
@@ -168,6 +170,6 @@ def test_cli_every_failure_is_one_line_naming_the_culprit(bad_files, tmp_path, m
         err = capsys.readouterr().err
         assert "Traceback" not in err, (argv, err)
         assert all(w in err for w in words), (argv, words, err)
-        if "--mc-p" not in argv:  # argparse's own errors print the usage line first
+        if not {"--mc-p", "--weight-decay", "--pooling"} & set(argv):  # argparse's errors print usage first
             assert err.startswith(f"auq {argv[0]}: error: ") and err.count("\n") == 1, err
         assert "--backbone/--kind" not in err and ("--device" not in argv or "--model" not in err)
