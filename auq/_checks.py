@@ -38,6 +38,7 @@ __all__ = [
     "check_int",
     "check_float",
     "check_choice",
+    "check_device",
     "check_columns",
     "check_texts",
 ]
@@ -394,3 +395,27 @@ def check_texts(
         if not allow_blank and not t.strip():
             raise ValueError(f"{name}[{i}] is blank (whitespace only)")
     return out
+
+
+def check_device(device: Any, name: str = "device") -> Any:
+    """Return ``torch.device(device)``; an unknown device string raises ``ValueError`` naming ``name``.
+
+    Examples
+    --------
+    >>> check_device("cpu")
+    device(type='cpu')
+    >>> check_device("gpu0")
+    Traceback (most recent call last):
+    ...
+    ValueError: device 'gpu0' is not a device: use 'cpu', 'cuda', 'cuda:N' or 'mps'
+    """
+    if torch is not None and isinstance(device, torch.device):
+        return device
+    if not isinstance(device, str):
+        raise TypeError(f"{name} must be a str or torch.device, got {type(device).__name__}")
+    try:
+        return torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(
+            f"{name} {device!r} is not a device: use 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None

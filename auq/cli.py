@@ -45,7 +45,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from auq._checks import check_float, check_int
-from auq._io import atomic_write_json
+from auq._io import atomic_write_json, remove_stale_temps, temp_path
 
 logger = logging.getLogger("auq.cli")
 
@@ -117,6 +117,39 @@ _positive_int = _number_arg(int, minimum=1)
 _non_negative_int = _number_arg(int, minimum=0)
 _positive_float = _number_arg(float, minimum=0.0, inclusive=(False, True))
 _fraction = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False))
+_non_negative_float = _number_arg(float, minimum=0.0)
+_dropout_p = _number_arg(float, minimum=0.0, maximum=1.0, inclusive=(True, False))
+
+
+_CHAT_HELP = (
+    "Jinja chat template (a file or the template text) for conversational data; saved with the "
+    "model (default: the tokenizer's own, else 'role: content' lines)"
+)
+
+
+def _apply_chat_template(model: Any, template: str | None) -> None:
+    """``--chat-template``: set the model tokenizer's chat template (saved with the model)."""
+    if template is None:
+        return
+    from auq.data import set_chat_template
+
+    tokenizer = getattr(model, "tokenizer", None)
+    if tokenizer is None:
+        raise CLIError("--chat-template: the model has no tokenizer")
+    try:
+        set_chat_template(tokenizer, template, "--chat-template")
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise CLIError(str(err)) from None
+
+
+def _check_device_option(device: str | None) -> None:
+    if device is not None:
+        from auq._checks import check_device
+
+        try:
+            check_device(device, "--device")
+        except ValueError as err:
+            raise CLIError(str(err)) from None
 
 
 def _prior_precision(text: str) -> float | str:
@@ -190,15 +223,16 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-steps", type=_positive_int, default=None, help="evaluate every N steps (default: at the end)")
     p.add_argument("--save-steps", type=_positive_int, default=None, help="checkpoint every N steps (default: none)")
     p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'latest'")
-    p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled weight decay (default: 0)")
+    p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="AdamW decoupled weight decay (default: 0)")
     p.add_argument("--warmup-ratio", type=_fraction, default=0.1, help="fraction of steps for warmup (default: 0.1)")
     p.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default="linear", help="learning-rate decay (default: linear)")
     p.add_argument("--feature-cache", default=None, help="cache folder for frozen-trunk features (default: OUTPUT/feature_cache)")
-    p.add_argument("--pooling", default="auto", help="pooling of the backbone's hidden states (default: auto)")
+    p.add_argument("--pooling", choices=("auto", "last", "mean", "cls"), default="auto", help="pooling of the backbone's hidden states (default: auto)")
     p.add_argument("--mc-scope", choices=("head", "full"), default="head", help="mc-dropout scope (default: head)")
-    p.add_argument("--mc-p", type=float, default=0.1, help="mc-dropout probability (default: 0.1)")
+    p.add_argument("--mc-p", type=_dropout_p, default=0.1, help="mc-dropout probability in [0, 1) (default: 0.1)")
     p.add_argument("--prior-precision", type=_prior_precision, default="auto", help="laplace prior precision: a positive number or 'auto' (maximise the evidence; default)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
+    p.add_argument("--chat-template", default=None, metavar="FILE_OR_STRING", help=_CHAT_HELP)
 
 
 def _build_model(args: argparse.Namespace) -> Any:
@@ -265,6 +299,7 @@ def _run_train(args: argparse.Namespace) -> int:
     if args.members is None:
         args.members = DEFAULT_MEMBERS.get(args.kind, 5)
     model = _build_model(args)
+    _apply_chat_template(model, args.chat_template)
     bootstrap = args.bootstrap if args.bootstrap is not None else args.kind not in ("mc-dropout", "laplace")
     config = RewardTrainerConfig(
         output_dir=os.path.join(args.output, "checkpoints"),
@@ -318,6 +353,7 @@ def _add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, help="split of a Hub dataset / DatasetDict")
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
+    p.add_argument("--chat-template", default=None, metavar="FILE_OR_STRING", help=_CHAT_HELP)
 
 
 def _run_score(args: argparse.Namespace) -> int:
@@ -326,6 +362,9 @@ def _run_score(args: argparse.Namespace) -> int:
     out = args.output
     if not out.endswith((".csv", ".parquet")):
         raise CLIError(f"--output must end in .csv or .parquet, got {out!r}")
+    if os.path.isdir(out):
+        raise CLIError(f"--output: {out!r} is an existing folder; give a file name")
+    _check_device_option(args.device)
     if not os.path.isdir(args.model):
         raise CLIError(f"--model: folder not found: {args.model}")
     if not os.path.isfile(os.path.join(args.model, "config.json")):
@@ -335,11 +374,13 @@ def _run_score(args: argparse.Namespace) -> int:
         model = load_reward_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
     except Exception as err:
         raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
+    _apply_chat_template(model, args.chat_template)
     preds = score(model, data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     suffix = ".csv" if out.endswith(".csv") else ".parquet"
-    tmp = os.path.join(folder, f".{os.path.basename(out)}.tmp-{os.getpid()}{suffix}")
+    remove_stale_temps(out)  # left behind by a killed `auq score` (only writers that are gone)
+    tmp = temp_path(out, suffix)
     try:
         preds.save(tmp)
         os.replace(tmp, out)
@@ -373,11 +414,15 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
         help="also fit this recalibrator on part of the pairs and compare held-out pairs before/after",
     )
     p.add_argument("--test-size", type=_fraction, default=0.5, help="held-out fraction for --recalibrate (default: 0.5)")
-    p.add_argument("--n-bins", type=_positive_int, default=20, help="equal-width bins over [0, 1] of the binned calibration errors; pairwise confidences use the upper half (default: 20)")
+    p.add_argument("--n-bins", type=_bins_arg, default="auto", help="equal-mass bins of the confidence max(p, 1-p), or 'auto': clip(round(sqrt(n)/2), 2, 20) (default: auto)")
     p.add_argument("--n-resamples", type=_non_negative_int, default=1000, help="bootstrap resamples for the intervals (default: 1000)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split and the bootstrap (default: 0)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per forward with --model (default: 32)")
     p.add_argument("--title", default="auq evaluation report", help="title of the HTML page")
+
+
+def _bins_arg(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text)
 
 
 def _run_report(args: argparse.Namespace) -> int:
@@ -396,7 +441,14 @@ def _run_report(args: argparse.Namespace) -> int:
     else:
         if not os.path.isfile(args.predictions):
             raise CLIError(f"--predictions: file not found: {args.predictions}")
-        predictions = args.predictions
+        from auq.report import load_predictions
+
+        try:
+            predictions = load_predictions(args.predictions, require_target=True)
+        except ValueError as err:
+            raise CLIError(f"--predictions: {err}") from None
+    if os.path.exists(args.output) and not os.path.isdir(args.output):
+        raise CLIError(f"--output: {args.output!r} is an existing file; give a folder")
     report = write_report(
         predictions,
         args.output,
@@ -514,11 +566,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.getLogger("auq").setLevel(logging.WARNING if args.quiet else logging.INFO)
     try:
         return int(cmd.run(args) or 0)
-    except CLIError as err:
-        print(f"auq {cmd.name}: error: {err}", file=sys.stderr)
-        return 2
-    except (ValueError, TypeError, FileNotFoundError, NotADirectoryError, PermissionError) as err:
-        print(f"auq {cmd.name}: error: {err}", file=sys.stderr)
+    except (CLIError, ValueError, TypeError, OSError) as err:  # OSError: missing files, folders, permissions
+        message = " ".join(str(err).split())  # one line, whatever a library put in it
+        print(f"auq {cmd.name}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -71,8 +71,11 @@ class Report:
     figures: dict[str, Path] = field(default_factory=dict)
 
 
-def load_predictions(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
+def load_predictions(source: str | os.PathLike | pd.DataFrame, *, require_target: bool = False) -> pd.DataFrame:
     """Read per-pair predictions from a CSV/Parquet file (or take a DataFrame) and validate them.
+
+    Without a ``target`` column every target is 1.0 (the chosen response won), unless
+    ``require_target`` (as ``auq report`` asks), which makes a missing column an error.
 
     Examples
     --------
@@ -86,13 +89,23 @@ def load_predictions(source: str | os.PathLike | pd.DataFrame) -> pd.DataFrame:
         path = Path(source)
         if not path.is_file():
             raise ValueError(f"predictions: no such file {str(path)!r}")
-        if path.suffix == ".parquet":
-            df = pd.read_parquet(path)
-        elif path.suffix in (".csv", ".gz"):
-            df = pd.read_csv(path)
-        else:
+        if path.suffix not in (".parquet", ".csv", ".gz"):
             raise ValueError(f"predictions must be a .csv or .parquet file, got {path.name!r}")
+        try:
+            df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+            raise ValueError(f"predictions: {str(path)!r} is not a readable CSV file: {err}") from None
+        except Exception as err:
+            if type(err).__module__.startswith("pyarrow"):
+                raise ValueError(f"predictions: {str(path)!r} is not a readable Parquet file: {err}") from None
+            raise
     check_columns(df.columns, ["prob"], "predictions")
+    if require_target and "target" not in df.columns:
+        where = "" if isinstance(source, pd.DataFrame) else f" {os.fspath(source)!r}"
+        raise ValueError(
+            f"predictions{where} has no 'target' column (the label of each pair: 1.0 when the "
+            "chosen response won, a vote share for soft labels); `auq score` writes it"
+        )
     if len(df) == 0:
         raise ValueError("predictions is empty; at least one pair is needed")
     probs = as_float_array(df["prob"].to_numpy(), "predictions['prob']", ndim=1)
@@ -123,11 +136,44 @@ def _mirror(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndar
     )
 
 
-def _ci(metric, *arrays, n_resamples: int, seed: int, **kwargs) -> dict[str, float]:
+def _ci(metric, *arrays, n_resamples: int, seed: int, **kwargs) -> dict[str, Any]:
     if n_resamples > 0:
         ci = cal.bootstrap_ci(metric, *arrays, n_resamples=n_resamples, seed=seed, **kwargs)
-        return {"estimate": float(ci.estimate), "low": float(ci.low), "high": float(ci.high)}
+        return {
+            "estimate": float(ci.estimate),
+            "low": float(ci.low),
+            "high": float(ci.high),
+            "method": ci.method,
+            "contains_estimate": ci.contains_estimate,
+        }
     return {"estimate": float(metric(*arrays, **kwargs))}
+
+
+#: The rule of ``n_bins="auto"``, as written into ``metrics.json`` and the HTML report.
+BIN_RULE = "n_bins = clip(round(sqrt(n_pairs) / 2), 2, 20) equal-mass bins of the confidence max(p, 1-p)"
+
+
+def auto_bins(n_pairs: int) -> int:
+    """Number of equal-mass confidence bins for ``n_pairs`` pairs: ``clip(round(√n / 2), 2, 20)``.
+
+    About ``2√n`` pairs per bin, so that a bin's observed frequency has a standard error of about
+    ``0.5 / √(2√n)`` (0.06 at 267 pairs, 0.04 at 1,734) while the bins still resolve the curve.
+
+    Examples
+    --------
+    >>> auto_bins(267), auto_bins(1734), auto_bins(30)
+    (8, 20, 3)
+    """
+    n_pairs = check_int(n_pairs, "n_pairs", minimum=1)
+    return int(np.clip(round(np.sqrt(n_pairs) / 2), 2, 20))
+
+
+def _resolve_bins(n_bins: int | str, n: int) -> tuple[int, str]:
+    if isinstance(n_bins, str):
+        check_choice(n_bins, "n_bins", ("auto",))
+        return auto_bins(n), BIN_RULE
+    b = check_int(n_bins, "n_bins", minimum=1)
+    return b, f"n_bins = {b} (given) equal-mass bins of the confidence max(p, 1-p)"
 
 
 def compute_metrics(
@@ -135,7 +181,7 @@ def compute_metrics(
     targets: Any = None,
     uncertainties: dict[str, Any] | None = None,
     *,
-    n_bins: int = 20,
+    n_bins: int | str = "auto",
     n_resamples: int = 1000,
     seed: int = 0,
 ) -> dict[str, Any]:
@@ -149,9 +195,12 @@ def compute_metrics(
         Soft labels q = P(chosen preferred) (1.0 when absent).
     uncertainties : dict of str to array-like, optional
         Named per-pair uncertainty scores (e.g. ``total``, ``epistemic``) for selective prediction.
-    n_bins : int, default 20
-        Equal-width bins over [0, 1] of the binned calibration errors. Pairwise confidences lie in
-        [0.5, 1], so an even number puts a bin edge at 0.5 (20 bins: 10 over the used range).
+    n_bins : int or "auto", default "auto"
+        Bins of the confidence ``max(p, 1 − p)`` in [0.5, 1]: the pairwise errors use this many
+        equal-mass bins; ``"auto"`` chooses :func:`auto_bins` (``clip(round(√n / 2), 2, 20)``).
+        Equal-width errors (``pairwise_l1_equal_width``), the mirrored ones and the Brier
+        decomposition use ``2 · n_bins`` equal-width bins over [0, 1] (``n_bins`` over [0.5, 1]).
+        The rule is written into ``metrics["binning"]``.
     n_resamples : int, default 1000
         Bootstrap resamples for the 95% intervals (0: no intervals).
     seed : int, default 0
@@ -177,14 +226,21 @@ def compute_metrics(
     check_labels(targets, "targets")
     if targets.shape != probs.shape:
         raise ValueError(f"probs and targets must have the same shape, got {probs.shape} and {targets.shape}")
-    n_bins = check_int(n_bins, "n_bins", minimum=1)
+    n_bins, rule = _resolve_bins(n_bins, n)
     n_resamples = check_int(n_resamples, "n_resamples", minimum=0)
 
     mp, mt, mw = _mirror(probs, targets)
-    decomposition = cal.brier_decomposition(mp, mt, n_bins=n_bins, weights=mw)
+    decomposition = cal.brier_decomposition(mp, mt, n_bins=2 * n_bins, weights=mw)
     metrics: dict[str, Any] = {
         "n_pairs": int(n),
         "n_bins": int(n_bins),
+        "binning": {
+            "n_bins": int(n_bins),
+            "strategy": "equal-mass",
+            "rule": rule,
+            "pairs_per_bin": float(n / n_bins),
+            "equal_width_bins_over_0_1": int(2 * n_bins),
+        },
         "accuracy": float(cal.preference_accuracy(probs, targets)),
         "nll": float(cal.negative_log_likelihood(probs, targets)),
         "brier": float(cal.brier_score(probs, targets)),
@@ -192,23 +248,32 @@ def compute_metrics(
             "reliability": float(decomposition.reliability),
             "resolution": float(decomposition.resolution),
             "uncertainty": float(decomposition.uncertainty),
-            "within_bin_variance": float(decomposition.within_bin_variance),
-            "note": "order-free: computed on the mirrored pairs (p, q) and (1-p, 1-q)",
+            "binning_term": float(decomposition.binning_term),
+            "within_bin_forecast_variance": float(decomposition.forecast_variance),
+            "within_bin_forecast_outcome_covariance": float(decomposition.forecast_outcome_covariance),
+            "note": (
+                "order-free: computed on the mirrored pairs (p, q) and (1-p, 1-q) with "
+                f"{2 * n_bins} equal-width bins; brier = reliability - resolution + uncertainty "
+                "+ binning_term, where binning_term = within_bin_forecast_variance - 2 * "
+                "within_bin_forecast_outcome_covariance is the Brier score of the raw forecasts "
+                "minus that of the bin-averaged ones and can be negative"
+            ),
         },
         "ece": {},
+        "warnings": [],
     }
     ece = metrics["ece"]
     for norm in ("l1", "l2", "max"):
         ece[f"pairwise_{norm}"] = _ci(
             cal.pairwise_calibration_error, probs, targets, n_resamples=n_resamples, seed=seed,
-            n_bins=n_bins, norm=norm,
+            n_bins=n_bins, norm=norm, strategy="quantile",
         )
-    ece["pairwise_l1_quantile"] = _ci(
+    ece["pairwise_l1_equal_width"] = _ci(
         cal.pairwise_calibration_error, probs, targets, n_resamples=n_resamples, seed=seed,
-        n_bins=n_bins, strategy="quantile",
+        n_bins=2 * n_bins,
     )
     ece["debiased_l2_mirrored"] = {
-        "estimate": float(cal.debiased_calibration_error(mp, mt, n_bins=n_bins))
+        "estimate": float(cal.debiased_calibration_error(mp, mt, n_bins=2 * n_bins))
     }
     ece["smooth_mirrored"] = {"estimate": float(cal.smooth_calibration_error(mp, mt))}
 
@@ -295,7 +360,9 @@ def _fmt(x: Any) -> str:
     if isinstance(x, dict) and "estimate" in x:
         s = f"{x['estimate']:.4f}"
         if "low" in x:
-            s += f" <span class='ci'>[{x['low']:.4f}, {x['high']:.4f}]</span>"
+            s += f" <span class='ci'>[{x['low']:.4f}, {x['high']:.4f}] {html.escape(x.get('method', ''))}</span>"
+            if not x.get("contains_estimate", True):
+                s += " <span class='warn'>(interval excludes the estimate: bias exceeds spread)</span>"
         return s
     if isinstance(x, float):
         return f"{x:.4f}"
@@ -324,6 +391,7 @@ h1{font-size:1.7em;margin-bottom:.2em}h2{font-size:1.3em;border-bottom:1px solid
 td,th{border:1px solid #ddd;padding:.3em .7em;text-align:right}td:first-child,th:first-child{text-align:left}
 th{background:#f4f4f4}.ci{color:#777;font-size:.9em}figure{margin:1em 0}figure img{max-width:100%}
 figcaption{color:#555;font-size:.92em}.note{color:#555;font-size:.92em}
+.warning{background:#fff3cd;border:1px solid #e0b000;padding:.5em .8em;font-weight:600}.warn{color:#a15c00}
 """
 
 
@@ -333,7 +401,7 @@ def write_report(
     *,
     recalibrate: str | None = None,
     test_size: float = 0.5,
-    n_bins: int = 20,
+    n_bins: int | str = "auto",
     n_resamples: int = 1000,
     seed: int = 0,
     title: str = "auq evaluation report",
@@ -352,7 +420,8 @@ def write_report(
     test_size : float, default 0.5
         Held-out fraction for the recalibration comparison.
     n_bins, n_resamples, seed
-        Binning, bootstrap resamples for the 95% intervals, and the seed for splits and bootstrap.
+        Binning (see :func:`compute_metrics`; ``"auto"``: :func:`auto_bins` of the pairs evaluated),
+        bootstrap resamples for the 95% intervals, and the seed for splits and bootstrap.
     title : str
         Title of the HTML page.
 
@@ -379,6 +448,8 @@ def write_report(
     if recalibrate is not None:
         check_choice(recalibrate, "recalibrate", RECALIBRATORS)
     out = Path(output_dir)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"output_dir {str(out)!r} is an existing file; give a folder")
     out.mkdir(parents=True, exist_ok=True)
     fig_dir = out / "figures"
     fig_dir.mkdir(exist_ok=True)
@@ -415,6 +486,8 @@ def write_report(
             "before": {k: m_before[k] for k, _ in keys} | {"ece": m_before["ece"]["pairwise_l1"]},
             "after": {k: m_after[k] for k, _ in keys} | {"ece": m_after["ece"]["pairwise_l1"]},
         }
+        summary["warnings"] = _recalibration_warnings(summary)
+        metrics["warnings"].extend(summary["warnings"])
         if hasattr(recal, "temperature_"):
             summary["temperature"] = float(recal.temperature_)
         metrics["recalibration"] = summary
@@ -428,10 +501,12 @@ def write_report(
         fig = plots.reliability_diagram(
             {"before": before, f"after {recalibrate}": after},
             {"before": t, f"after {recalibrate}": t},
-            n_bins=n_bins, pairwise=True,
+            n_bins=m_before["n_bins"], strategy="quantile", pairwise=True,
         )
     else:
-        fig = plots.reliability_diagram({"model": probs}, {"model": targets}, n_bins=n_bins, pairwise=True)
+        fig = plots.reliability_diagram(
+            {"model": probs}, {"model": targets}, n_bins=metrics["n_bins"], strategy="quantile", pairwise=True
+        )
     keep("reliability", _figure_of(fig))
 
     correct = cal.pairwise_correctness(probs, targets)
@@ -458,6 +533,22 @@ def write_report(
     return Report(out, metrics, metrics_path, html_path, figures)
 
 
+def _recalibration_warnings(summary: dict[str, Any]) -> list[str]:
+    """Warnings when the recalibrator made held-out ECE or NLL worse."""
+    out = []
+    before, after = summary["before"], summary["after"]
+    for name, b, a in (
+        ("pairwise ECE", before["ece"]["estimate"], after["ece"]["estimate"]),
+        ("NLL", before["nll"], after["nll"]),
+    ):
+        if a > b:
+            out.append(
+                f"{summary['method']} recalibration worsened the held-out {name} "
+                f"({b:.4f} -> {a:.4f} on {summary['n_heldout']} pairs); do not apply it"
+            )
+    return out
+
+
 def _figure_of(obj):
     return obj if hasattr(obj, "savefig") else obj.figure
 
@@ -477,22 +568,33 @@ def _render_html(title, metrics, images, recal_rows) -> str:
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p class='sub'>{metrics['n_pairs']} preference pairs · 95% bootstrap intervals in brackets</p>",
+        f"<p class='sub'>{metrics['n_pairs']} preference pairs · 95% bootstrap intervals in brackets"
+        " (with their method)</p>",
+        *[f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in metrics["warnings"]],
         "<h2>Summary</h2>",
         _table([
             ("preference accuracy", metrics["accuracy"]),
             ("NLL (nats)", metrics["nll"]),
             ("Brier score", metrics["brier"]),
-            (f"pairwise ECE (L1, {metrics['n_bins']} equal-width bins)", metrics["ece"]["pairwise_l1"]),
+            (f"pairwise ECE (L1, {metrics['n_bins']} equal-mass bins)", metrics["ece"]["pairwise_l1"]),
         ]),
         "<h2>Calibration</h2>",
+        f"<p class='note'>Binning: {html.escape(metrics['binning']['rule'])} "
+        f"({metrics['binning']['pairs_per_bin']:.0f} pairs per bin).</p>",
         _table([(k, v) for k, v in metrics["ece"].items()], ("calibration error", "value")),
-        "<p class='note'>Pairwise errors bin the confidence max(p, 1-p); the mirrored ones score each "
-        "pair in both orders.</p>",
+        "<p class='note'>Pairwise errors bin the confidence max(p, 1-p) (equal-mass bins; "
+        f"pairwise_l1_equal_width: {metrics['binning']['equal_width_bins_over_0_1']} equal-width bins over "
+        "[0, 1]); the mirrored ones score each pair in both orders. The binned ECE is biased upwards "
+        "by finite-sample noise: an interval that excludes its estimate says this bias exceeds "
+        "the spread, not where the calibration error lies.</p>",
         _table(
             [(k, v) for k, v in metrics["brier_decomposition"].items() if k != "note"],
             ("Brier decomposition (mirrored pairs)", "value"),
         ),
+        "<p class='note'>Brier = reliability − resolution + uncertainty + binning_term. The "
+        "binning_term (the Brier score of the raw forecasts minus that of the bin-averaged ones) "
+        "is the within-bin forecast variance minus twice the within-bin forecast–outcome "
+        "covariance: it can be negative, and is not a variance.</p>",
     ]
     if recal_rows is not None:
         rc = metrics["recalibration"]
@@ -501,6 +603,7 @@ def _render_html(title, metrics, images, recal_rows) -> str:
             "<h2>Recalibration</h2>",
             f"<p>{html.escape(rc['method'])} fitted on {rc['n_fit']} pairs, evaluated on "
             f"{rc['n_heldout']} held-out pairs{extra}.</p>",
+            *[f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in rc.get("warnings", [])],
             _frame_table(recal_rows),
         ]
     unc = metrics["uncertainty"]

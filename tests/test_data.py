@@ -268,9 +268,11 @@ def test_collator_chat_template(gpt2_tokenizer):
     b2 = coll2([ex])
     got2 = tok.decode(b2["input_ids_rejected"][0][b2["attention_mask_rejected"][0] == 1].tolist())
     assert got2.endswith("the dog<|end|>") and coll2.n_truncated == 1
-    tok.chat_template = None
-    with pytest.raises(ValueError, match="chat_template"):
-        PreferenceCollator(tok)([ex])
+    tok.chat_template = None  # no template: the documented 'role: content' lines
+    b3 = PreferenceCollator(tok)([ex])
+    got3 = tok.decode(b3["input_ids_chosen"][0][b3["attention_mask_chosen"][0] == 1].tolist())
+    assert got3 == "user: what is the capital of France?\nassistant: Paris\n"
+    tok.chat_template = CHAT_TEMPLATE
 
 
 def test_collator_bad_input(bert_tokenizer):

@@ -95,7 +95,7 @@ def test_cli_report_from_predictions(tmp_path, capsys):
     rng = np.random.default_rng(0)
     p = 1 / (1 + np.exp(-rng.normal(scale=2, size=200)))
     path = tmp_path / "scores.csv"
-    pd.DataFrame({"prob": p, "epistemic": rng.random(200) * 0.1}).to_csv(path, index=False)
+    pd.DataFrame({"prob": p, "target": 1.0, "epistemic": rng.random(200) * 0.1}).to_csv(path, index=False)
     code = main(["report", "--predictions", str(path), "--output", str(tmp_path / "rep"),
                  "--n-resamples", "0", "--recalibrate", "isotonic"])
     assert code == 0

@@ -246,7 +246,9 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     path = make_tiny_backbone(str(tmp_path / "bert"), "bert")
     ens = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=0)
     cache = str(tmp_path / "cache" / "rewards.npz")
-    got = attach_uncertainty(_dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=cache)
+    got = attach_uncertainty(
+        _dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=cache, use_targets=True
+    )
     assert os.path.exists(cache)
     from auq.models import score
 
@@ -261,7 +263,9 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     np.testing.assert_allclose(again.weights, got.weights)
     # another ensemble on the same dataset and cache: rescored, not served the first one's rewards
     other = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=1)
-    got1 = attach_uncertainty(_dataset(8), "ensemble", reward_model=other, scheme="exp", cache_path=cache)
+    got1 = attach_uncertainty(
+        _dataset(8), "ensemble", reward_model=other, scheme="exp", cache_path=cache, use_targets=True
+    )
     dec1 = score(other, _dataset(8), progress=False).decompose()
     np.testing.assert_allclose(got1.targets, dec1.prob, rtol=1e-6)
     assert not np.allclose(got1.targets, got.targets)
@@ -273,6 +277,26 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     np.testing.assert_allclose(again.weights, got.weights)
     with pytest.raises(ValueError, match="votes"):
         attach_uncertainty(_dataset(4), "votes")
+
+
+def test_attach_uncertainty_keeps_the_human_labels_by_default():
+    """Hard labels (1.0) and vote shares stay the targets unless soft targets are asked for."""
+    from auq.models import Predictions
+
+    rng = np.random.default_rng(0)
+    rc, rr = rng.normal(size=(8, 4)), rng.normal(size=(8, 4))
+    preds = Predictions(rc, rr, np.ones(8), list(range(8)))
+    prob = preds.decompose().prob
+    assert np.abs(prob - 1.0).min() > 1e-3  # the ensemble's probabilities are not the labels
+    soft = np.array([1.0, 0.75, 0.5, 1.0, 0.2, 1.0, 0.9, 0.6])
+    for targets in (np.ones(8), soft):
+        ds = _dataset(8, targets=targets)
+        kept = attach_uncertainty(ds, "ensemble", predictions=preds, scheme="exp")
+        np.testing.assert_array_equal(kept.targets, targets)
+        np.testing.assert_allclose(kept.weights, uncertainty_weights(preds.decompose().epistemic, "exp"))
+        replaced = attach_uncertainty(ds, "ensemble", predictions=preds, scheme="exp", use_targets=True)
+        np.testing.assert_allclose(replaced.targets, prob)
+        np.testing.assert_array_equal(ds.targets, targets)  # the input dataset is never modified
 
 
 def test_config_and_input_errors(lm_dir, tokenizer, tmp_path):

@@ -341,10 +341,12 @@ def test_reward_function_called_like_grpo_trainer(ensemble, caplog):
     assert metrics["penalised/member_std"] == pytest.approx(float(fn.last_std.mean()))
     assert extra["penalised_std"] == pytest.approx(fn.last_std.tolist())
     assert "member std" in caplog.text
-    # conversational completions (message lists) need a chat template
-    with pytest.raises(ValueError, match="chat_template"):
-        fn(prompts=[[{"role": "user", "content": "hi"}]] * 2,
-           completions=[[{"role": "assistant", "content": "hello"}]] * 2)
+    # conversational completions without a chat template: the 'role: content' lines, scored as
+    # exactly those texts would be
+    chat = fn(prompts=[[{"role": "user", "content": "hi"}]] * 2,
+              completions=[[{"role": "assistant", "content": "hello"}]] * 2)
+    plain = fn(prompts=["user: hi\nassistant:"] * 2, completions=[" hello\n"] * 2)
+    assert chat == pytest.approx(plain, abs=1e-6)
     with pytest.raises(ValueError, match="at least 2 completions"):
         fn(prompts=["a"], completions=["b"])
     with pytest.raises(ValueError, match="coef"):

@@ -601,6 +601,14 @@ class BrierDecomposition:
     ``f̄_b``, not of the raw forecasts; the binning error is ``within_bin_variance``, so that
     ``brier = reliability − resolution + uncertainty + within_bin_variance`` holds exactly (up to
     floating-point rounding). It shrinks to 0 as bins get narrower.
+
+    Despite its (kept) name, ``within_bin_variance`` is not a variance and can be negative: it is
+    ``forecast_variance − 2 · forecast_outcome_covariance``, and the covariance term is positive
+    whenever forecasts that are higher within a bin also win more often there. Its honest name is
+    :attr:`binning_term`; its two parts are kept as fields:
+
+    * ``forecast_variance = Σ w (p − f̄_b)² / W`` (≥ 0),
+    * ``forecast_outcome_covariance = Σ w (p − f̄_b)(y − ō_b) / W`` (either sign).
     """
 
     brier: float
@@ -609,6 +617,14 @@ class BrierDecomposition:
     uncertainty: float
     within_bin_variance: float
     n_bins: int
+    forecast_variance: float = float("nan")
+    forecast_outcome_covariance: float = float("nan")
+
+    @property
+    def binning_term(self) -> float:
+        """``brier − (reliability − resolution + uncertainty)``: the Brier score of the raw
+        forecasts minus that of the bin-averaged ones (= ``within_bin_variance``; either sign)."""
+        return self.within_bin_variance
 
     def to_pandas(self):
         """Return a one-row :class:`pandas.DataFrame`."""
@@ -636,7 +652,9 @@ def _brier_from_sums(s: dict[str, np.ndarray], n_bins: int) -> BrierDecompositio
     var_f = (sc2 - sc * fbar).sum()  # Σ w (p − f̄_b)²
     cov = (scy - sc * obar_b).sum()  # Σ w (p − f̄_b)(y − ō_b)
     wbv = float(var_f - 2.0 * cov) / total
-    return BrierDecomposition(brier, rel, res, unc, wbv, n_bins)
+    return BrierDecomposition(
+        brier, rel, res, unc, wbv, n_bins, float(var_f) / total, float(cov) / total
+    )
 
 
 def brier_decomposition(

@@ -1,6 +1,7 @@
 """auq.data: preference pairs, loaders, synthetic data with known rewards, tokenising collator."""
 
 from auq.data._formats import FORMATS, split_common_messages, split_hh_transcript
+from auq.data.chat import FALLBACK_CHAT_TEMPLATE, render_chat, set_chat_template
 from auq.data.collator import PreferenceCollator, length_order
 from auq.data.dataset import PreferenceDataset
 from auq.data.loaders import load_hh_rlhf, load_mt_bench, load_preferences, mt_bench_question
@@ -12,6 +13,9 @@ from auq.data.synthetic import (
 )
 
 __all__ = [
+    "FALLBACK_CHAT_TEMPLATE",
+    "render_chat",
+    "set_chat_template",
     "FORMATS",
     "HeteroscedasticPreferences",
     "make_heteroscedastic_preferences",

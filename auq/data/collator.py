@@ -10,6 +10,7 @@ import numpy as np
 import torch
 
 from auq._checks import check_int
+from auq.data.chat import render_chat
 
 logger = logging.getLogger(__name__)
 
@@ -81,10 +82,11 @@ class PreferenceCollator:
     ``[CLS] prompt response [SEP]``; GPT-2: none; Llama: ``<s>`` first). Only when a response
     alone is longer than the room left is the response cut, from the right (the prompt is then
     dropped). Conversational examples (messages) are rendered with
-    ``tokenizer.apply_chat_template(messages, tokenize=False)``: the prompt part is the rendering of
-    the prompt messages with ``add_generation_prompt=True`` when it is a prefix of the full rendering
-    (otherwise without it, otherwise empty) and, since the template writes its own special tokens,
-    none are added around it.
+    :func:`auq.data.chat.render_chat` (the tokenizer's chat template, or ``role: content`` lines
+    when it has none): the prompt part is the rendering of the prompt messages with
+    ``add_generation_prompt=True`` when it is a prefix of the full rendering (otherwise without it,
+    otherwise empty) and, since a template writes its own special tokens, none are added around
+    it (the fallback lines get the tokenizer's special tokens, as plain text does).
 
     Parameters
     ----------
@@ -155,33 +157,14 @@ class PreferenceCollator:
 
     # ------------------------------------------------------------------ rendering
     def _render_chat(self, prompt: Any, response: Any) -> tuple[str, str]:
-        tok = self.tokenizer
-        if getattr(tok, "chat_template", None) is None:
-            raise ValueError(
-                "conversational examples need a tokenizer with a chat_template; "
-                "set tokenizer.chat_template or use plain-text data"
-            )
-        prompt = list(prompt) if isinstance(prompt, (list, tuple)) else (
-            [{"role": "user", "content": prompt}] if prompt else []
-        )
-        response = list(response) if isinstance(response, (list, tuple)) else [
-            {"role": "assistant", "content": response}
-        ]
-        full = tok.apply_chat_template(prompt + response, tokenize=False)
-        if not prompt:
-            return "", full
-        for gen in (True, False):
-            head = tok.apply_chat_template(prompt, tokenize=False, add_generation_prompt=gen)
-            if full.startswith(head):
-                return head, full[len(head) :]
-        logger.debug("chat rendering of the prompt is not a prefix of the full rendering")
-        return "", full
+        return render_chat(self.tokenizer, prompt, response)
 
     def _split(self, example: Mapping[str, Any], side: str) -> tuple[str, str, bool]:
         prompt, response = example["prompt"], example[side]
         if isinstance(prompt, (list, tuple)) or isinstance(response, (list, tuple)):
             p, r = self._render_chat(prompt, response)
-            return p, r, True
+            # a real template writes its own special tokens; the 'role: content' fallback does not
+            return p, r, getattr(self.tokenizer, "chat_template", None) is not None
         if not isinstance(prompt, str) or not isinstance(response, str):
             raise TypeError(
                 f"example prompt and {side} must be strings or message lists, got "

@@ -444,3 +444,47 @@ class PreferenceDataset:
             payload, sort_keys=True, ensure_ascii=False, separators=(",", ":"), default=_json_default
         )
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def check_pairs(dataset: Any, name: str = "dataset") -> Any:
+    """Check that ``dataset`` holds preference pairs to score; return it unchanged.
+
+    A :class:`PreferenceDataset` passes. So does a sequence of example dicts each with ``chosen``
+    and ``rejected`` (``prompt`` optional). A string or path (load the file first), a dict of
+    columns (wrap it in :func:`~auq.data.load_preferences`) or an example without ``rejected``
+    raise ``TypeError``/``ValueError`` naming ``name`` and what is wrong.
+
+    Examples
+    --------
+    >>> check_pairs("pairs.jsonl")
+    Traceback (most recent call last):
+    ...
+    TypeError: dataset must be a PreferenceDataset, got the str 'pairs.jsonl'; load it first: auq.data.load_preferences('pairs.jsonl')
+    """
+    import os
+
+    if isinstance(dataset, PreferenceDataset):
+        return dataset
+    if isinstance(dataset, (str, os.PathLike)):
+        raise TypeError(
+            f"{name} must be a PreferenceDataset, got the {type(dataset).__name__} {os.fspath(dataset)!r}; "
+            f"load it first: auq.data.load_preferences({os.fspath(dataset)!r})"
+        )
+    if isinstance(dataset, Mapping):
+        raise TypeError(
+            f"{name} must be a PreferenceDataset, got a dict with keys {sorted(map(str, dataset))[:6]}; "
+            "wrap a dict of columns in auq.data.load_preferences(columns)"
+        )
+    if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
+        raise TypeError(f"{name} must be a PreferenceDataset, got {type(dataset).__name__}")
+    for i in range(len(dataset)):
+        ex = dataset[i]
+        if not isinstance(ex, Mapping):
+            raise TypeError(f"{name}[{i}] must be an example dict, got {type(ex).__name__}")
+        missing = [k for k in ("chosen", "rejected") if k not in ex]
+        if missing:
+            raise ValueError(
+                f"{name}[{i}] has no {' or '.join(repr(k) for k in missing)} field; every example "
+                f"needs 'chosen' and 'rejected' (it has {sorted(map(str, ex))})"
+            )
+    return dataset

@@ -55,6 +55,23 @@ def _read_jsonl(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _read_jsonl_checked(path: str) -> list[dict[str, Any]]:
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"path: file not found: {path!r}")
+    return _read_file_rows(path)
+
+
+def _read_file_rows(path: str) -> list[dict[str, Any]]:
+    import zlib
+
+    try:
+        return _read_jsonl(path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: corrupted or truncated gzip file ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: not UTF-8 text (byte offset {err.start}); re-save the file as UTF-8") from None
+
+
 def _rows_to_columns(rows: list[Mapping[str, Any]], source: str) -> dict[str, list[Any]]:
     if not rows:
         raise ValueError(f"{source} has no rows")
@@ -67,6 +84,35 @@ def _rows_to_columns(rows: list[Mapping[str, Any]], source: str) -> dict[str, li
 
 
 def _read_file(path: str) -> dict[str, list[Any]]:
+    """Read a data file; anything wrong with its bytes raises ``ValueError`` naming the file."""
+    import zlib
+
+    try:
+        return _read_file_unchecked(path)
+    except (gzip.BadGzipFile, EOFError, zlib.error) as err:
+        raise ValueError(f"{path}: corrupted or truncated gzip file ({err})") from None
+    except UnicodeDecodeError as err:
+        raise ValueError(
+            f"{path}: not UTF-8 text (byte 0x{err.object[err.start]:02x} at offset {err.start}); "
+            "re-save the file as UTF-8"
+        ) from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON: {err.msg} at line {err.lineno} column {err.colno}") from None
+    except Exception as err:
+        import pandas as pd
+
+        if isinstance(err, pd.errors.EmptyDataError):
+            raise ValueError(f"{path}: empty CSV file (no header, no rows)") from None
+        if isinstance(err, pd.errors.ParserError):
+            raise ValueError(
+                f"{path}: malformed CSV (rows with more fields than the header?): {str(err).strip()}"
+            ) from None
+        if type(err).__module__.startswith("pyarrow"):
+            raise ValueError(f"{path}: not a readable Parquet file: {err}") from None
+        raise
+
+
+def _read_file_unchecked(path: str) -> dict[str, list[Any]]:
     lower = path.lower()
     if lower.endswith((".jsonl", ".jsonl.gz")):
         return _rows_to_columns(_read_jsonl(path), path)
@@ -213,12 +259,25 @@ def load_preferences(
         raise ValueError(
             f"source {source!r} is a file of unsupported type; use one of {', '.join(_FILE_SUFFIXES)}"
         )
+    if _looks_like_file(source) and not os.path.exists(source):  # never a Hub id: say so here
+        raise FileNotFoundError(
+            f"source: file not found: {source!r} (looked for {os.path.abspath(source)!r})"
+        )
     logger.info("loading %r through datasets.load_dataset (split=%r)", source, split)
     loaded = datasets.load_dataset(source, split=split, **load_kwargs)
     if isinstance(loaded, datasets.DatasetDict):
         loaded = _pick_split(loaded, None, repr(source))
     name = source if split is None else f"{source}[{split}]"
     return columns_to_dataset(loaded.to_dict(), source=name, **columns)
+
+
+def _looks_like_file(source: str) -> bool:
+    """A local path, not a Hub id: a data-file suffix, or a leading ``.``, ``/``, ``~`` or drive."""
+    return (
+        source.lower().endswith(_FILE_SUFFIXES + (".gz",))
+        or source.startswith((".", "/", "~", "\\"))
+        or os.path.isabs(source)
+    )
 
 
 def _is_dataset_dict(obj: Any) -> bool:
@@ -260,7 +319,7 @@ def load_hh_rlhf(path: str | os.PathLike | None = None, n: int | None = None) ->
         name = f"bundled {BUNDLED_HH_RLHF}"
     else:
         name = os.fspath(path)
-        rows = _read_jsonl(name)
+        rows = _read_jsonl_checked(name)
     if n is not None:
         rows = rows[:n]
     return columns_to_dataset(_rows_to_columns(rows, name), source=name, format="hh_rlhf")
@@ -302,7 +361,7 @@ def load_mt_bench(path: str | os.PathLike | None = None) -> PreferenceDataset:
         name = f"bundled {BUNDLED_MT_BENCH}"
     else:
         name = os.fspath(path)
-        rows = _read_jsonl(name)
+        rows = _read_jsonl_checked(name)
     needed = ("prompt", "chosen", "rejected", "votes_chosen", "votes_rejected", "votes_tie", "source_id")
     for i, row in enumerate(rows):
         missing = [k for k in needed if k not in row]

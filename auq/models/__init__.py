@@ -25,8 +25,8 @@ Examples
 
 from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling
 from auq.models._config import RewardModelConfig
-from auq.models._features import FeatureCache
 from auq.models._export import export_sequence_classifier
+from auq.models._features import FeatureCache
 from auq.models._heads import MemberHeads
 from auq.models._laplace import LaplaceRewardModel
 from auq.models._laplace_math import LaplacePosterior, fit_laplace_posterior

@@ -139,6 +139,18 @@ def hidden_size_of(config: Any) -> int:
     raise ValueError(f"could not find the hidden size in the backbone config of type {type(config).__name__}")
 
 
+def check_local_path(path_or_hub_id: Any, name: str) -> None:
+    """A path meant as local (absolute, ``./``, ``../``, ``~``) that does not exist raises
+    ``FileNotFoundError`` naming it, instead of being looked up on the Hub."""
+    if isinstance(path_or_hub_id, os.PathLike):
+        path_or_hub_id = os.fspath(path_or_hub_id)
+    if not isinstance(path_or_hub_id, str):
+        return
+    local = os.path.isabs(path_or_hub_id) or path_or_hub_id.startswith((".", "~", "\\"))
+    if local and not os.path.exists(os.path.expanduser(path_or_hub_id)):
+        raise FileNotFoundError(f"{name}: backbone folder not found: {path_or_hub_id!r}")
+
+
 def load_tokenizer(path_or_hub_id: str | os.PathLike, *, trust_remote_code: bool = False, **kwargs: Any):
     """Load a tokenizer with :class:`transformers.AutoTokenizer` and make sure it can pad.
 
@@ -184,6 +196,7 @@ def load_backbone(
         raise TypeError(
             f"path_or_hub_id must be a path or a Hub id string, got {type(path_or_hub_id).__name__}"
         )
+    check_local_path(path_or_hub_id, "path_or_hub_id")
     model = AutoModel.from_pretrained(str(path_or_hub_id), trust_remote_code=trust_remote_code, **kwargs)
     _warn_dropped_head(model, path_or_hub_id)
     _disable_cache(model)

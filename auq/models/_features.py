@@ -161,18 +161,15 @@ class FeatureCache:
         folder = self._folder(key)
         if folder is None or not new:
             return
-        from safetensors.torch import save_file
+        from auq._io import atomic_write_json, save_safetensors
 
         os.makedirs(folder, exist_ok=True)
         names = list(new)
         shard = f"shard-{uuid.uuid4().hex[:16]}.safetensors"
-        tmp = os.path.join(folder, f".{shard}.tmp-{os.getpid()}")
-        save_file({"features": torch.from_numpy(np.stack([new[k] for k in names]).astype(np.float32))}, tmp)
-        os.replace(tmp, os.path.join(folder, shard))
+        features = torch.from_numpy(np.stack([new[k] for k in names]).astype(np.float32))
+        save_safetensors({"features": features}, os.path.join(folder, shard))  # atomic, umask modes
         index = self._read_index(folder)  # merge with whatever another writer stored meanwhile
         index["rows"].update({k: [shard, i] for i, k in enumerate(names)})
-        from auq._io import atomic_write_json
-
         atomic_write_json(os.path.join(folder, _INDEX), index, indent=0)
 
     # ------------------------------------------------------------------ public

@@ -8,7 +8,8 @@ Layout of a saved auq reward model directory::
     tokenizer/...              the tokenizer's files (AutoTokenizer.from_pretrained)
     adapters/<member>/...      LoRA ensembles only: PEFT adapter_config.json + adapter_model.safetensors
 
-Writes go into a temporary directory beside the target and are moved in with ``os.replace``. When
+Writes go into a temporary directory beside the target (mode ``0o777 & ~umask``; files in it
+follow the umask too) and are moved in with ``os.replace``. When
 the target already exists it is first renamed aside, the new directory is renamed in, files in the
 old directory that the new one does not have (e.g. a trainer's own state) are moved over, and only
 then is the old directory deleted. A crash while the new checkpoint is being written leaves the old
@@ -22,12 +23,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
+
+from auq._io import follow_umask, make_temp_dir, remove_stale_temps, save_safetensors
 
 logger = logging.getLogger(__name__)
 
@@ -58,9 +60,11 @@ def atomic_write_dir(target: str | os.PathLike, writer: Callable[[str], None]) -
     parent = os.path.dirname(target)
     os.makedirs(parent, exist_ok=True)
     name = os.path.basename(target)
-    tmp = tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=parent)
+    remove_stale_temps(target)  # what a killed save left behind (only writers that are gone)
+    tmp = make_temp_dir(target)  # mode 0o777 & ~umask, like any folder
     try:
         writer(tmp)
+        follow_umask(tmp)  # libraries' own writers (safetensors, transformers, PEFT) create 0600 files
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -100,10 +104,8 @@ def state_dict_for_saving(module: torch.nn.Module, exclude: Callable[[str], bool
 
 
 def save_weights(tensors: Mapping[str, torch.Tensor], path: str, metadata: Mapping[str, str] | None = None) -> None:
-    """Write tensors with ``safetensors.torch.save_file``."""
-    from safetensors.torch import save_file
-
-    save_file(dict(tensors), path, metadata=dict(metadata or {"format": "pt"}))
+    """Write tensors with ``safetensors.torch.save_file`` (atomically, mode ``0o666 & ~umask``)."""
+    save_safetensors(tensors, path, metadata=dict(metadata or {"format": "pt"}))
 
 
 def load_weights(path: str) -> dict[str, torch.Tensor]:

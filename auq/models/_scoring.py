@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from auq._checks import as_float_array, check_int
+from auq._checks import as_float_array, check_device, check_int, check_labels
 
 from ._backbone import default_device
 
@@ -76,6 +76,7 @@ class Predictions:
                 f"rewards_chosen and rewards_rejected must have the same shape, got {c.shape} and {r.shape}"
             )
         t = as_float_array(self.targets, "targets", ndim=1)
+        check_labels(t, "targets")  # P(chosen preferred): in [0, 1]
         if t.shape[0] != c.shape[0]:
             raise ValueError(f"targets has {t.shape[0]} values for {c.shape[0]} pairs")
         ids = list(self.ids)
@@ -251,12 +252,15 @@ def _resolve(model: Any, dataset: Any, batch_size: int, device: Any, collator: A
     from ._protocol import check_member_reward_module  # any nn.Module returning [B, K] rewards
 
     check_member_reward_module(model, collator)
+    from auq.data.dataset import check_pairs
+
+    check_pairs(dataset, "dataset")  # a path, a dict of columns, examples without 'rejected' ...
     if not hasattr(dataset, "__len__") or not hasattr(dataset, "__getitem__"):
         raise TypeError(f"dataset must be a PreferenceDataset, got {type(dataset).__name__}")
     if len(dataset) == 0:
         raise ValueError("dataset is empty; nothing to score")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    device = torch.device(device) if device is not None else default_device()
+    device = check_device(device, "device") if device is not None else default_device()
     if collator is None:
         if hasattr(model, "make_collator"):
             collator = model.make_collator()

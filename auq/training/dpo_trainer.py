@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from auq._checks import check_choice, check_float, check_int
-from auq._io import atomic_write_json
+from auq._io import atomic_write_json, remove_stale_temps, temp_path
 from auq._math import binary_entropy
 from auq.training.losses import (
     dpo_implicit_rewards,
@@ -89,14 +89,9 @@ class CausalLMPreferenceCollator:
     def _render(self, prompt: Any, response: Any) -> tuple[str, str]:
         if isinstance(prompt, str) and isinstance(response, str):
             return prompt, response
-        tok = self.tokenizer
-        msgs_p = list(prompt) if isinstance(prompt, (list, tuple)) else ([{"role": "user", "content": prompt}] if prompt else [])
-        msgs_r = list(response) if isinstance(response, (list, tuple)) else [{"role": "assistant", "content": response}]
-        full = tok.apply_chat_template(msgs_p + msgs_r, tokenize=False)
-        head = tok.apply_chat_template(msgs_p, tokenize=False, add_generation_prompt=True) if msgs_p else ""
-        if not full.startswith(head):
-            head = ""
-        return head, full[len(head):]
+        from auq.data.chat import render_chat
+
+        return render_chat(self.tokenizer, prompt, response)
 
     def __call__(self, examples: Sequence[Mapping[str, Any]]) -> dict[str, torch.Tensor]:
         if len(examples) == 0:
@@ -201,7 +196,7 @@ def attach_uncertainty(
     predictions: Any = None,
     uncertainty: str = "epistemic",
     scheme: str | None = "exp",
-    use_targets: bool = True,
+    use_targets: bool = False,
     cache_path: str | None = None,
     batch_size: int = 32,
     **weight_kwargs: Any,
@@ -215,12 +210,17 @@ def attach_uncertainty(
       ``H(q)`` (:func:`auq.estimators.label_uncertainty`).
     * ``"ensemble"``: a reward ensemble scored **once** (``auq.models.score``), or ready
       ``predictions`` (``auq.models.Predictions``). Per pair, ``Predictions.decompose()`` gives the
-      ensemble probability ``prob`` (used as the target when ``use_targets``) and the uncertainty
+      ensemble probability ``prob`` and the uncertainty
       named by ``uncertainty`` (``"epistemic"``, ``"total"``, ``"aleatoric"`` or ``"margin_std"``),
       mapped to weights by :func:`uncertainty_weights` with ``scheme`` and ``weight_kwargs``.
       With ``cache_path`` (``.npz``), the rewards are stored there with a fingerprint of the
       dataset and of the reward model's weights, and reused on the next call with the same
       dataset and model (NumPy arrays only, loaded with ``allow_pickle=False``).
+
+    The dataset's own targets (the human labels: 1.0 for hard labels, vote shares for soft ones)
+    are kept unless ``use_targets=True``, which replaces them by the ensemble's probability
+    ``prob`` (soft-target DPO: the policy then learns the reward model's preferences, not the
+    annotators'). Weights are added either way.
 
     A dataset's own ``weights``/``targets`` columns need no call: the trainer uses them directly.
 
@@ -275,7 +275,8 @@ def _score_cached(reward_model: Any, dataset: Any, cache_path: str | None, batch
     preds = score(reward_model, dataset, batch_size=batch_size, progress=True)
     if cache_path is not None:
         os.makedirs(os.path.dirname(os.path.abspath(cache_path)), exist_ok=True)
-        tmp = f"{cache_path}.tmp-{os.getpid()}"
+        remove_stale_temps(cache_path)
+        tmp = temp_path(cache_path)
         try:
             # a file object, so numpy neither appends ".npz" to the name nor leaves half a file
             with open(tmp, "wb") as fh:
@@ -328,7 +329,9 @@ class UncertaintyDPOConfig:
         ``robust_from_targets`` -- label-agnostic on purpose, see the trainer's loss; ``"ipo"``:
         :func:`~auq.training.losses.ipo_loss` with ``tau = beta``, length-normalised like TRL.
     use_weights, use_targets : bool
-        Whether the dataset's per-pair weights / soft targets enter the loss.
+        Whether the dataset's per-pair weights / soft targets enter the loss. The targets are the
+        dataset's own (human labels or vote shares) unless :func:`attach_uncertainty` was asked
+        to replace them by the ensemble's probabilities (``use_targets=True`` there).
     normalize : {"weights", "n"}
         Denominator of the weighted batch mean (Σw or number of pairs).
     precompute_ref_logps : bool

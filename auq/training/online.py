@@ -45,6 +45,7 @@ import torch
 from torch import nn
 
 from auq._checks import as_float_tensor, check_choice, check_float, check_int
+from auq._io import follow_umask, remove_stale_temps
 from auq.training.losses import (
     compute_gae,
     kl_penalty,
@@ -863,6 +864,7 @@ class OnlineTrainer:
         directory = os.path.abspath(os.fspath(directory))
         parent = os.path.dirname(directory)
         os.makedirs(parent, exist_ok=True)
+        remove_stale_temps(directory)
         tmp = f"{directory}.tmp-{os.getpid()}"
         if os.path.exists(tmp):
             shutil.rmtree(tmp)
@@ -889,6 +891,7 @@ class OnlineTrainer:
             }
             with open(os.path.join(tmp, _STATE_JSON), "w") as f:
                 json.dump(state, f, indent=2)
+            follow_umask(tmp)  # transformers and safetensors create their files 0600
             old = None
             if os.path.exists(directory):
                 old = f"{directory}.old-{os.getpid()}"

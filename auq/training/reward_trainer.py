@@ -74,11 +74,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from .._checks import check_choice, check_float, check_int
-from .._io import atomic_write_text
+from .._io import atomic_write_text, save_safetensors
 from ..models._features import FeatureCache
 
 logger = logging.getLogger(__name__)
@@ -922,6 +922,7 @@ class RewardModelTrainer:
         tensors.update(_pair_columns(indexed))
         return _FeatureDataset(tensors)
 
+
     def feature_cache_key(self, dataset: Any = None) -> str:
         """Folder name of this model's trunk in ``feature_cache_dir`` (see :class:`auq.models.FeatureCache`).
 
@@ -1239,12 +1240,12 @@ class RewardModelTrainer:
         acc.wait_for_everyone()
         rank = acc.process_index
         rng_tensors, rng_meta = _get_rng_state()
-        save_file(rng_tensors, os.path.join(tmp, f"rng_state_{rank}.safetensors"))
+        save_safetensors(rng_tensors, os.path.join(tmp, f"rng_state_{rank}.safetensors"))
         _write_json(os.path.join(tmp, f"rng_state_{rank}.json"), rng_meta)
         if acc.is_main_process:
             self.model.save_pretrained(os.path.join(tmp, "model"))
             opt_tensors, opt_meta = _optimizer_state_to_files(self.optimizer.state_dict())
-            save_file(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
+            save_safetensors(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
             _write_json(os.path.join(tmp, "optimizer.json"), opt_meta)
             _write_json(os.path.join(tmp, "scheduler.json"), _jsonable(self.scheduler.state_dict()))
             _write_json(
