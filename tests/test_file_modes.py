@@ -91,7 +91,8 @@ def test_cli_train_score_report_follow_the_umask(tmp_path, umask):
                  "scores/s.csv", "report/metrics.json", "report/report.html", "report/figures"):  # fmt: skip
         assert want in names
     assert any(n.startswith("rm/checkpoints/checkpoint-") for n in names)
-    assert any(n.startswith("rm/feature_cache/features-") for n in names)
+    assert any(n.startswith("rm/feature_cache/") and n.endswith("/index.json") for n in names)
+    assert any(n.startswith("rm/feature_cache/") and "/shard-" in n for n in names)
     assert _assert_modes(out, umask) > 20
     assert os.listdir(csv.parent) == ["s.csv"]
 
