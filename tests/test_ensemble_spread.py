@@ -31,7 +31,7 @@ def _world(n: int, seed: int = 0) -> tuple[torch.Tensor, list[dict]]:
     w = g.normal(size=DIM) / np.sqrt(DIM)
     a, b = g.normal(size=(n, DIM)), g.normal(size=(n, DIM))
     # Bradley-Terry labels from the true reward: the chosen response wins with prob σ(Δ)
-    delta = 3.0 * (a - b) @ w
+    delta = 1.0 * (a - b) @ w
     win = g.random(n) < 1.0 / (1.0 + np.exp(-delta))
     chosen, rejected = np.where(win[:, None], a, b), np.where(win[:, None], b, a)
     table = torch.tensor(np.concatenate([chosen, rejected]), dtype=torch.float32)

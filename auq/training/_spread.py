@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["HEADS_RECIPE", "DatasetSubset", "anchor_penalty", "head_parameters", "split_eval_slice"]
+__all__ = ["HEADS_RECIPE", "DatasetSubset", "anchor_penalty", "draw_anchors_from_prior", "head_parameters", "split_eval_slice"]
 
 
 def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
@@ -52,6 +52,37 @@ def head_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
                 if p.requires_grad:
                     out[f"{mname}.{pname}" if mname else pname] = p
     return out
+
+
+@torch.no_grad()
+def draw_anchors_from_prior(model: nn.Module, prior_precision: float) -> int:
+    """Rescale every :class:`auq.models.MemberHeads` weight to standard deviation ``1/sqrt(λ)``.
+
+    ``MemberHeads`` draws weights ``N(0, 1/fan_in)``; multiplying by ``sqrt(fan_in/λ)`` turns each
+    member's draw into a draw from the prior ``N(0, 1/λ)`` (biases start at 0, the prior mean), so
+    the anchors are samples of the prior the penalty encodes. Returns the number of tensors scaled.
+
+    Examples
+    --------
+    >>> from auq.models._heads import MemberHeads
+    >>> h = MemberHeads(400, 2, seed=0)
+    >>> draw_anchors_from_prior(h, 4.0), round(float(h.weight.detach().std()), 1)
+    (1, 0.5)
+    """
+    from ..models._heads import MemberHeads
+
+    n = 0
+    for module in model.modules():
+        if not isinstance(module, MemberHeads):
+            continue
+        if module.hidden is None:
+            fans = {"weight": module.in_features}
+        else:
+            fans = {"weight1": module.in_features, "weight": module.hidden}
+        for name, fan_in in fans.items():
+            getattr(module, name).mul_(math.sqrt(fan_in / float(prior_precision)))
+            n += 1
+    return n
 
 
 def anchor_penalty(
@@ -192,20 +223,21 @@ class EarlyStoppingState:
 
 #: Default recipe for reward heads on a frozen trunk (``auq train --kind heads`` and the demo):
 #: keyword arguments of :class:`auq.training.RewardTrainerConfig`. Members are anchored to their
-#: initial draw (``prior_precision``), trained to convergence with a generous epoch budget and
-#: stopped early on a held-out slice (``eval_fraction`` when no eval set is given), the best
-#: evaluation restored. Chosen by measurement on hh-rlhf (``benchmarks/epistemic_vs_data.py``).
+#: own draw from the prior ``N(0, 1/30)`` per weight (``prior_precision=30``, ``anchor_init="prior"``)
+#: and trained to (near) convergence of the anchored MAP objective: 30 epochs with a cosine decay
+#: from a large step, so the spread is set by the prior and the data, not by the step count.
+#: Measured on hh-rlhf with MiniLM features (one seed, 1,300 training pairs): held-out NLL 0.684
+#: for λ=30 against 0.687 (λ=100) and 0.691 (λ=384); λ=1 and λ=10 (early-stopped) 0.714, 0.688.
+#: Early stopping on a 10% slice of the training pairs (patience 5) stopped on noise at small N
+#: (400 pairs: NLL 0.692 against 0.690 without), so it is available but off here.
 HEADS_RECIPE: dict[str, Any] = {
-    "num_train_epochs": 100.0,
+    "num_train_epochs": 30.0,
     "per_device_train_batch_size": 32,
-    "learning_rate": 2e-3,
+    "learning_rate": 1e-2,
     "weight_decay": 0.0,
     "warmup_ratio": 0.0,
-    "lr_scheduler_type": "constant",
+    "lr_scheduler_type": "cosine",
     "bootstrap": True,
-    "prior_precision": 384.0,
-    "early_stopping_patience": 5,
-    "metric_for_best_model": "eval_loss",
-    "load_best_model_at_end": True,
-    "eval_fraction": 0.1,
+    "prior_precision": 30.0,
+    "anchor_init": "prior",
 }

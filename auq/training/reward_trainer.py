@@ -83,6 +83,7 @@ from ._spread import (
     DatasetSubset,
     EarlyStoppingState,
     anchor_penalty,
+    draw_anchors_from_prior,
     head_parameters,
     split_eval_slice,
 )
@@ -175,6 +176,11 @@ class RewardTrainerConfig:
         ``N``. ``MemberHeads`` initialises weights with std ``1/sqrt(fan_in)``: ``λ = fan_in``
         (e.g. 384) makes the anchors draws from this prior. Trained trunks and LoRA adapters are
         not anchored. ``None`` or 0: off. See :mod:`auq.training._spread`.
+    anchor_init : {"prior", "model"}, default "prior"
+        With ``prior_precision``: ``"prior"`` rescales the heads' initial weights (drawn with std
+        ``1/sqrt(fan_in)`` by ``MemberHeads``) to std ``1/sqrt(prior_precision)`` when the trainer
+        is built, so each member's anchor is a draw from the prior; ``"model"`` anchors the heads
+        at their current values (e.g. a model that was already trained).
     early_stopping_patience : int or None, default None
         Stop after this many evaluations without improvement of ``metric_for_best_model``
         (``transformers.EarlyStoppingCallback``); needs an eval set (or ``eval_fraction``).
@@ -226,6 +232,7 @@ class RewardTrainerConfig:
     ece_bins: int = 15
     ddp_find_unused_parameters: bool | None = None
     prior_precision: float | None = None
+    anchor_init: str = "prior"
     early_stopping_patience: int | None = None
     early_stopping_threshold: float = 0.0
     metric_for_best_model: str = "eval_loss"
@@ -267,6 +274,7 @@ class RewardTrainerConfig:
             self.feature_cache_dir = os.fspath(self.feature_cache_dir)
         if self.prior_precision is not None:
             self.prior_precision = check_float(self.prior_precision, "prior_precision", minimum=0.0)
+        check_choice(self.anchor_init, "anchor_init", ("prior", "model"))
         if self.early_stopping_patience is not None:
             check_int(self.early_stopping_patience, "early_stopping_patience", minimum=1)
         self.early_stopping_threshold = check_float(
@@ -856,6 +864,8 @@ class RewardModelTrainer:
         # anchored ensembling: each member's head parameters are pulled to their initial draw
         self._anchors: dict[str, torch.Tensor] = {}
         if config.prior_precision:
+            if config.anchor_init == "prior":
+                draw_anchors_from_prior(model, config.prior_precision)
             self._anchors = {n: p.detach().clone() for n, p in head_parameters(model).items()}
             if not self._anchors:
                 logger.warning("prior_precision=%g: the model has no MemberHeads; nothing is anchored",
@@ -976,21 +986,24 @@ class RewardModelTrainer:
         if which in self._feature_cache:
             return self._feature_cache[which]
         indexed = self._train_indexed if which == "train" else self._eval_indexed
-        sub = indexed.dataset
-        if isinstance(sub, DatasetSubset):
-            # features of the whole parent dataset, computed (and cached) once, then sliced
-            parent_key = f"parent-{id(sub.dataset)}"
-            if parent_key not in self._feature_cache:
-                parent = _IndexedDataset(sub.dataset, indexed.margin_column)
-                self._feature_cache[parent_key] = _FeatureDataset(self._cached_features(parent, which))
-            rows = torch.from_numpy(sub.indices)
-            tensors = {k: v[rows] for k, v in self._feature_cache[parent_key].tensors.items()}
-            tensors["index"] = torch.arange(len(sub), dtype=torch.long)
+        if isinstance(indexed.dataset, DatasetSubset):
+            tensors = self._subset_features(indexed.dataset, indexed.margin_column, which)
         else:
             tensors = self._cached_features(indexed, which)
         ds = _FeatureDataset(tensors)
         self._feature_cache[which] = ds
         return ds
+
+    def _subset_features(self, sub: DatasetSubset, margin_column: str | None, which: str) -> dict[str, torch.Tensor]:
+        """Features of the whole parent dataset, computed (and cached) once, then sliced."""
+        parent_key = f"parent-{id(sub.dataset)}"
+        if parent_key not in self._feature_cache:
+            parent = _IndexedDataset(sub.dataset, margin_column)
+            self._feature_cache[parent_key] = _FeatureDataset(self._cached_features(parent, which))
+        rows = torch.from_numpy(sub.indices)
+        tensors = {k: v[rows] for k, v in self._feature_cache[parent_key].tensors.items()}
+        tensors["index"] = torch.arange(len(sub), dtype=torch.long)
+        return tensors
 
     def _cached_features(self, indexed: _IndexedDataset, which: str) -> dict[str, torch.Tensor]:
         cfg = self.config
@@ -1290,6 +1303,8 @@ class RewardModelTrainer:
     def predict(self, dataset: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Member rewards of a dataset (default: the eval set), gathered from all processes.
 
+        With a frozen trunk and a :class:`DatasetSubset`, the parent's (cached) features are sliced.
+
         Returns
         -------
         rewards_chosen, rewards_rejected : numpy.ndarray
@@ -1306,7 +1321,10 @@ class RewardModelTrainer:
             self._check_dataset(dataset, "dataset")
             margin_column = self.config.margin if isinstance(self.config.margin, str) else None
             indexed = _IndexedDataset(dataset, margin_column)
-            if self.use_features:
+            if self.use_features and isinstance(dataset, DatasetSubset):
+                ds = _FeatureDataset(self._subset_features(dataset, margin_column, "predict"))
+                collate = _stack_collate
+            elif self.use_features:
                 ds, collate = _FeatureDataset(self._compute_features(indexed)), _stack_collate
             else:
                 ds, collate = indexed, _CollateWithExtras(self.collator)
