@@ -25,13 +25,13 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 DIM = 16
 
 
-def _world(n: int, seed: int = 0) -> tuple[torch.Tensor, list[dict]]:
-    """``n`` pairs of random features whose chosen side has the higher true reward ``x·w*``."""
+def _world(n: int, seed: int = 0, dim: int = DIM, scale: float = 1.0, signal: float = 1.0) -> tuple[torch.Tensor, list[dict]]:
+    """``n`` pairs of random features ``N(0, scale²)``; Bradley-Terry labels from the reward ``x·w*``."""
     g = np.random.default_rng(seed)
-    w = g.normal(size=DIM) / np.sqrt(DIM)
-    a, b = g.normal(size=(n, DIM)), g.normal(size=(n, DIM))
-    # Bradley-Terry labels from the true reward: the chosen response wins with prob σ(Δ)
-    delta = 1.0 * (a - b) @ w
+    w = signal * g.normal(size=dim) / np.sqrt(dim)
+    a, b = scale * g.normal(size=(n, dim)), scale * g.normal(size=(n, dim))
+    # the chosen response wins with probability σ(Δ) of the true reward difference
+    delta = (a - b) @ w
     win = g.random(n) < 1.0 / (1.0 + np.exp(-delta))
     chosen, rejected = np.where(win[:, None], a, b), np.where(win[:, None], b, a)
     table = torch.tensor(np.concatenate([chosen, rejected]), dtype=torch.float32)
@@ -191,7 +191,8 @@ def test_eval_fraction_carves_a_held_out_slice_and_bad_settings_fail(tmp_path):
 
 
 def _mean_epistemic(recipe: dict, n: int, seed: int, tmp_path) -> float:
-    table, data = _world(n + 400, seed=10 + seed)
+    # like pooled sentence features on hh-rlhf: many dimensions for the pairs, a weak signal
+    table, data = _world(n + 400, seed=10 + seed, dim=256, scale=0.2, signal=1.0)
     test = list(range(n, n + 400))
     tr = _trainer(table, DatasetSubset(data, np.arange(n)), tmp_path / f"{n}-{seed}", n_members=8,
                   model_seed=seed, seed=seed, **recipe)
