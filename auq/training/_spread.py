@@ -12,8 +12,9 @@ Used by :class:`auq.training.RewardModelTrainer`.
   prior, i.e. when the initial standard deviation is ``1/sqrt(λ)`` per weight. The prior's weight
   relative to the likelihood falls as ``1/N``: with few pairs the members stay apart (near their
   anchors), with many they agree. :class:`auq.models.MemberHeads` draws weights with standard
-  deviation ``1/sqrt(fan_in)``, so ``λ = fan_in`` (384 for MiniLM's linear heads) makes the anchor
-  distribution exactly the prior.
+  deviation ``1/sqrt(fan_in)``; with ``anchor_init="prior"`` the trainer rescales them to
+  ``1/sqrt(λ)`` (:func:`draw_anchors_from_prior`), so the anchors are draws from the prior.
+  Only the reward heads are anchored; trained trunks and LoRA adapters train unanchored.
 * **Early stopping** on a held-out slice (``transformers.EarlyStoppingCallback`` semantics).
 """
 

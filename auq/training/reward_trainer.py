@@ -173,9 +173,9 @@ class RewardTrainerConfig:
         reward-head parameter (:class:`auq.models.MemberHeads`), centred on the member's own
         initial draw. Adds ``λ/(2N)·mean_k ||θ_k − θ_k⁰||²`` (``N`` training pairs) to the training
         loss, so the prior's weight falls as data grows and the members' spread shrinks with
-        ``N``. ``MemberHeads`` initialises weights with std ``1/sqrt(fan_in)``: ``λ = fan_in``
-        (e.g. 384) makes the anchors draws from this prior. Trained trunks and LoRA adapters are
-        not anchored. ``None`` or 0: off. See :mod:`auq.training._spread`.
+        ``N``; see ``anchor_init`` for how the anchors are drawn from the prior. Trained trunks
+        and LoRA adapters are not anchored. ``None`` or 0: off. :data:`auq.training.HEADS_RECIPE`
+        uses 30. See :mod:`auq.training._spread`.
     anchor_init : {"prior", "model"}, default "prior"
         With ``prior_precision``: ``"prior"`` rescales the heads' initial weights (drawn with std
         ``1/sqrt(fan_in)`` by ``MemberHeads``) to std ``1/sqrt(prior_precision)`` when the trainer
