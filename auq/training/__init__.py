@@ -8,6 +8,7 @@
 """
 
 from . import losses
+from ._spread import HEADS_RECIPE, DatasetSubset
 from .dpo_trainer import (
     CausalLMPreferenceCollator,
     UncertaintyDPOConfig,
@@ -41,6 +42,8 @@ __all__ = [
     "TrainResult",
     "bootstrap_counts",
     "load_checkpoint_state",
+    "HEADS_RECIPE",
+    "DatasetSubset",
     "CausalLMPreferenceCollator",
     "UncertaintyDPOConfig",
     "UncertaintyDPOTrainer",

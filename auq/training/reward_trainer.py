@@ -80,6 +80,13 @@ from torch import nn
 from .._checks import check_choice, check_float, check_int
 from .._io import atomic_write_text, save_safetensors
 from ..models._features import FeatureCache
+from ._spread import (
+    EarlyStoppingState,
+    anchor_penalty,
+    draw_anchors_from_prior,
+    head_parameters,
+    split_eval_slice,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +168,35 @@ class RewardTrainerConfig:
     ddp_find_unused_parameters : bool or None
         Passed to DistributedDataParallel; ``None`` means True (backbones often hold parameters,
         such as BERT's pooler, that a reward head never uses).
+    prior_precision : float or None, default None
+        Anchored ensembling (randomised priors): precision ``λ`` of a Gaussian prior on every
+        reward-head parameter (:class:`auq.models.MemberHeads`), centred on the member's own
+        initial draw. Adds ``λ/(2N)·mean_k ||θ_k − θ_k⁰||²`` (``N`` training pairs) to the training
+        loss, so the prior's weight falls as data grows and the members' spread shrinks with
+        ``N``; see ``anchor_init`` for how the anchors are drawn from the prior. Trained trunks
+        and LoRA adapters are not anchored. ``None`` or 0: off. :data:`auq.training.HEADS_RECIPE`
+        uses 30. See :mod:`auq.training._spread`.
+    anchor_init : {"prior", "model"}, default "prior"
+        With ``prior_precision``: ``"prior"`` rescales the heads' initial weights (drawn with std
+        ``1/sqrt(fan_in)`` by ``MemberHeads``) to std ``1/sqrt(prior_precision)`` when the trainer
+        is built, so each member's anchor is a draw from the prior; ``"model"`` anchors the heads
+        at their current values (e.g. a model that was already trained).
+    early_stopping_patience : int or None, default None
+        Stop after this many evaluations without improvement of ``metric_for_best_model``
+        (``transformers.EarlyStoppingCallback``); needs an eval set (or ``eval_fraction``).
+        Without ``eval_steps`` the trainer then evaluates once per epoch.
+    early_stopping_threshold : float, default 0.0
+        Minimum improvement that resets the patience.
+    metric_for_best_model : str, default "eval_loss"
+        Key of :meth:`RewardModelTrainer.evaluate` used for early stopping and the best model.
+    greater_is_better : bool or None
+        Direction of ``metric_for_best_model``; ``None``: False for ``*loss``/``*nll``/``*ece``
+        metrics, True otherwise.
+    load_best_model_at_end : bool, default False
+        Restore the trainable parameters of the best evaluation at the end of training.
+    eval_fraction : float, default 0.0
+        When no ``eval_dataset`` is given, hold out this fraction of the training pairs (a
+        seeded random slice; bootstrap counts and ``N`` refer to the rest) as the eval set.
 
     Examples
     --------
@@ -195,6 +231,14 @@ class RewardTrainerConfig:
     feature_cache_dir: str | None = None
     ece_bins: int = 15
     ddp_find_unused_parameters: bool | None = None
+    prior_precision: float | None = None
+    anchor_init: str = "prior"
+    early_stopping_patience: int | None = None
+    early_stopping_threshold: float = 0.0
+    metric_for_best_model: str = "eval_loss"
+    greater_is_better: bool | None = None
+    load_best_model_at_end: bool = False
+    eval_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
@@ -228,6 +272,21 @@ class RewardTrainerConfig:
         check_choice(self.ddp_find_unused_parameters, "ddp_find_unused_parameters", (None, True, False))
         if self.feature_cache_dir is not None:
             self.feature_cache_dir = os.fspath(self.feature_cache_dir)
+        if self.prior_precision is not None:
+            self.prior_precision = check_float(self.prior_precision, "prior_precision", minimum=0.0)
+        check_choice(self.anchor_init, "anchor_init", ("prior", "model"))
+        if self.early_stopping_patience is not None:
+            check_int(self.early_stopping_patience, "early_stopping_patience", minimum=1)
+        self.early_stopping_threshold = check_float(
+            self.early_stopping_threshold, "early_stopping_threshold", minimum=0.0
+        )
+        if not isinstance(self.metric_for_best_model, str) or not self.metric_for_best_model:
+            raise TypeError(f"metric_for_best_model must be a metric name, got {self.metric_for_best_model!r}")
+        check_choice(self.greater_is_better, "greater_is_better", (None, True, False))
+        check_choice(self.load_best_model_at_end, "load_best_model_at_end", (True, False))
+        self.eval_fraction = check_float(
+            self.eval_fraction, "eval_fraction", minimum=0.0, maximum=1.0, inclusive=(True, False)
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-serialisable dict."""
@@ -718,6 +777,12 @@ class RewardModelTrainer:
         self._check_dataset(train_dataset, "train_dataset")
         if eval_dataset is not None:
             self._check_dataset(eval_dataset, "eval_dataset")
+        elif config.eval_fraction > 0:
+            train_dataset, eval_dataset = split_eval_slice(train_dataset, config.eval_fraction, config.seed)
+        if config.early_stopping_patience is not None and eval_dataset is None:
+            raise ValueError(
+                "early_stopping_patience needs held-out pairs: pass eval_dataset or set eval_fraction > 0"
+            )
         self.n_members = check_int(getattr(model, "n_members", 1), "model.n_members", minimum=1)
         self.model = model
         self.config = config
@@ -784,6 +849,20 @@ class RewardModelTrainer:
             if config.bootstrap
             else None
         )
+        # anchored ensembling: each member's head parameters are pulled to their initial draw
+        self._anchors: dict[str, torch.Tensor] = {}
+        if config.prior_precision:
+            if config.anchor_init == "prior":
+                draw_anchors_from_prior(model, config.prior_precision)
+            self._anchors = {n: p.detach().clone() for n, p in head_parameters(model).items()}
+            if not self._anchors:
+                logger.warning("prior_precision=%g: the model has no MemberHeads; nothing is anchored",
+                               config.prior_precision)
+        greater = config.greater_is_better
+        if greater is None:
+            greater = not config.metric_for_best_model.endswith(("loss", "nll", "ece"))
+        self._early = EarlyStoppingState(greater, config.early_stopping_threshold)
+        self._best_params: dict[str, torch.Tensor] | None = None
         self.log_history: list[dict[str, Any]] = []
         self.global_step = 0
         self._prepared = False
@@ -1022,7 +1101,13 @@ class RewardModelTrainer:
         last_grad_norm: float | None = None
         metrics: dict[str, float] = {}
         last_eval_step = -1
-        done = self.global_step >= self.total_steps
+        stop = False
+        eval_every = cfg.eval_steps
+        if eval_every is None and (cfg.early_stopping_patience is not None or cfg.load_best_model_at_end):
+            eval_every = self.steps_per_epoch
+        done = self.global_step >= self.total_steps or (
+            cfg.early_stopping_patience is not None and self._early.bad_evals >= cfg.early_stopping_patience
+        )
         for epoch in range(start_epoch, self.num_epochs):
             if done:
                 break
@@ -1038,6 +1123,8 @@ class RewardModelTrainer:
                 with acc.accumulate(self.forward_module):
                     rc, rr = self._rewards(batch)
                     loss = self._loss(rc, rr, batch, bootstrap=True)
+                    if self._anchors:
+                        loss = loss + self.anchor_penalty()
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm:
                         gn = acc.clip_grad_norm_(self.forward_module.parameters(), cfg.max_grad_norm)
@@ -1070,12 +1157,15 @@ class RewardModelTrainer:
                     bar.set_postfix(loss=f"{mean_loss:.4f}")
                     loss_sum.zero_()
                     n_loss = 0
-                if self.eval_loader is not None and cfg.eval_steps and step % cfg.eval_steps == 0:
+                if self.eval_loader is not None and eval_every and step % eval_every == 0:
                     metrics = self.evaluate()
                     last_eval_step = step
+                    stop = self._early_stopping_update(metrics)
+                    if stop:
+                        logger.info("early stopping at step %d (best step %s)", step, self._early.best_step)
                 if cfg.save_steps and step % cfg.save_steps == 0:
                     self._save_checkpoint(epoch=epoch, batches_in_epoch=micro + 1)
-                if step >= self.total_steps:
+                if step >= self.total_steps or stop:
                     done = True
                     break
         bar.close()
@@ -1085,6 +1175,12 @@ class RewardModelTrainer:
             run_n += n_loss
         if self.eval_loader is not None and last_eval_step != self.global_step:
             metrics = self.evaluate()
+            self._early_stopping_update(metrics)
+        if cfg.load_best_model_at_end and self._best_params is not None:
+            if self._early.best_step != self.global_step:
+                self._restore_best()
+                metrics = self.evaluate()
+                logger.info("restored the best model (step %s)", self._early.best_step)
         acc.wait_for_everyone()
         return TrainResult(
             global_step=self.global_step,
@@ -1116,6 +1212,43 @@ class RewardModelTrainer:
             log_history=tuple(dict(e) for e in self.log_history),
         )
 
+
+    def anchor_penalty(self) -> torch.Tensor:
+        """The anchored-ensembling prior term added to the training loss (0 when off).
+
+        ``prior_precision/(2N) · mean_k ||θ_k − θ_k⁰||²`` over the reward-head parameters, ``N``
+        the number of training pairs (see :func:`auq.training._spread.anchor_penalty`).
+        """
+        if not self._anchors:
+            return torch.zeros(())
+        params = head_parameters(self.accelerator.unwrap_model(self.model))
+        return anchor_penalty(
+            params, self._anchors, self.config.prior_precision, len(self.train_dataset), self.n_members
+        )
+
+    def _early_stopping_update(self, metrics: Mapping[str, float]) -> bool:
+        """Track the best evaluation (and its parameters); True when patience has run out."""
+        cfg = self.config
+        if cfg.early_stopping_patience is None and not cfg.load_best_model_at_end:
+            return False
+        key = cfg.metric_for_best_model
+        if key not in metrics:
+            raise ValueError(f"metric_for_best_model: {key!r} is not among the metrics {sorted(metrics)}")
+        if self._early.update(metrics[key], self.global_step) and cfg.load_best_model_at_end:
+            model = self.accelerator.unwrap_model(self.model)
+            self._best_params = {
+                n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad
+            }
+        patience = cfg.early_stopping_patience
+        return patience is not None and self._early.bad_evals >= patience
+
+    @torch.no_grad()
+    def _restore_best(self) -> None:
+        model = self.accelerator.unwrap_model(self.model)
+        for n, p in model.named_parameters():
+            if n in self._best_params:
+                p.copy_(self._best_params[n].to(p.device))
+
     def _log(self, entry: dict[str, Any]) -> None:
         self.log_history.append(entry)
         if self.accelerator.is_main_process:
@@ -1126,6 +1259,9 @@ class RewardModelTrainer:
     @torch.no_grad()
     def predict(self, dataset: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Member rewards of a dataset (default: the eval set), gathered from all processes.
+
+        With a frozen trunk the features come from :attr:`feature_store` (no trunk pass for texts
+        it holds).
 
         Returns
         -------
@@ -1248,6 +1384,11 @@ class RewardModelTrainer:
             save_safetensors(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
             _write_json(os.path.join(tmp, "optimizer.json"), opt_meta)
             _write_json(os.path.join(tmp, "scheduler.json"), _jsonable(self.scheduler.state_dict()))
+            if self._anchors:
+                save_safetensors({n: t.cpu().contiguous() for n, t in self._anchors.items()},
+                                 os.path.join(tmp, "anchors.safetensors"))
+            if self._best_params is not None:
+                save_safetensors(self._best_params, os.path.join(tmp, "best_params.safetensors"))
             _write_json(
                 os.path.join(tmp, "trainer_state.json"),
                 {
@@ -1260,6 +1401,7 @@ class RewardModelTrainer:
                     "num_processes": acc.num_processes,
                     "n_members": self.n_members,
                     "log_history": self.log_history,
+                    "early_stopping": self._early.to_dict(),
                     "config": self.config.to_dict(),
                 },
             )
@@ -1332,6 +1474,12 @@ class RewardModelTrainer:
         _set_rng_state(load_file(rng_st), _read_json(rng_js))
         self.global_step = int(state["global_step"])
         self.log_history = list(state.get("log_history", []))
+        self._early.load(state.get("early_stopping", {}))
+        anchors_path = os.path.join(ckpt, "anchors.safetensors")
+        if self._anchors and os.path.exists(anchors_path):
+            self._anchors = load_file(anchors_path)
+        best_path = os.path.join(ckpt, "best_params.safetensors")
+        self._best_params = load_file(best_path) if os.path.exists(best_path) else None
         if int(state.get("num_processes", acc.num_processes)) != acc.num_processes:
             logger.warning(
                 "checkpoint %s was written by %s processes, resuming on %d: the data position "
