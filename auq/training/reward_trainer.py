@@ -160,6 +160,11 @@ class RewardTrainerConfig:
     ddp_find_unused_parameters : bool or None
         Passed to DistributedDataParallel; ``None`` means True (backbones often hold parameters,
         such as BERT's pooler, that a reward head never uses).
+    fit_uncertainty : bool, default True
+        At the end of :meth:`RewardModelTrainer.train`, fit the model's feature density and
+        training reward offsets on the training pairs (``model.density``,
+        ``model.reward_offsets``; saved with the model). A frozen trunk reuses the cached
+        features (no second trunk pass); otherwise one pass via ``model.fit_uncertainty``.
 
     Examples
     --------
@@ -194,6 +199,7 @@ class RewardTrainerConfig:
     feature_cache_dir: str | None = None
     ece_bins: int = 15
     ddp_find_unused_parameters: bool | None = None
+    fit_uncertainty: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
@@ -227,6 +233,8 @@ class RewardTrainerConfig:
         check_choice(self.ddp_find_unused_parameters, "ddp_find_unused_parameters", (None, True, False))
         if self.feature_cache_dir is not None:
             self.feature_cache_dir = os.fspath(self.feature_cache_dir)
+        if not isinstance(self.fit_uncertainty, bool):
+            raise TypeError(f"fit_uncertainty must be a bool, got {type(self.fit_uncertainty).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-serialisable dict."""
@@ -1133,6 +1141,8 @@ class RewardModelTrainer:
             run_n += n_loss
         if self.eval_loader is not None and last_eval_step != self.global_step:
             metrics = self.evaluate()
+        if cfg.fit_uncertainty:
+            self._fit_uncertainty()
         acc.wait_for_everyone()
         return TrainResult(
             global_step=self.global_step,
@@ -1140,6 +1150,41 @@ class RewardModelTrainer:
             metrics=dict(metrics),
             log_history=tuple(dict(e) for e in self.log_history),
         )
+
+    @torch.no_grad()
+    def _fit_uncertainty(self) -> None:
+        """Fit ``model.density`` and ``model.reward_offsets`` on the training pairs (after training).
+
+        Frozen trunk: from the cached features (``forward_features`` on them, no trunk pass).
+        Otherwise one pass of ``model.fit_uncertainty``. Too few training responses for a density:
+        a warning, ``density`` stays None, the offsets are fitted.
+        """
+        model = self.model
+        if not callable(getattr(model, "fit_uncertainty_from_features", None)):
+            return
+        dev = self.accelerator.device
+        if self.use_features:
+            ds = self._features("train")
+            fc, fr = ds.tensors["features_chosen"], ds.tensors["features_rejected"]
+            was_training = model.training
+            model.eval()
+            bs = self.config.per_device_eval_batch_size
+            def rewards(f: torch.Tensor) -> torch.Tensor:
+                return torch.cat([model.forward_features(f[i : i + bs].to(dev)).float().cpu() for i in range(0, len(f), bs)])
+
+            try:
+                rc, rr = rewards(fc), rewards(fr)
+            finally:
+                model.train(was_training)
+            model.fit_uncertainty_from_features(fc, fr, rc, rr, strict=False)
+        else:
+            model.fit_uncertainty(
+                self._train_indexed.dataset, batch_size=self.config.per_device_eval_batch_size, device=dev,
+                progress=not self.config.disable_tqdm and self.accelerator.is_local_main_process,
+                collator=self.collator, strict=False,
+            )
+        logger.info("fitted feature density (%s) and training reward offsets",
+                    "none: too few responses" if model.density is None else f"{model.density.n_features} dims")
 
     def _log(self, entry: dict[str, Any]) -> None:
         self.log_history.append(entry)
