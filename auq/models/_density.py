@@ -195,7 +195,8 @@ def _check_shrinkage(shrinkage: Any) -> float | str:
 
 
 def fit_density(
-    features: Any, *, shrinkage: float | str = 0.1, n_folds: int = 5, seed: int = 0, name: str = "features",
+    features: Any, *, shrinkage: float | str = "auto", n_folds: int = 10, seed: int = 0, groups: Any = None,
+    name: str = "features",
 ) -> FeatureDensity:
     """Fit a :class:`FeatureDensity` with cross-fitted reference distances.
 
@@ -203,13 +204,19 @@ def fit_density(
     ----------
     features : array-like, shape [n, H]
         Pooled features of the training responses (chosen and rejected stacked). ``n >= H``.
-    shrinkage : float in [0, 1] or "auto", default 0.1
-        Weight of the scaled identity in the covariance; ``"auto"`` is the Ledoit-Wolf estimate.
-    n_folds : int, default 5
+    shrinkage : float in [0, 1] or "auto", default "auto"
+        Weight of the scaled identity in the covariance; ``"auto"`` is the Ledoit-Wolf estimate
+        (:func:`ledoit_wolf_shrinkage`; measured on hh-rlhf vs MT-Bench with MiniLM features it
+        separates better than a fixed 0.1).
+    n_folds : int, default 10
         Folds of the cross-fitted reference: each training response's reference distance comes
         from a Gaussian fitted on the other folds (in-sample distances are biased low).
     seed : int, default 0
         Seed of the fold assignment.
+    groups : array-like of int, shape [n], optional
+        Rows with the same group go to the same fold. Pass the pair index for the chosen and
+        rejected response of a pair: they share a prompt, so splitting them across folds would
+        make the held-out distances too small again.
     name : str
         Argument name used in error messages.
 
@@ -231,8 +238,17 @@ def fit_density(
             f"{name} has {n} training responses for {h} feature dimensions; a feature density needs "
             f"at least {need} responses: fit it on more training pairs (each pair gives two)"
         )
+    if groups is None:
+        codes = np.arange(n)
+    else:
+        g = np.asarray(groups)
+        if g.shape != (n,):
+            raise ValueError(f"groups must have one value per row of {name} ({n}), got shape {g.shape}")
+        codes = np.unique(g, return_inverse=True)[1]
+    if codes.max() + 1 < n_folds:
+        raise ValueError(f"groups has {codes.max() + 1} distinct values; need at least n_folds={n_folds}")
     mean, precision = _gaussian(x, shrinkage)
-    folds = np.random.default_rng(seed).permutation(n) % n_folds
+    folds = (np.random.default_rng(seed).permutation(codes.max() + 1) % n_folds)[codes]
     ref = np.empty(n)
     for f in range(n_folds):
         m, p = _gaussian(x[folds != f], shrinkage)
@@ -261,7 +277,7 @@ def mahalanobis_scores(train_features: Any, features: Any, shrinkage: float = 0.
 
 
 def fit_feature_density(
-    model: Any, dataset: Any, *, shrinkage: float | str = 0.1, batch_size: int = 32,
+    model: Any, dataset: Any, *, shrinkage: float | str = "auto", batch_size: int = 32,
     device: str | torch.device | None = None, progress: bool = True,
 ) -> FeatureDensity:
     """Fit a :class:`FeatureDensity` on the pooled features of all responses of ``dataset``.
@@ -279,4 +295,4 @@ def fit_feature_density(
 
     shrinkage = _check_shrinkage(shrinkage)
     fc, fr = encode_dataset(model, dataset, batch_size=batch_size, device=device, progress=progress)
-    return fit_density(np.concatenate([fc, fr]), shrinkage=shrinkage)
+    return fit_density(np.concatenate([fc, fr]), shrinkage=shrinkage, groups=np.tile(np.arange(len(fc)), 2))

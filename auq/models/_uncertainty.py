@@ -73,7 +73,7 @@ class UncertaintyState:
 
     def fit_uncertainty_from_features(
         self, features_chosen: Any, features_rejected: Any, rewards_chosen: Any, rewards_rejected: Any,
-        *, shrinkage: float | str = 0.1, strict: bool = True,
+        *, shrinkage: float | str = "auto", strict: bool = True,
     ) -> None:
         """Fit ``density`` and ``reward_offsets`` from pooled features and raw member rewards.
 
@@ -83,8 +83,9 @@ class UncertaintyState:
             Pooled features of the training responses (per-member features are averaged).
         rewards_chosen, rewards_rejected : array-like, [n, K]
             Raw member rewards of the same responses.
-        shrinkage : float or "auto", default 0.1
-            See :func:`~auq.models.fit_density`.
+        shrinkage : float or "auto", default "auto"
+            See :func:`~auq.models.fit_density`. Cross-fitting folds keep each pair's two
+            responses together.
         strict : bool, default True
             With fewer responses than feature dimensions: raise (True), or log a warning and
             leave ``density`` None (False; the offsets are fitted all the same).
@@ -100,7 +101,8 @@ class UncertaintyState:
             raise ValueError(f"features have {features.shape[0] // 2} pairs, rewards {rc.shape[0]}")
         offsets = np.concatenate([rc, rr]).mean(0)
         try:
-            density = fit_density(features, shrinkage=shrinkage, name="train_dataset")
+            groups = np.tile(np.arange(rc.shape[0]), 2)
+            density = fit_density(features, shrinkage=shrinkage, groups=groups, name="train_dataset")
         except ValueError as err:
             if strict or "training responses" not in str(err):
                 raise
@@ -110,7 +112,7 @@ class UncertaintyState:
 
     def fit_uncertainty(
         self, dataset: Any, *, batch_size: int = 32, device: str | torch.device | None = None,
-        progress: bool = True, collator: Any = None, shrinkage: float | str = 0.1, strict: bool = True,
+        progress: bool = True, collator: Any = None, shrinkage: float | str = "auto", strict: bool = True,
     ) -> None:
         """Fit ``density`` and ``reward_offsets`` on the training pairs, without retraining.
 
@@ -123,7 +125,7 @@ class UncertaintyState:
             The pairs the model was trained on.
         batch_size, device, progress, collator
             As for :func:`~auq.models.score`.
-        shrinkage : float or "auto", default 0.1
+        shrinkage : float or "auto", default "auto"
         strict : bool, default True
             See :meth:`fit_uncertainty_from_features`.
 
