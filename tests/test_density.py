@@ -421,3 +421,25 @@ def test_real_minilm_ood_column_separates_mt_bench_from_hh(tmp_path):
     assert auroc >= 0.85, auroc
     # the scale reads as a percentile of the training responses: held-out hh near the middle
     assert 0.35 < np.concatenate([p_in.ood_chosen, p_in.ood_rejected]).mean() < 0.65
+
+
+def test_trl_reward_logs_a_member_mean_that_moves_with_training_offsets(bert):
+    pytest.importorskip("trl")
+    from auq.integrations.trl import uncertainty_penalized_reward_func
+
+    model = _build("heads", bert)
+    prompts, comps = ["Human: hi. Assistant:"] * 3, [" hello there", " go away", " the quick brown fox"]
+    logged: dict[str, float] = {}
+    batch_centred = uncertainty_penalized_reward_func(model, method="lcb", coef=1.0)
+    batch_centred(prompts, comps, log_metric=logged.__setitem__)
+    assert abs(logged["auq_lcb/member_mean"]) < 1e-12  # 0 by construction without offsets
+    model.fit_uncertainty(_data(24, 1), device="cpu", progress=False)
+    fn = uncertainty_penalized_reward_func(model, method="lcb", coef=1.0)
+    out = fn(prompts, comps, log_metric=logged.__setitem__)
+    raw = fn.member_rewards(prompts, comps)
+    anchored = raw - model.reward_offsets
+    assert logged["auq_lcb/member_mean"] == pytest.approx(anchored.mean(), rel=1e-9)
+    assert abs(logged["auq_lcb/member_mean"]) > 1e-6
+    np.testing.assert_allclose(out, anchored.mean(1) - anchored.std(1), rtol=1e-9)
+    # one completion alone: no error, the same reward as in the batch
+    assert fn(prompts[:1], comps[:1])[0] == pytest.approx(out[0], rel=1e-5, abs=1e-6)  # float32 padding noise only
