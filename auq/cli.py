@@ -10,10 +10,13 @@ Subcommands
 ``auq score``
     Score pairs with a saved model and write one row per pair (preference probability, entropy
     decomposition, margin mean/std, per-response reward mean/std, raw member rewards) to CSV or
-    Parquet.
+    Parquet; with a feature density saved in the model, also ``ood_chosen``/``ood_rejected``/``ood``.
 ``auq wrap`` / ``auq export``
     Bring trained ``AutoModelForSequenceClassification`` reward models in (heads kept exactly);
     write a member or the mean reward out as a standard ``transformers`` classifier folder.
+``auq refit``
+    Fit a saved model's feature density and training reward offsets on its training pairs and
+    rewrite the checkpoint (no retraining): for checkpoints saved before these existed.
 
 Each subcommand is one pair of functions, ``_add_<name>_arguments(parser)`` and
 ``_run_<name>(args) -> int``, registered in :data:`COMMANDS` with :func:`register_command`; new
@@ -420,6 +423,48 @@ def _run_score(args: argparse.Namespace) -> int:
 
 register_command("train", "train an uncertainty-aware reward model", _add_train_arguments, _run_train)
 register_command("score", "score preference pairs with a saved model", _add_score_arguments, _run_score)
+
+
+# --------------------------------------------------------------------------------------------
+# auq refit
+# --------------------------------------------------------------------------------------------
+
+
+def _add_refit_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="folder written by `auq train` / save_pretrained (rewritten in place)")
+    p.add_argument("--data", required=True, help="the preference pairs the model was trained on (file or Hub id)")
+    p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per forward (default: 32)")
+    p.add_argument("--max-length", type=_number_arg(int, minimum=2), default=None,
+                   help="tokens per text (default: the length the model was trained with)")
+    p.add_argument("--split", default=None, help="split of a Hub dataset / DatasetDict")
+    p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
+
+
+def _run_refit(args: argparse.Namespace) -> int:
+    from auq.models import load_reward_model
+
+    if not os.path.isdir(args.model):
+        raise CLIError(f"--model: folder not found: {args.model}")
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise CLIError(f"--model: {args.model!r} is not a saved auq model (no config.json)")
+    data = _load_data(args.data, "--data", args.split)
+    try:
+        model = load_reward_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
+    except Exception as err:
+        raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
+    try:
+        model.fit_uncertainty(data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+                              collator=model.make_collator(args.max_length))
+    except ValueError as err:
+        raise CLIError(f"--data: {err}") from None
+    model.save_pretrained(args.model)
+    print(f"fitted the feature density and reward offsets on {len(data)} pairs; rewrote {args.model}")
+    return 0
+
+
+register_command("refit", "fit a saved model's feature density and reward offsets (no retraining)",
+                 _add_refit_arguments, _run_refit)
 
 
 # --------------------------------------------------------------------------------------------

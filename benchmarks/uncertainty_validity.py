@@ -45,7 +45,7 @@ from auq.calibration import (
 from auq.data import load_hh_rlhf, load_mt_bench, make_synthetic_preferences
 from auq.demo import default_backbone
 from auq.models import score
-from auq.training import RewardModelTrainer, default_trainer_config
+from auq.training import HEADS_RECIPE, RewardModelTrainer, RewardTrainerConfig
 
 KINDS = ("heads", "laplace", "mc-dropout", "heads-hetero")
 SIGNALS = ("total", "aleatoric", "epistemic", "margin_std", "reward_std", "ood")
@@ -68,13 +68,19 @@ def build(kind: str, backbone: str, seed: int):
 
 def train(kind: str, backbone: str, data, seed: int, args) -> torch.nn.Module:
     model = build(kind, backbone, seed)
-    config = default_trainer_config(
-        kind.split("-hetero")[0],
+    # the default recipe of `auq train` for heads on a frozen trunk (anchored, to convergence); the
+    # single MC-dropout head trains the same way without bootstrap or anchors; laplace is closed-form
+    recipe = dict(HEADS_RECIPE)
+    if kind == "mc-dropout":
+        recipe.update(bootstrap=False, prior_precision=None)
+    config = RewardTrainerConfig(
         output_dir=os.path.join(args.workdir, "runs", f"{kind}-{seed}-{len(data)}"),
         max_length=args.max_length,
         seed=seed,
         feature_cache_dir=args.cache,
         disable_tqdm=True,
+        logging_steps=10_000,
+        **({} if kind == "laplace" else recipe),
     )
     RewardModelTrainer(model, config, data).train()
     return model

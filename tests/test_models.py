@@ -400,10 +400,12 @@ def test_mahalanobis_scores_rank_far_points_higher(backbones):
     d = mahalanobis_scores(x, [[3.0, 4.0]], shrinkage=0.0)
     assert abs(d[0] - np.linalg.norm(np.array([3.0, 4.0]) - x.mean(0))) < 0.2
     model = RewardEnsemble.from_backbone(backbones["bert"], kind="heads", n_members=2)
-    ds = _dataset(6)
+    ds = _dataset(18)  # 36 responses for 32 feature dimensions
     density = fit_feature_density(model, ds, device="cpu", progress=False)
     fc, fr = encode_dataset(model, ds, device="cpu", progress=False)
-    assert fc.shape == (6, 32) and density.score(fc).shape == (6,)
+    assert fc.shape == (18, 32) and density.score(fc).shape == (18,)
+    with pytest.raises(ValueError, match="12 training responses for 32 feature dimensions"):
+        fit_feature_density(model, _dataset(6), device="cpu", progress=False)
 
 
 # -- a short real run on the MiniLM weights --------------------------------------------------

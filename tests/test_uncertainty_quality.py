@@ -44,9 +44,11 @@ def results():
     for n in (100, 800):
         model, train = _train(n)
         p_in, p_out = score(model, test_in.dataset, progress=False), score(model, test_out.dataset, progress=False)
-        density = fit_feature_density(model, train, progress=False)
-        maha_in = density.score(np.concatenate(encode_dataset(model, test_in.dataset, progress=False)))
-        maha_out = density.score(np.concatenate(encode_dataset(model, test_out.dataset, progress=False)))
+        maha_in = maha_out = None
+        if 2 * n >= 384:  # a density needs at least as many training responses as feature dimensions
+            density = fit_feature_density(model, train, progress=False)
+            maha_in = density.score(np.concatenate(encode_dataset(model, test_in.dataset, progress=False)))
+            maha_out = density.score(np.concatenate(encode_dataset(model, test_out.dataset, progress=False)))
         out[n] = dict(p_in=p_in, p_out=p_out, maha_in=maha_in, maha_out=maha_out)
     out["gold_in"] = test_in
     return out

@@ -422,16 +422,17 @@ class UncertaintyPenalizedReward:
         from auq.estimators import response_reward_stats
 
         r = self.member_rewards(prompts, completions)
-        if self.member_offsets is None and self.center and r.shape[0] < 2:
+        offsets = self.member_offsets
+        if offsets is None:  # the reward model's training offsets (saved with it), when it has them
+            offsets = getattr(self.ensemble, "reward_offsets", None)
+        if offsets is None and self.center and r.shape[0] < 2:
             raise ValueError(
                 "centring each member over the completions of a call needs at least 2 completions; "
                 "pass member_offsets (members' mean rewards on a reference set) or center=False"
             )
-        rewards = penalized_reward(
-            r, self.method, coef=self.coef, center=self.center, member_offsets=self.member_offsets
-        )
-        shifted = r if self.member_offsets is None else r - np.asarray(self.member_offsets, dtype=np.float64)
-        stats = response_reward_stats(shifted, center=self.center and self.member_offsets is None)
+        rewards = penalized_reward(r, self.method, coef=self.coef, center=self.center, member_offsets=offsets)
+        shifted = r if offsets is None else r - np.asarray(offsets, dtype=np.float64)
+        stats = response_reward_stats(shifted, center=self.center and offsets is None)
         self.last_mean, self.last_std = np.asarray(stats.mean), np.asarray(stats.std)
         self.last_rewards = np.asarray(rewards, dtype=np.float64)
         mean_std = float(self.last_std.mean())
@@ -466,9 +467,12 @@ def uncertainty_penalized_reward_func(
     template, exactly as :class:`auq.data.PreferenceCollator` renders training pairs) is scored by
     the ensemble (``[n, K]`` member rewards) and turned into one reward per completion by
     :func:`auq.training.losses.penalized_reward`: ``"lcb"`` = ``mean - coef·std``, ``"wco"`` =
-    ``min`` over members, ``"uwo"`` = ``mean - coef·var``, ``"mean"``. Members are centred over the
-    completions of each call (``center=True``; TRL calls once per generation batch) or by
-    ``member_offsets`` (their mean rewards on a reference set: stabler across batches).
+    ``min`` over members, ``"uwo"`` = ``mean - coef·var``, ``"mean"``. Members are centred by
+    ``member_offsets`` (their mean rewards on a reference set), by default the ensemble's own
+    training offsets (``ensemble.reward_offsets``, fitted at the end of training and saved with
+    it) -- so the logged mean member reward can drift as the policy moves -- or, for a model
+    without them, over the completions of each call (``center=True``; TRL calls once per
+    generation batch: the logged member mean is then 0 by construction).
 
     The per-completion member std is kept on the function (``fn.last_std``), logged with
     ``logging`` and, inside ``GRPOTrainer``, reported through its ``log_metric`` hook as
@@ -489,7 +493,8 @@ def uncertainty_penalized_reward_func(
         Tokens per text (the prompt is cut from the left first). Default: the length the ensemble
         was trained with (else 512); always capped at the backbone's ``ensemble.max_positions``.
     center, member_offsets
-        Centring of each member, see :func:`auq.training.losses.penalized_reward`.
+        Centring of each member, see :func:`auq.training.losses.penalized_reward`;
+        ``member_offsets=None`` uses ``ensemble.reward_offsets`` when the ensemble has them.
     device : optional
         Where to run the ensemble (default: where its parameters are).
     name : str, optional

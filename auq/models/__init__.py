@@ -11,8 +11,9 @@ Every model is an ``nn.Module`` returning member rewards ``[B, n_members]``:
 
 :func:`score` turns a :class:`~auq.data.PreferenceDataset` into :class:`Predictions`
 (``rewards_chosen``/``rewards_rejected`` ``[n_pairs, n_members]``) for :mod:`auq.estimators` and
-:mod:`auq.calibration`. :func:`fit_feature_density` gives the per-response Mahalanobis
-out-of-distribution score. Checkpoints: ``save_pretrained``/``from_pretrained`` and
+:mod:`auq.calibration`. :class:`FeatureDensity` is the per-response Mahalanobis
+out-of-distribution score; ``model.fit_uncertainty(train)`` attaches one (and the members'
+training reward offsets) to a model, saved with it and used by :func:`score`. Checkpoints: ``save_pretrained``/``from_pretrained`` and
 :func:`load_reward_model`.
 
 Examples
@@ -25,6 +26,7 @@ Examples
 
 from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling
 from auq.models._config import RewardModelConfig
+from auq.models._density import FeatureDensity, fit_density, fit_feature_density, mahalanobis_scores
 from auq.models._export import export_sequence_classifier
 from auq.models._features import FeatureCache
 from auq.models._heads import MemberHeads
@@ -38,14 +40,7 @@ from auq.models._models import (
     load_reward_model,
 )
 from auq.models._protocol import MemberRewardModule, check_member_reward_module, infer_n_members
-from auq.models._scoring import (
-    FeatureDensity,
-    Predictions,
-    encode_dataset,
-    fit_feature_density,
-    mahalanobis_scores,
-    score,
-)
+from auq.models._scoring import Predictions, encode_dataset, score
 from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_head
 
 __all__ = [
@@ -73,6 +68,7 @@ __all__ = [
     "encode_dataset",
     "FeatureCache",
     "FeatureDensity",
+    "fit_density",
     "fit_feature_density",
     "mahalanobis_scores",
 ]

@@ -33,6 +33,7 @@ from ._backbone import (
 from ._config import ENSEMBLE_KINDS, MC_SCOPES, RewardModelConfig
 from ._heads import MemberHeads
 from ._hetero import HeteroscedasticMixin, check_heteroscedastic
+from ._uncertainty import UncertaintyState
 
 logger = logging.getLogger(__name__)
 
@@ -92,8 +93,12 @@ def _run_backbone(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: 
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
 
 
-class BaseRewardModel(nn.Module):
+class BaseRewardModel(UncertaintyState, nn.Module):
     """Common machinery: config, tokenizer, device, checkpointing, trunk freezing.
+
+    Every model also carries the training-time uncertainty state of :class:`UncertaintyState`:
+    ``density`` (feature-space OOD score), ``reward_offsets`` (members' mean training rewards),
+    ``anchor``, ``fit_uncertainty``; saved in ``uncertainty.safetensors``.
 
     Subclasses implement ``encode``, ``forward_features``, ``forward`` and the checkpoint hooks
     ``_extra_files``/``_write_extra``/``_build_from_saved``.
@@ -231,6 +236,8 @@ class BaseRewardModel(nn.Module):
             checksums = {_io.WEIGHTS_NAME: _io.sha256_file(weights)}
             for rel in self._write_extra(tmp):
                 checksums[rel] = _io.sha256_file(os.path.join(tmp, rel))
+            rel = self._write_uncertainty(tmp)
+            checksums[rel] = _io.sha256_file(os.path.join(tmp, rel))
             self._backbone_config().save_pretrained(os.path.join(tmp, _io.BACKBONE_DIR))
             if self.tokenizer is not None:
                 self.tokenizer.save_pretrained(os.path.join(tmp, _io.TOKENIZER_DIR))
@@ -302,6 +309,7 @@ class BaseRewardModel(nn.Module):
             os.path.join(directory, _io.TOKENIZER_DIR), trust_remote_code=trust_remote_code
         )
         model = target._build_from_saved(directory, config, backbone_config, tokenizer, trust_remote_code)
+        model._read_uncertainty(directory)
         model.eval()
         if device is not None:
             model.to(device)

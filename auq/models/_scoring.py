@@ -1,4 +1,4 @@
-"""Scoring preference pairs with a reward model, and feature-space out-of-distribution scores."""
+"""Scoring preference pairs with a reward model (member rewards, feature-density OOD scores)."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from ._backbone import default_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Predictions", "score", "FeatureDensity", "fit_feature_density", "mahalanobis_scores", "encode_dataset"]
+__all__ = ["Predictions", "score", "encode_dataset"]
 
 _PAIR_COLUMNS = (
     "prob", "total", "aleatoric", "epistemic", "margin_mean", "margin_std",
@@ -289,6 +289,14 @@ def score(
     the batch axis), in eval mode under ``torch.no_grad``; the model's training flag is restored
     afterwards. Heads ensembles and head-scope MC dropout run the trunk once per text.
 
+    When the model carries a feature density (``model.density``, fitted at the end of training
+    or by ``model.fit_uncertainty``), the same trunk pass gives ``ood_chosen``/``ood_rejected``:
+    each response's density percentile (0.99 = farther from the training features than 99% of
+    the training responses). When it carries training offsets (``model.reward_offsets``), the
+    rewards are anchored (each member minus its mean reward on the training responses) and
+    ``Predictions.anchored`` is True: a response's reward statistics then do not depend on the
+    other pairs scored with it.
+
     Parameters
     ----------
     model : reward model
@@ -311,30 +319,73 @@ def score(
     Examples
     --------
     >>> preds = score(ensemble, dataset, batch_size=16)  # doctest: +SKIP
-    >>> preds.to_pandas()[["prob", "epistemic"]].head()  # doctest: +SKIP
+    >>> preds.to_pandas()[["prob", "epistemic", "ood"]].head()  # doctest: +SKIP
     """
     batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
+    density = getattr(model, "density", None)
+    out = _pass(model, dataset, batch_size, device, collator, progress, features=density is not None, desc="scoring")
+    rc, rr, fc, fr, targets = out
+    ids = list(getattr(dataset, "ids", range(len(dataset))))
+    exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
+    labels = np.asarray(exact, dtype=np.float64) if exact is not None else targets
+    kw: dict[str, Any] = {}
+    if density is not None:
+        kw["ood_chosen"], kw["ood_rejected"] = density.percentile(fc), density.percentile(fr)
+    if getattr(model, "anchored", False):
+        rc, rr = model.anchor(rc), model.anchor(rr)
+        kw["anchored"] = True
+    return Predictions(rc, rr, labels, ids, **kw)
+
+
+def _features_and_rewards(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features ``[B, H]`` (per-member features averaged) and member rewards ``[B, K]``.
+
+    One trunk pass (``encode`` then ``forward_features``) where the model allows it; models whose
+    rewards cannot come from the pooled features (MC dropout ``scope="full"``) run ``forward`` too.
+    """
+    feats = model.encode(ids, mask)
+    try:
+        rewards = model.forward_features(feats)
+    except NotImplementedError:
+        rewards = model(ids, mask)
+    if feats.dim() == 3:
+        feats = feats.mean(1)
+    return feats, rewards
+
+
+@torch.no_grad()
+def _pass(
+    model: Any, dataset: Any, batch_size: int, device: torch.device, collator: Any, progress: bool,
+    *, features: bool, desc: str,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
+    """One pass over ``dataset`` in eval mode: raw member rewards of both sides (float64, dataset
+    order), pooled features of both sides when ``features`` (else None), and the collated targets."""
     was_training = model.training
     model.to(device)
     model.eval()
-    chosen, rejected, targets = [], [], []
+    cols: dict[str, list[torch.Tensor]] = {"rc": [], "rr": [], "fc": [], "fr": [], "t": []}
     n_batches = (len(dataset) + batch_size - 1) // batch_size
     order, inverse = _order(dataset)
     try:
-        for batch in _progress(_batches(dataset, batch_size, collator, order), n_batches, progress, "scoring"):
+        for batch in _progress(_batches(dataset, batch_size, collator, order), n_batches, progress, desc):
             b = batch["input_ids_chosen"].shape[0]
             ids = torch.cat([batch["input_ids_chosen"], batch["input_ids_rejected"]]).to(device)
             mask = torch.cat([batch["attention_mask_chosen"], batch["attention_mask_rejected"]]).to(device)
-            rewards = model(ids, mask).float().cpu().to(torch.float64)
-            chosen.append(rewards[:b])
-            rejected.append(rewards[b:])
-            targets.append(batch["targets"].to(torch.float64))
+            if features:
+                feats, rewards = _features_and_rewards(model, ids, mask)
+                feats = feats.float().cpu().to(torch.float64)
+                cols["fc"].append(feats[:b])
+                cols["fr"].append(feats[b:])
+            else:
+                rewards = model(ids, mask)
+            rewards = rewards.float().cpu().to(torch.float64)
+            cols["rc"].append(rewards[:b])
+            cols["rr"].append(rewards[b:])
+            cols["t"].append(batch["targets"].to(torch.float64))
     finally:
         model.train(was_training)
-    ids = list(getattr(dataset, "ids", range(len(dataset))))
-    exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
-    labels = np.asarray(exact, dtype=np.float64) if exact is not None else torch.cat(targets).numpy()[inverse]
-    return Predictions(torch.cat(chosen).numpy()[inverse], torch.cat(rejected).numpy()[inverse], labels, ids)
+    arr = {k: torch.cat(v).numpy()[inverse] if v else None for k, v in cols.items()}
+    return arr["rc"], arr["rr"], arr["fc"], arr["fr"], arr["t"]
 
 
 @torch.no_grad()
@@ -367,73 +418,3 @@ def encode_dataset(
     finally:
         model.train(was_training)
     return torch.cat(fc).numpy()[inverse], torch.cat(fr).numpy()[inverse]
-
-
-@dataclass(frozen=True, eq=False)
-class FeatureDensity:
-    """A Gaussian fitted to training features: ``mean`` ``[H]`` and ``precision`` ``[H, H]``.
-
-    ``score(features)`` gives the Mahalanobis distance of each row (higher = further from the
-    training data): the per-response out-of-distribution signal (AUROC 0.90 on hh-rlhf vs
-    out-of-domain pairs with frozen MiniLM features in the design notes, against 0.39-0.53 for
-    the pairwise entropy terms).
-    """
-
-    mean: np.ndarray
-    precision: np.ndarray
-
-    def score(self, features: Any) -> np.ndarray:
-        """Mahalanobis distance ``sqrt((x - mean)^T P (x - mean))`` per row of ``features`` ``[n, H]``."""
-        x = as_float_array(features, "features", ndim=2)
-        if x.shape[1] != self.mean.shape[0]:
-            raise ValueError(f"features must have {self.mean.shape[0]} columns, got {x.shape[1]}")
-        d = x - self.mean
-        return np.sqrt(np.maximum(np.einsum("ij,jk,ik->i", d, self.precision, d), 0.0))
-
-
-def _fit_density(train_features: Any, shrinkage: float) -> FeatureDensity:
-    x = as_float_array(train_features, "train_features", ndim=2)
-    if x.shape[0] < 2:
-        raise ValueError(f"train_features needs at least 2 rows, got {x.shape[0]}")
-    mean = x.mean(0)
-    cov = np.cov(x, rowvar=False, bias=False).reshape(x.shape[1], x.shape[1])
-    # shrink towards a scaled identity so the covariance is invertible with few samples
-    scale = np.trace(cov) / cov.shape[0] if cov.shape[0] else 1.0
-    cov = (1.0 - shrinkage) * cov + shrinkage * max(scale, 1e-12) * np.eye(cov.shape[0])
-    return FeatureDensity(mean=mean, precision=np.linalg.pinv(cov, hermitian=True))
-
-
-def mahalanobis_scores(train_features: Any, features: Any, shrinkage: float = 0.1) -> np.ndarray:
-    """Mahalanobis distance of ``features`` ``[n, H]`` to a Gaussian fitted on ``train_features``.
-
-    Examples
-    --------
-    >>> rng = np.random.default_rng(0)
-    >>> train = rng.normal(size=(200, 3))
-    >>> s = mahalanobis_scores(train, [[0.0, 0.0, 0.0], [5.0, 5.0, 5.0]])
-    >>> bool(s[1] > s[0])
-    True
-    """
-    from auq._checks import check_float
-
-    shrinkage = check_float(shrinkage, "shrinkage", minimum=0.0, maximum=1.0)
-    return _fit_density(train_features, shrinkage).score(features)
-
-
-def fit_feature_density(
-    model: Any, dataset: Any, *, shrinkage: float = 0.1, batch_size: int = 32,
-    device: str | torch.device | None = None, progress: bool = True,
-) -> FeatureDensity:
-    """Fit a :class:`FeatureDensity` on the pooled features of all responses of ``dataset``.
-
-    Examples
-    --------
-    >>> density = fit_feature_density(model, train)  # doctest: +SKIP
-    >>> fc, fr = encode_dataset(model, test)  # doctest: +SKIP
-    >>> ood = np.maximum(density.score(fc), density.score(fr))  # doctest: +SKIP
-    """
-    from auq._checks import check_float
-
-    shrinkage = check_float(shrinkage, "shrinkage", minimum=0.0, maximum=1.0)
-    fc, fr = encode_dataset(model, dataset, batch_size=batch_size, device=device, progress=progress)
-    return _fit_density(np.concatenate([fc, fr]), shrinkage)

@@ -10,8 +10,10 @@ One step of :class:`OnlineTrainer`:
    :func:`ensemble_reward_fn` around an auq reward ensemble);
 3. turn member rewards into one conservative reward with
    :func:`auq.training.losses.penalized_reward` (``"mean"``, ``"lcb"``, ``"wco"``, ``"uwo"``); the
-   members are centred by fixed offsets (their means on the first batch, i.e. on samples of the
-   starting policy, unless given), so the objective does not drift with the batch;
+   members are centred by fixed offsets -- the reward model's training offsets when
+   :func:`ensemble_reward_fn` wraps a model that has them (its rewards come out anchored), else
+   the members' means on the first batch (samples of the starting policy), unless given -- so the
+   objective does not drift with the batch;
 4. KL to the reference per token (``k1 = log π - log π_ref`` or ``k3``), either subtracted from the
    reward (``kl_in_reward=True``, the classic RLHF shaping) or added to the loss
    (``kl_in_reward=False``, ``kl_coef · mean_t k3``, as GRPO does);
@@ -484,7 +486,10 @@ def ensemble_reward_fn(
 
     Each text is ``prompt + completion`` tokenised by :class:`auq.data.PreferenceCollator` (the
     same text building as reward-model training: prompt cut from the left, chat templates), scored
-    in eval mode without gradients; the model's training flag is restored.
+    in eval mode without gradients; the model's training flag is restored. When the model has
+    training reward offsets (``model.anchored``), the rewards are anchored on them
+    (``model.anchor``) and the function's ``anchored`` attribute is True, which tells
+    :class:`OnlineTrainer` and :func:`best_of_n` not to re-centre them.
 
     Parameters
     ----------
@@ -542,9 +547,18 @@ def ensemble_reward_fn(
                     outs.append(r.float().cpu().to(torch.float64))
         finally:
             model.train(was_training)
-        return torch.cat(outs).numpy()
+        out = torch.cat(outs).numpy()
+        return model.anchor(out) if reward_fn.anchored else out
 
+    reward_fn.anchored = bool(getattr(model, "anchored", False))  # type: ignore[attr-defined]
     return reward_fn
+
+
+def _default_offsets(reward_fn: Any, member: torch.Tensor) -> torch.Tensor:
+    """Zeros for a reward function whose rewards are already training-anchored, else the batch means."""
+    if getattr(reward_fn, "anchored", False):
+        return torch.zeros(member.shape[1], dtype=member.dtype)
+    return member.mean(0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -572,8 +586,9 @@ def best_of_n(
     For every prompt, sample ``n`` completions from ``policy``, score them with ``reward_fn`` (member
     rewards ``[m·n, K]``), compute the penalised objective (``method``/``coef`` as in
     :func:`~auq.training.losses.penalized_reward`) and keep the argmax. Members are centred by
-    ``member_offsets`` ``[K]`` when given, else by their mean over all ``m·n`` candidates (the
-    policy's own samples). The KL of the resulting policy to ``policy`` is ``log n - (n-1)/n``.
+    ``member_offsets`` ``[K]`` when given, else not at all when ``reward_fn`` returns
+    training-anchored rewards (``reward_fn.anchored``, see :func:`ensemble_reward_fn`), else by
+    their mean over all ``m·n`` candidates (the policy's own samples). The KL of the resulting policy to ``policy`` is ``log n - (n-1)/n``.
 
     Examples
     --------
@@ -597,7 +612,7 @@ def best_of_n(
         completions += _decode(tokenizer, ids[:, n_prompt:], rmask)
     repeated = [p for p in prompts for _ in range(n)]
     member = _member_rewards(reward_fn(repeated, completions), len(completions))
-    offsets = member.mean(0) if member_offsets is None else member_offsets
+    offsets = _default_offsets(reward_fn, member) if member_offsets is None else member_offsets
     objective = _penalize(member, method, coef, offsets).reshape(len(prompts), n)
     idx = objective.argmax(1)
     m_all = member.reshape(len(prompts), n, -1).numpy()
@@ -639,7 +654,8 @@ class OnlineTrainer:
         Training prompts, visited in a seeded random order, ``batch_prompts`` per step.
     config : OnlineConfig, optional
     member_offsets : array-like ``[K]``, optional
-        Per-member centring of the rewards; default: their means on the first batch.
+        Per-member centring of the rewards; default: none when ``reward_fn`` returns
+        training-anchored rewards (``reward_fn.anchored``), else their means on the first batch.
 
     Examples
     --------
@@ -735,12 +751,14 @@ class OnlineTrainer:
     def score(self, rollout: Rollout) -> tuple[torch.Tensor, torch.Tensor]:
         """Member rewards ``[n, K]`` (float64, CPU) and the penalised reward ``[n]`` of a rollout.
 
-        The first call fixes ``member_offsets`` (the members' means on that batch) unless given.
+        The first call fixes ``member_offsets`` unless given: zeros for a ``reward_fn`` with
+        training-anchored rewards, else the members' means on that batch.
         """
         member = _member_rewards(self.reward_fn(rollout.prompts, rollout.completions), len(rollout))
         if self.member_offsets is None:
-            self.member_offsets = member.mean(0)
-            logger.info("member offsets fixed from the first batch: %s", self.member_offsets.tolist())
+            self.member_offsets = _default_offsets(self.reward_fn, member)
+            logger.info("member offsets fixed %s: %s", "at 0 (anchored rewards)" if getattr(self.reward_fn, "anchored", False)
+                        else "from the first batch", self.member_offsets.tolist())
         if self.member_offsets.shape[0] != member.shape[1]:
             raise ValueError(
                 f"member_offsets has {self.member_offsets.shape[0]} values, reward_fn gives {member.shape[1]} members"

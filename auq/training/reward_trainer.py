@@ -197,6 +197,11 @@ class RewardTrainerConfig:
     eval_fraction : float, default 0.0
         When no ``eval_dataset`` is given, hold out this fraction of the training pairs (a
         seeded random slice; bootstrap counts and ``N`` refer to the rest) as the eval set.
+    fit_uncertainty : bool, default True
+        At the end of :meth:`RewardModelTrainer.train`, fit the model's feature density and
+        training reward offsets on the training pairs (``model.density``,
+        ``model.reward_offsets``; saved with the model). A frozen trunk reuses the cached
+        features (no second trunk pass); otherwise one pass via ``model.fit_uncertainty``.
 
     Examples
     --------
@@ -239,6 +244,7 @@ class RewardTrainerConfig:
     greater_is_better: bool | None = None
     load_best_model_at_end: bool = False
     eval_fraction: float = 0.0
+    fit_uncertainty: bool = True
 
     def __post_init__(self) -> None:
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
@@ -287,6 +293,8 @@ class RewardTrainerConfig:
         self.eval_fraction = check_float(
             self.eval_fraction, "eval_fraction", minimum=0.0, maximum=1.0, inclusive=(True, False)
         )
+        if not isinstance(self.fit_uncertainty, bool):
+            raise TypeError(f"fit_uncertainty must be a bool, got {type(self.fit_uncertainty).__name__}")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-serialisable dict."""
@@ -1181,6 +1189,8 @@ class RewardModelTrainer:
                 self._restore_best()
                 metrics = self.evaluate()
                 logger.info("restored the best model (step %s)", self._early.best_step)
+        if cfg.fit_uncertainty:
+            self._fit_uncertainty()
         acc.wait_for_everyone()
         return TrainResult(
             global_step=self.global_step,
@@ -1206,12 +1216,13 @@ class RewardModelTrainer:
             "epoch": 1.0, "step": 0,
         })  # fmt: skip
         metrics = self.evaluate() if self.eval_loader is not None else {}
+        if self.config.fit_uncertainty:
+            self._fit_uncertainty()
         self.accelerator.wait_for_everyone()
         return TrainResult(
             global_step=0, training_loss=float(post.nll), metrics=dict(metrics),
             log_history=tuple(dict(e) for e in self.log_history),
         )
-
 
     def anchor_penalty(self) -> torch.Tensor:
         """The anchored-ensembling prior term added to the training loss (0 when off).
@@ -1248,6 +1259,40 @@ class RewardModelTrainer:
         for n, p in model.named_parameters():
             if n in self._best_params:
                 p.copy_(self._best_params[n].to(p.device))
+    @torch.no_grad()
+    def _fit_uncertainty(self) -> None:
+        """Fit ``model.density`` and ``model.reward_offsets`` on the training pairs (after training).
+
+        Frozen trunk: from the cached features (``forward_features`` on them, no trunk pass).
+        Otherwise one pass of ``model.fit_uncertainty``. Too few training responses for a density:
+        a warning, ``density`` stays None, the offsets are fitted.
+        """
+        model = self.model
+        if not callable(getattr(model, "fit_uncertainty_from_features", None)):
+            return
+        dev = self.accelerator.device
+        if self.use_features:
+            ds = self._features("train")
+            fc, fr = ds.tensors["features_chosen"], ds.tensors["features_rejected"]
+            was_training = model.training
+            model.eval()
+            bs = self.config.per_device_eval_batch_size
+            def rewards(f: torch.Tensor) -> torch.Tensor:
+                return torch.cat([model.forward_features(f[i : i + bs].to(dev)).float().cpu() for i in range(0, len(f), bs)])
+
+            try:
+                rc, rr = rewards(fc), rewards(fr)
+            finally:
+                model.train(was_training)
+            model.fit_uncertainty_from_features(fc, fr, rc, rr, strict=False)
+        else:
+            model.fit_uncertainty(
+                self._train_indexed.dataset, batch_size=self.config.per_device_eval_batch_size, device=dev,
+                progress=not self.config.disable_tqdm and self.accelerator.is_local_main_process,
+                collator=self.collator, strict=False,
+            )
+        logger.info("fitted feature density (%s) and training reward offsets",
+                    "none: too few responses" if model.density is None else f"{model.density.n_features} dims")
 
     def _log(self, entry: dict[str, Any]) -> None:
         self.log_history.append(entry)
