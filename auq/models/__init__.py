@@ -40,7 +40,7 @@ from auq.models._models import (
     load_reward_model,
 )
 from auq.models._protocol import MemberRewardModule, check_member_reward_module, infer_n_members
-from auq.models._scoring import Predictions, encode_dataset, score
+from auq.models._scoring import Predictions, encode_dataset, score, score_features
 from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_head
 
 __all__ = [
@@ -65,6 +65,7 @@ __all__ = [
     "load_reward_model",
     "Predictions",
     "score",
+    "score_features",
     "encode_dataset",
     "FeatureCache",
     "FeatureDensity",

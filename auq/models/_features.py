@@ -13,7 +13,7 @@ keeps those vectors on disk, keyed by
 So a second model on the same trunk, a new seed, another member count, ``kind="laplace"`` after
 ``kind="heads"``, or a subset of the pairs already seen costs no trunk pass, and scoring pairs
 that training has seen reads them back. Layout: ``<directory>/<trunk key>/index.json`` (text key
--> shard and row) and ``shard-*.safetensors`` (float32 ``features`` ``[n, H]``), each written to a
+-> shard and row) and ``shard-*.safetensors`` (float32 ``features`` ``[n, H]``, or ``[n, K, H]``), each written to a
 temporary file and renamed into place; nothing is ever unpickled.
 
 Examples
@@ -81,7 +81,8 @@ class FeatureCache:
     Parameters
     ----------
     directory : str, path or None
-        Folder of the store; ``None`` keeps the features in memory for this object's lifetime.
+        Folder of the store; ``None`` stores nothing: :meth:`features` encodes the pairs it is
+        given (the features then depend on what the collator reads, not only on the texts).
 
     Examples
     --------
@@ -204,12 +205,20 @@ class FeatureCache:
         Returns
         -------
         (numpy.ndarray, numpy.ndarray)
-            float32 ``[n_pairs, H]`` features of the chosen and of the rejected responses.
+            float32 ``[n_pairs, H]`` features of the chosen and of the rejected responses
+            (``[n_pairs, K, H]`` for models with one trunk per member).
         """
         from ._scoring import encode_dataset
 
         if collator is None:
             collator = model.make_collator()
+        if self.directory is None:  # nothing to share: one pass over the pairs as they are
+            fc, fr = encode_dataset(
+                model, dataset, batch_size=batch_size, device=device, progress=progress,
+                collator=collator, per_member=True,
+            )
+            self.n_encoded += 2 * len(dataset)
+            return fc.astype(np.float32), fr.astype(np.float32)
         key = self.key(model, collator, precision)
         n = len(dataset)
         examples = [dataset[i] for i in range(n)]
@@ -220,7 +229,8 @@ class FeatureCache:
         if missing:
             subset = [examples[i] for i in missing]
             fc, fr = encode_dataset(
-                model, _Rows(subset), batch_size=batch_size, device=device, progress=progress, collator=collator
+                model, _Rows(subset), batch_size=batch_size, device=device, progress=progress,
+                collator=collator, per_member=True,
             )
             self.n_encoded += 2 * len(missing)
             new = {}

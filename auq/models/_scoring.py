@@ -16,7 +16,7 @@ from ._backbone import default_device
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Predictions", "score", "encode_dataset"]
+__all__ = ["Predictions", "score", "score_features", "encode_dataset"]
 
 _PAIR_COLUMNS = (
     "prob", "total", "aleatoric", "epistemic", "margin_mean", "margin_std",
@@ -126,7 +126,8 @@ class Predictions:
         """Entropy and variance decomposition (:func:`auq.estimators.decompose`)."""
         from auq.estimators import decompose
 
-        return decompose(self.rewards_chosen, self.rewards_rejected, unit=unit)
+        noise = None if self.noise_var_chosen is None else self.noise_var_chosen + self.noise_var_rejected
+        return decompose(self.rewards_chosen, self.rewards_rejected, unit=unit, noise_var=noise)
 
     def reward_stats(self):
         """Per-pair reward mean/std over members, members centred (:func:`auq.estimators.pair_reward_stats`)."""
@@ -282,6 +283,7 @@ def score(
     device: str | torch.device | None = None,
     progress: bool = True,
     collator: Any = None,
+    feature_cache: Any = None,
 ) -> Predictions:
     """Score every pair of ``dataset`` with ``model``: member rewards of both sides.
 
@@ -295,12 +297,15 @@ def score(
     the training responses). When it carries training offsets (``model.reward_offsets``), the
     rewards are anchored (each member minus its mean reward on the training responses) and
     ``Predictions.anchored`` is True: a response's reward statistics then do not depend on the
-    other pairs scored with it.
+    other pairs scored with it. Heteroscedastic models also give each response's learned noise
+    variance (``noise_var_chosen``/``noise_var_rejected``), which :meth:`Predictions.decompose`
+    integrates into the aleatoric term.
 
     Parameters
     ----------
     model : reward model
-        Any auq reward model (``forward(input_ids, attention_mask) -> [B, n_members]``).
+        Any auq reward model, or any module returning member rewards
+        (``forward(input_ids, attention_mask) -> [B, n_members]``, see ``MemberRewardModule``).
     dataset : PreferenceDataset
         The pairs (``dataset[i]`` gives an example dict).
     batch_size : int, default 32
@@ -311,6 +316,10 @@ def score(
         Show a tqdm progress bar.
     collator : callable, optional
         Default: ``model.make_collator()`` (the model's tokenizer, at the length it was trained with).
+    feature_cache : str, path or FeatureCache, optional
+        For a model with a frozen trunk: read the trunk features of texts already in this store
+        (e.g. the trainer's ``feature_cache_dir``) and store the others, then score the features
+        (:func:`score_features`). Pairs seen in training cost no trunk pass.
 
     Returns
     -------
@@ -322,80 +331,197 @@ def score(
     >>> preds.to_pandas()[["prob", "epistemic", "ood"]].head()  # doctest: +SKIP
     """
     batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
-    density = getattr(model, "density", None)
-    out = _pass(model, dataset, batch_size, device, collator, progress, features=density is not None, desc="scoring")
-    rc, rr, fc, fr, targets = out
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
-    labels = np.asarray(exact, dtype=np.float64) if exact is not None else targets
+    if feature_cache is not None and getattr(model, "trunk_frozen", False) and hasattr(model, "forward_features"):
+        from ._features import FeatureCache
+
+        cache = feature_cache if isinstance(feature_cache, FeatureCache) else FeatureCache(feature_cache)
+        fc, fr = cache.features(model, dataset, collator=collator, batch_size=batch_size, device=device, progress=progress)
+        if exact is None:
+            exact = [_target(dataset[i]) for i in range(len(dataset))]
+        return score_features(model, fc, fr, targets=exact, ids=ids, device=device)
+    density = getattr(model, "density", None)
+    cols = _pass(model, dataset, batch_size, device, collator, progress, features=density is not None, desc="scoring")
+    labels = np.asarray(exact, dtype=np.float64) if exact is not None else cols["t"]
+    return _predictions(model, cols, labels, ids)
+
+
+def _target(example: Any) -> float:
+    t = example.get("target") if hasattr(example, "get") else None
+    return 1.0 if t is None else float(t)
+
+
+@torch.no_grad()
+def score_features(
+    model: Any,
+    features_chosen: Any,
+    features_rejected: Any,
+    *,
+    targets: Any = None,
+    ids: Any = None,
+    batch_size: int = 1024,
+    device: str | torch.device | None = None,
+) -> Predictions:
+    """:func:`score` from precomputed trunk features (``model.encode`` output of each response).
+
+    For models whose rewards are a function of the pooled features (``forward_features``): heads
+    ensembles, head-scope MC dropout, the Laplace last layer, wrapped classifiers. Encode once
+    (:func:`encode_dataset` or a :class:`FeatureCache`), then score as many models as you like.
+
+    Parameters
+    ----------
+    model : auq reward model with ``forward_features``
+    features_chosen, features_rejected : array-like or tensor, shape [n_pairs, H] (or [n_pairs, K, H])
+    targets : array-like, optional
+        P(chosen preferred) per pair (default 1.0).
+    ids : sequence, optional
+        Pair identifiers (default ``0..n-1``).
+    batch_size : int, default 1024
+        Responses per ``forward_features`` call.
+    device : str or torch.device, optional
+        Default: the model's device.
+
+    Returns
+    -------
+    Predictions
+
+    Examples
+    --------
+    >>> fc, fr = encode_dataset(model, test)             # doctest: +SKIP
+    >>> preds = score_features(model, fc, fr, targets=test.targets)  # doctest: +SKIP
+    """
+    from auq._checks import as_float_array
+
+    if not callable(getattr(model, "forward_features", None)):
+        raise TypeError(f"model: a {type(model).__name__} has no forward_features; use score() on texts")
+    fc = as_float_array(features_chosen, "features_chosen", ndim=(2, 3))
+    fr = as_float_array(features_rejected, "features_rejected", ndim=(2, 3))
+    if fc.shape != fr.shape:
+        raise ValueError(f"features_chosen and features_rejected must have the same shape, got {fc.shape} and {fr.shape}")
+    n = fc.shape[0]
+    if n == 0:
+        raise ValueError("features_chosen is empty; nothing to score")
+    batch_size = check_int(batch_size, "batch_size", minimum=1)
+    labels = np.ones(n) if targets is None else as_float_array(targets, "targets", ndim=1)
+    ids = list(range(n)) if ids is None else list(ids)
+    if device is None:
+        device = next(iter(model.parameters()), torch.empty(0)).device
+    was_training = model.training
+    model.eval()
+    outs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
+    both = np.concatenate([fc, fr])
+    try:
+        for start in range(0, len(both), batch_size):
+            chunk = torch.as_tensor(both[start : start + batch_size], dtype=torch.float32, device=device)
+            outs.append(_rewards_from_features(model, chunk))
+    finally:
+        model.train(was_training)
+    rewards = torch.cat([r for r, _ in outs]).double().cpu().numpy()
+    var = None if outs[0][1] is None else torch.cat([v for _, v in outs]).double().cpu().numpy()
+    pooled = both.mean(1) if both.ndim == 3 else both
+    cols = {
+        "rc": rewards[:n], "rr": rewards[n:], "fc": pooled[:n], "fr": pooled[n:],
+        "vc": None if var is None else var[:n], "vr": None if var is None else var[n:],
+    }
+    return _predictions(model, cols, labels, ids)
+
+
+def _predictions(model: Any, cols: dict[str, Any], labels: np.ndarray, ids: list) -> Predictions:
+    """The one place raw pass outputs become :class:`Predictions` (ood, anchoring, noise)."""
+    rc, rr = cols["rc"], cols["rr"]
     kw: dict[str, Any] = {}
-    if density is not None:
-        kw["ood_chosen"], kw["ood_rejected"] = density.percentile(fc), density.percentile(fr)
+    density = getattr(model, "density", None)
+    if density is not None and cols.get("fc") is not None:
+        kw["ood_chosen"], kw["ood_rejected"] = density.percentile(cols["fc"]), density.percentile(cols["fr"])
+    if cols.get("vc") is not None:
+        kw["noise_var_chosen"], kw["noise_var_rejected"] = cols["vc"], cols["vr"]
     if getattr(model, "anchored", False):
         rc, rr = model.anchor(rc), model.anchor(rr)
         kw["anchored"] = True
     return Predictions(rc, rr, labels, ids, **kw)
 
 
-def _features_and_rewards(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features ``[B, H]`` (per-member features averaged) and member rewards ``[B, K]``.
+def _rewards_from_features(model: Any, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Member rewards (and the learned noise variance of heteroscedastic models) from features."""
+    if getattr(model, "heteroscedastic", False):
+        return model.forward_features_with_variance(feats)
+    return model.forward_features(feats), None
+
+
+def _features_and_rewards(
+    model: Any, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Pooled features ``[B, H]`` (per-member features averaged), member rewards ``[B, K]`` and
+    the learned noise variance (or None).
 
     One trunk pass (``encode`` then ``forward_features``) where the model allows it; models whose
     rewards cannot come from the pooled features (MC dropout ``scope="full"``) run ``forward`` too.
     """
     feats = model.encode(ids, mask)
     try:
-        rewards = model.forward_features(feats)
+        rewards, var = _rewards_from_features(model, feats)
     except NotImplementedError:
-        rewards = model(ids, mask)
+        rewards, var = _rewards_from_ids(model, ids, mask)
     if feats.dim() == 3:
         feats = feats.mean(1)
-    return feats, rewards
+    return feats, rewards, var
+
+
+def _rewards_from_ids(model: Any, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if getattr(model, "heteroscedastic", False):
+        return model.forward_with_variance(ids, mask)
+    return model(ids, mask), None
 
 
 @torch.no_grad()
 def _pass(
     model: Any, dataset: Any, batch_size: int, device: torch.device, collator: Any, progress: bool,
     *, features: bool, desc: str,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, np.ndarray]:
-    """One pass over ``dataset`` in eval mode: raw member rewards of both sides (float64, dataset
-    order), pooled features of both sides when ``features`` (else None), and the collated targets."""
+) -> dict[str, np.ndarray | None]:
+    """One pass over ``dataset`` in eval mode, results in dataset order (float64): raw member
+    rewards ``rc``/``rr``, pooled features ``fc``/``fr`` when ``features`` (else None), learned
+    noise variances ``vc``/``vr`` (heteroscedastic models, else None) and collated targets ``t``."""
     was_training = model.training
     model.to(device)
     model.eval()
-    cols: dict[str, list[torch.Tensor]] = {"rc": [], "rr": [], "fc": [], "fr": [], "t": []}
+    cols: dict[str, list[torch.Tensor]] = {k: [] for k in ("rc", "rr", "fc", "fr", "vc", "vr", "t")}
     n_batches = (len(dataset) + batch_size - 1) // batch_size
     order, inverse = _order(dataset)
+
+    def keep(name: str, x: torch.Tensor, b: int) -> None:
+        x = x.float().cpu().to(torch.float64)
+        cols[name + "c"].append(x[:b])
+        cols[name + "r"].append(x[b:])
+
     try:
         for batch in _progress(_batches(dataset, batch_size, collator, order), n_batches, progress, desc):
             b = batch["input_ids_chosen"].shape[0]
             ids = torch.cat([batch["input_ids_chosen"], batch["input_ids_rejected"]]).to(device)
             mask = torch.cat([batch["attention_mask_chosen"], batch["attention_mask_rejected"]]).to(device)
             if features:
-                feats, rewards = _features_and_rewards(model, ids, mask)
-                feats = feats.float().cpu().to(torch.float64)
-                cols["fc"].append(feats[:b])
-                cols["fr"].append(feats[b:])
+                feats, rewards, var = _features_and_rewards(model, ids, mask)
+                keep("f", feats, b)
             else:
-                rewards = model(ids, mask)
-            rewards = rewards.float().cpu().to(torch.float64)
-            cols["rc"].append(rewards[:b])
-            cols["rr"].append(rewards[b:])
+                rewards, var = _rewards_from_ids(model, ids, mask)
+            keep("r", rewards, b)
+            if var is not None:
+                keep("v", var, b)
             cols["t"].append(batch["targets"].to(torch.float64))
     finally:
         model.train(was_training)
-    arr = {k: torch.cat(v).numpy()[inverse] if v else None for k, v in cols.items()}
-    return arr["rc"], arr["rr"], arr["fc"], arr["fr"], arr["t"]
+    return {k: torch.cat(v).numpy()[inverse] if v else None for k, v in cols.items()}
 
 
 @torch.no_grad()
 def encode_dataset(
     model: Any, dataset: Any, batch_size: int = 32, device: str | torch.device | None = None,
-    progress: bool = True, collator: Any = None,
+    progress: bool = True, collator: Any = None, per_member: bool = False,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pooled features of the chosen and the rejected responses: two float64 ``[n_pairs, H]`` arrays.
 
-    Models whose ``encode`` returns per-member features ``[B, K, H]`` are averaged over members.
+    Models whose ``encode`` returns per-member features ``[B, K, H]`` are averaged over members,
+    unless ``per_member`` (then ``[n_pairs, K, H]``, what ``forward_features`` takes).
     """
     batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
     was_training = model.training
@@ -410,7 +536,7 @@ def encode_dataset(
             ids = torch.cat([batch["input_ids_chosen"], batch["input_ids_rejected"]]).to(device)
             mask = torch.cat([batch["attention_mask_chosen"], batch["attention_mask_rejected"]]).to(device)
             feats = model.encode(ids, mask)
-            if feats.dim() == 3:
+            if feats.dim() == 3 and not per_member:
                 feats = feats.mean(1)
             feats = feats.float().cpu().to(torch.float64)
             fc.append(feats[:b])

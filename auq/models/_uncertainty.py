@@ -149,8 +149,10 @@ class UncertaintyState:
 
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         batch_size, device, collator = _resolve(self, dataset, batch_size, device, collator)
-        rc, rr, fc, fr, _ = _pass(self, dataset, batch_size, device, collator, progress, features=True, desc="fitting uncertainty")
-        self.fit_uncertainty_from_features(fc, fr, rc, rr, shrinkage=shrinkage, normalize=normalize, strict=strict)
+        c = _pass(self, dataset, batch_size, device, collator, progress, features=True, desc="fitting uncertainty")
+        self.fit_uncertainty_from_features(
+            c["fc"], c["fr"], c["rc"], c["rr"], shrinkage=shrinkage, normalize=normalize, strict=strict
+        )
 
     # -- checkpoint ---------------------------------------------------------------------------
     def _write_uncertainty(self, directory: str) -> str:

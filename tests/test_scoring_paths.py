@@ -1,0 +1,91 @@
+"""score() from texts, from a FeatureCache and from features agree; heteroscedastic noise reaches Predictions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from _trainer_fixtures import make_tiny_bert, synthetic_dataset
+
+from auq.estimators import decompose
+from auq.models import FeatureCache, RewardEnsemble, encode_dataset, score, score_features
+from auq.training import RewardModelTrainer, RewardTrainerConfig
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+@pytest.fixture(scope="module")
+def bert(tmp_path_factory) -> str:
+    return make_tiny_bert(str(tmp_path_factory.mktemp("bert") / "tiny-bert"), dropout=0.0)
+
+
+def _trained(bert: str, tmp_path, *, heteroscedastic: bool = False) -> tuple[RewardEnsemble, str]:
+    model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=4, seed=0, heteroscedastic=heteroscedastic)
+    cache = str(tmp_path / "cache")
+    cfg = RewardTrainerConfig(
+        output_dir=str(tmp_path / "out"), num_train_epochs=3, per_device_train_batch_size=8,
+        learning_rate=5e-2, bootstrap=True, max_length=32, feature_cache_dir=cache, disable_tqdm=True,
+    )
+    RewardModelTrainer(model, cfg, synthetic_dataset(48, seed=1)).train()
+    return model, cache
+
+
+def _forbidden(*args, **kwargs):
+    raise AssertionError("the trunk ran although every text was in the feature cache")
+
+
+def test_score_from_cache_equals_score_from_texts_without_a_trunk_pass(bert, tmp_path, monkeypatch):
+    model, cache = _trained(bert, tmp_path)
+    assert model.density is not None and model.anchored
+    test = synthetic_dataset(20, seed=7)
+    live = score(model, test, progress=False)
+    first = score(model, test, progress=False, feature_cache=cache)  # new texts: encoded and stored
+    monkeypatch.setattr(RewardEnsemble, "encode", _forbidden)
+    again = score(model, test, progress=False, feature_cache=FeatureCache(cache))
+    train_pairs = score(model, synthetic_dataset(48, seed=1), progress=False, feature_cache=cache)
+    monkeypatch.undo()
+    assert len(train_pairs) == 48  # pairs seen in training: read back
+    for p in (first, again):
+        np.testing.assert_allclose(p.rewards_chosen, live.rewards_chosen, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.rewards_rejected, live.rewards_rejected, rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(p.ood, live.ood, atol=1e-4)
+        assert p.anchored and p.ids == live.ids
+        np.testing.assert_array_equal(p.targets, live.targets)
+    # and score_features on encode_dataset's output gives the same again
+    fc, fr = encode_dataset(model, test, progress=False)
+    direct = score_features(model, fc, fr, targets=test.targets, ids=test.ids)
+    np.testing.assert_allclose(direct.rewards_chosen, live.rewards_chosen, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(direct.ood, live.ood, atol=1e-4)
+
+
+def test_heteroscedastic_noise_reaches_predictions_and_the_aleatoric_term(bert, tmp_path):
+    model, cache = _trained(bert, tmp_path, heteroscedastic=True)
+    test = synthetic_dataset(16, seed=3)
+    preds = score(model, test, progress=False)
+    assert preds.noise_var_chosen is not None and preds.noise_var_chosen.shape == (16, 4)
+    collate = model.make_collator()([test[i] for i in range(len(test))])
+    with torch.no_grad():
+        model.eval()
+        rewards, var = model.forward_with_variance(collate["input_ids_chosen"], collate["attention_mask_chosen"])
+    np.testing.assert_allclose(preds.noise_var_chosen, var.double().numpy(), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(preds.rewards_chosen, model.anchor(rewards.double().numpy()), rtol=1e-5, atol=1e-6)
+    # the aleatoric term integrates the learned noise: larger than from the means alone
+    with_noise = preds.decompose()
+    plain = decompose(preds.rewards_chosen, preds.rewards_rejected)
+    assert np.all(with_noise.aleatoric >= plain.aleatoric - 1e-12)
+    assert float(np.max(with_noise.aleatoric - plain.aleatoric)) > 0
+    # the cached-feature path carries the noise too
+    cached = score(model, test, progress=False, feature_cache=cache)
+    np.testing.assert_allclose(cached.noise_var_rejected, preds.noise_var_rejected, rtol=1e-5, atol=1e-7)
+
+
+def test_score_features_rejects_bad_input(bert, tmp_path):
+    model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=2, seed=0)
+    with pytest.raises(ValueError, match="same shape"):
+        score_features(model, np.zeros((3, 32)), np.zeros((2, 32)))
+    with pytest.raises(ValueError, match="features_chosen"):
+        score_features(model, np.full((3, 32), np.nan), np.zeros((3, 32)))
+    with pytest.raises(ValueError, match="empty"):
+        score_features(model, np.zeros((0, 32)), np.zeros((0, 32)))
+    with pytest.raises(TypeError, match="forward_features"):
+        score_features(torch.nn.Linear(2, 2), np.zeros((3, 2)), np.zeros((3, 2)))
