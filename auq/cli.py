@@ -384,6 +384,12 @@ def _add_score_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
     p.add_argument("--chat-template", default=None, metavar="FILE_OR_STRING", help=_CHAT_HELP)
+    p.add_argument(
+        "--feature-cache",
+        default=None,
+        help="frozen-trunk feature cache to read (and add new texts to): pairs already there cost no trunk "
+        "pass (default: MODEL/feature_cache when `auq train` left one there; 'none' to run the trunk)",
+    )
 
 
 def _run_score(args: argparse.Namespace) -> int:
@@ -405,7 +411,14 @@ def _run_score(args: argparse.Namespace) -> int:
     except Exception as err:
         raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
     _apply_chat_template(model, args.chat_template)
-    preds = score(model, data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress)
+    cache = args.feature_cache
+    if cache is None and os.path.isdir(os.path.join(args.model, "feature_cache")):
+        cache = os.path.join(args.model, "feature_cache")
+    cache = None if cache == "none" else cache
+    preds = score(
+        model, data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
+        feature_cache=cache,
+    )
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     suffix = ".csv" if out.endswith(".csv") else ".parquet"
@@ -491,6 +504,12 @@ def _add_report_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the split and the bootstrap (default: 0)")
     p.add_argument("--batch-size", type=_positive_int, default=32, help="pairs per forward with --model (default: 32)")
     p.add_argument("--title", default="auq evaluation report", help="title of the HTML page")
+    p.add_argument(
+        "--ood-predictions",
+        default=None,
+        help="the same model's `auq score` output on a shifted set: the report then gives the AUROC of every "
+        "uncertainty column for telling it from --predictions/--data, and both ood distributions",
+    )
 
 
 def _bins_arg(text: str) -> int | str:
@@ -521,6 +540,16 @@ def _run_report(args: argparse.Namespace) -> int:
             raise CLIError(f"--predictions: {err}") from None
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise CLIError(f"--output: {args.output!r} is an existing file; give a folder")
+    shifted = None
+    if args.ood_predictions is not None:
+        from auq.report import load_predictions
+
+        if not os.path.isfile(args.ood_predictions):
+            raise CLIError(f"--ood-predictions: file not found: {args.ood_predictions}")
+        try:
+            shifted = load_predictions(args.ood_predictions)
+        except ValueError as err:
+            raise CLIError(f"--ood-predictions: {err}") from None
     report = write_report(
         predictions,
         args.output,
@@ -530,8 +559,11 @@ def _run_report(args: argparse.Namespace) -> int:
         n_resamples=args.n_resamples,
         seed=args.seed,
         title=args.title,
+        ood_predictions=shifted,
     )
     m = report.metrics
+    if "ood" in m and m["ood"]["auroc"]:
+        print("OOD AUROC (shifted = positive): " + ", ".join(f"{k} {v:.3f}" for k, v in m["ood"]["auroc"].items()))
     print(
         f"{m['n_pairs']} pairs: accuracy {m['accuracy']:.3f}, NLL {m['nll']:.3f}, "
         f"pairwise ECE {m['ece']['pairwise_l1']['estimate']:.3f}"
@@ -584,6 +616,15 @@ def _run_demo(args: argparse.Namespace) -> int:
         lines.append(
             f"  temperature {rc['temperature']:.2f}: held-out NLL {rc['before']['nll']:.3f} -> "
             f"{rc['after']['nll']:.3f}"
+        )
+    sh, ab = result.shift, result.abstention
+    if sh.get("ood") is not None:
+        base = f" (epistemic: {sh['epistemic']:.3f})" if sh.get("epistemic") is not None else ""
+        lines.append(f"  OOD AUROC on {sh['n']} MT-Bench pairs (real shift): ood {sh['ood']:.3f}{base}")
+    if ab:
+        lines.append(
+            f"  abstaining on the 20% most uncertain (total): accuracy {ab['accuracy_all']:.3f} -> "
+            f"{ab['accuracy_80']:.3f} (random abstention: {ab['accuracy_all']:.3f} ± {ab['random_std']:.3f})"
         )
     lines += [f"  finished in {result.seconds:.0f} s", f"report: {result.report_html}"]
     print("\n".join(lines))

@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,14 @@ class DemoResult:
         The backbone that was used.
     seconds : float
         Wall-clock time of the whole run.
+    shift : dict
+        Out-of-distribution check on the bundled MT-Bench pairs (a real shift away from hh-rlhf):
+        ``auroc`` of the ``ood`` density percentile and, as the baseline, of ``epistemic``
+        (held-out hh-rlhf pairs = negatives), and ``n``.
+    abstention : dict
+        Accuracy on the held-out pairs when the most uncertain 20% by ``total`` are left out
+        (``accuracy_80``), on all pairs (``accuracy_all``) and the spread of random abstention
+        (``random_std``, standard deviation of the accuracy of random 80% subsets).
     """
 
     output_dir: Path
@@ -56,6 +64,8 @@ class DemoResult:
     n_test: int
     backbone: str
     seconds: float
+    shift: dict[str, Any] = field(default_factory=dict)
+    abstention: dict[str, Any] = field(default_factory=dict)
 
 
 def default_backbone(workdir: str | os.PathLike | None = None) -> str:
@@ -170,7 +180,7 @@ def run_demo(
     >>> result.report_html  # doctest: +SKIP
     PosixPath('auq-demo/report/report.html')
     """
-    from .data import load_hh_rlhf
+    from .data import load_hh_rlhf, load_mt_bench
     from .models import RewardEnsemble, score
     from .report import write_report
     from .training import HEADS_RECIPE, RewardModelTrainer, RewardTrainerConfig
@@ -205,16 +215,20 @@ def run_demo(
     model_dir = out / "model"
     trainer.save_model(str(model_dir))
 
-    predictions = score(model, test, batch_size=64, progress=progress)
+    cache = str(out / "feature-cache")
+    predictions = score(model, test, batch_size=64, progress=progress, feature_cache=cache)
     predictions_path = out / "predictions.csv"
     predictions.save(predictions_path)
+    shifted = score(model, load_mt_bench(), batch_size=64, progress=progress, feature_cache=cache)
+    shifted.save(out / "predictions-mt-bench.csv")
     report = write_report(
-        predictions.to_pandas(),
+        predictions,
         out / "report",
         recalibrate="temperature",
         n_resamples=n_resamples,
         seed=seed,
         title=f"auq demo: {n_members}-head reward ensemble on hh-rlhf (harmless-base)",
+        ood_predictions=shifted,
     )
     seconds = time.perf_counter() - start
     return DemoResult(
@@ -228,4 +242,25 @@ def run_demo(
         n_test=len(test),
         backbone=backbone,
         seconds=seconds,
+        shift={"n": len(shifted), **{k: report.metrics["ood"]["auroc"].get(k) for k in ("ood", "epistemic")}},
+        abstention=_abstention(predictions, seed),
     )
+
+
+def _abstention(predictions: Any, seed: int, coverage: float = 0.8) -> dict[str, float]:
+    """Accuracy when answering the least uncertain ``coverage`` of the pairs by ``total``."""
+    import numpy as np
+
+    from .calibration import pairwise_correctness
+
+    d = predictions.decompose()
+    correct = pairwise_correctness(d.prob, predictions.targets)
+    k = int(round(coverage * len(correct)))
+    keep = np.argsort(d.total, kind="stable")[:k]
+    rng = np.random.default_rng(seed)
+    rand = [correct[rng.choice(len(correct), k, replace=False)].mean() for _ in range(1000)]
+    return {
+        "accuracy_80": float(correct[keep].mean()),
+        "accuracy_all": float(correct.mean()),
+        "random_std": float(np.std(rand)),
+    }

@@ -43,7 +43,9 @@ from ._io import atomic_write_text
 logger = logging.getLogger(__name__)
 
 RECALIBRATORS = ("temperature", "platt", "isotonic", "histogram", "beta")
-UNCERTAINTY_COLUMNS = ("total", "aleatoric", "epistemic", "margin_std")
+UNCERTAINTY_COLUMNS = ("total", "aleatoric", "epistemic", "margin_std", "reward_std", "ood")
+#: the documented abstention signal: answer the pairs whose preference is least uncertain
+ABSTENTION_SIGNAL = "total"
 
 __all__ = ["Report", "RECALIBRATORS", "compute_metrics", "write_report", "load_predictions"]
 
@@ -83,7 +85,9 @@ def load_predictions(source: str | os.PathLike | pd.DataFrame, *, require_target
     >>> list(df["target"])
     [1.0, 1.0]
     """
-    if isinstance(source, pd.DataFrame):
+    if hasattr(source, "to_pandas") and hasattr(source, "rewards_chosen"):  # auq.models.Predictions
+        df = source.to_pandas()
+    elif isinstance(source, pd.DataFrame):
         df = source.copy()
     else:
         path = Path(source)
@@ -114,6 +118,9 @@ def load_predictions(source: str | os.PathLike | pd.DataFrame, *, require_target
         df["target"] = 1.0
     targets = as_float_array(df["target"].to_numpy(), "predictions['target']", ndim=1)
     check_labels(targets, "predictions['target']")
+    if "reward_std" not in df.columns and {"reward_std_chosen", "reward_std_rejected"} <= set(df.columns):
+        # a pair is as unfamiliar as its less familiar response
+        df["reward_std"] = np.maximum(df["reward_std_chosen"], df["reward_std_rejected"])
     for col in UNCERTAINTY_COLUMNS:
         if col in df.columns:
             as_float_array(df[col].to_numpy(), f"predictions[{col!r}]", ndim=1)
@@ -405,12 +412,13 @@ def write_report(
     n_resamples: int = 1000,
     seed: int = 0,
     title: str = "auq evaluation report",
+    ood_predictions: Any = None,
 ) -> Report:
     """Write ``metrics.json``, ``report.html`` (figures embedded) and ``figures/*.pdf``.
 
     Parameters
     ----------
-    predictions : path or DataFrame
+    predictions : path, DataFrame or Predictions
         Per-pair predictions (``auq score`` output); see :func:`load_predictions`.
     output_dir : path
         Folder to write into (created; files are replaced atomically).
@@ -424,6 +432,11 @@ def write_report(
         bootstrap resamples for the 95% intervals, and the seed for splits and bootstrap.
     title : str
         Title of the HTML page.
+    ood_predictions : path, DataFrame or Predictions, optional
+        The same model's predictions on a shifted set (e.g. another domain). The report's
+        out-of-distribution section then shows the ``ood`` density percentile of both sets and
+        the AUROC of every uncertainty score for telling them apart; without it, the in-domain
+        ``ood`` distribution alone (when the model has a density).
 
     Returns
     -------
@@ -465,6 +478,8 @@ def write_report(
     images: dict[str, str] = {}
 
     def keep(name: str, fig) -> None:
+        if fig is None:
+            return
         paths = plots.save_figure(fig, fig_dir / name, formats=("pdf",))
         figures[name] = Path(paths[0]) if isinstance(paths, (list, tuple)) else Path(paths)
         images[name] = _png_data_uri(fig)
@@ -511,8 +526,18 @@ def write_report(
 
     correct = cal.pairwise_correctness(probs, targets)
     if uncertainties:
-        curves = {name: cal.risk_coverage_curve(u, correct) for name, u in uncertainties.items()}
+        # the documented abstention signal first (and named so), then the others
+        order = sorted(uncertainties, key=lambda n: n != ABSTENTION_SIGNAL)
+        curves = {
+            (f"{n} (abstention signal)" if n == ABSTENTION_SIGNAL else n): cal.risk_coverage_curve(uncertainties[n], correct)
+            for n in order
+        }
         keep("risk_coverage", _figure_of(plots.risk_coverage_plot(curves)))
+    shifted = None if ood_predictions is None else load_predictions(ood_predictions)
+    if "ood" in df.columns or shifted is not None:
+        metrics["ood"], scores = _ood_section(df, shifted)
+        auroc = metrics["ood"]["auroc"].get("ood")
+        keep("ood", _figure_of(plots.ood_histogram(scores, auroc=auroc)) if scores else None)
     if {"aleatoric", "epistemic"} <= set(df.columns):
         from .estimators import Decomposition
 
@@ -531,6 +556,31 @@ def write_report(
     html_path = out / "report.html"
     atomic_write_text(html_path, _render_html(title, metrics, images, recal_rows))
     return Report(out, metrics, metrics_path, html_path, figures)
+
+
+def _ood_section(df: pd.DataFrame, shifted: pd.DataFrame | None) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """Out-of-distribution metrics (AUROC of each uncertainty score, in = ``df``, out =
+    ``shifted``) and the ``ood`` scores to draw."""
+    section: dict[str, Any] = {"n_in": int(len(df)), "n_out": 0 if shifted is None else int(len(shifted)), "auroc": {}}
+    scores: dict[str, np.ndarray] = {}
+    if "ood" in df.columns:
+        scores["evaluated pairs"] = df["ood"].to_numpy(np.float64)
+        section["ood_in_median"] = float(np.median(scores["evaluated pairs"]))
+        section["ood_in_above_0.99"] = float(np.mean(scores["evaluated pairs"] > 0.99))
+    if shifted is not None:
+        for col in UNCERTAINTY_COLUMNS:
+            if col in df.columns and col in shifted.columns:
+                section["auroc"][col] = cal.ood_auroc(df[col].to_numpy(np.float64), shifted[col].to_numpy(np.float64))
+        if "ood" in shifted.columns:
+            scores["shifted pairs"] = shifted["ood"].to_numpy(np.float64)
+            section["ood_out_median"] = float(np.median(scores["shifted pairs"]))
+            section["ood_out_above_0.99"] = float(np.mean(scores["shifted pairs"] > 0.99))
+    section["note"] = (
+        "ood: the pair's larger training-density percentile of its two responses (0.99 = farther from "
+        "the training features than 99% of the training responses); in-domain pairs spread evenly "
+        "over [0, 1]. AUROC: shifted pairs = positives."
+    )
+    return section, scores
 
 
 def _recalibration_warnings(summary: dict[str, Any]) -> list[str]:
@@ -560,6 +610,8 @@ _CAPTIONS = {
     "for each uncertainty score (lower is better; AURC in the legend).",
     "decomposition": "Uncertainty decomposition per pair (entropy view, nats): aleatoric against "
     "epistemic, and their distributions.",
+    "ood": "Out of distribution: the training-density percentile (ood) of the evaluated pairs and, "
+    "when given, of shifted pairs; AUROC of telling them apart in the legend.",
 }
 
 
@@ -605,6 +657,16 @@ def _render_html(title, metrics, images, recal_rows) -> str:
             f"{rc['n_heldout']} held-out pairs{extra}.</p>",
             *[f"<p class='warning'>Warning: {html.escape(w)}</p>" for w in rc.get("warnings", [])],
             _frame_table(recal_rows),
+        ]
+    if "ood" in metrics:
+        o = metrics["ood"]
+        rows = [(f"AUROC of {k} (shifted = positive)", v) for k, v in o["auroc"].items()]
+        rows += [(k, o[k]) for k in ("ood_in_median", "ood_in_above_0.99", "ood_out_median", "ood_out_above_0.99") if k in o]
+        parts += [
+            "<h2>Out of distribution</h2>",
+            f"<p>{o['n_in']} evaluated pairs" + (f", {o['n_out']} shifted pairs" if o["n_out"] else "") + ".</p>",
+            _table(rows) if rows else "",
+            f"<p class='note'>{html.escape(o['note'])}</p>",
         ]
     unc = metrics["uncertainty"]
     if unc:

@@ -237,7 +237,11 @@ class FeatureCache:
             for j, i in enumerate(missing):
                 new[keys[i][0]] = fc[j].astype(np.float32)
                 new[keys[i][1]] = fr[j].astype(np.float32)
-            self._store(key, new)
+            try:
+                self._store(key, new)
+            except OSError as err:  # a read-only or full cache folder: the features are still used
+                logger.warning("feature cache %s: could not store new features (%s)", self.directory, err)
+                self._memory.setdefault(key, {}).update(new)
             found.update(new)
             logger.info("feature cache: %d of %d pairs encoded, %d read back", len(missing), n, n - len(missing))
         fc = np.stack([found[kc] for kc, _ in keys]).astype(np.float32, copy=False)

@@ -13,10 +13,12 @@ PNG.
 :func:`uncertainty_decomposition_plot`      aleatoric vs epistemic per pair; distributions per group
 :func:`member_reward_plot`                  reward distribution of each ensemble member
 :func:`overoptimization_plot`               gold (solid) and proxy (dashed) reward vs KL
+:func:`ood_histogram`                       an out-of-distribution score, in-domain vs shifted pairs
 ==========================================  ==========================================================
 """
 
 from auq.plots._style import OKABE_ITO, PALETTE, PAPER_RC, paper_style, save_figure
+from auq.plots.ood import ood_histogram
 from auq.plots.overoptimization import overoptimization_plot
 from auq.plots.reliability import ece_from_table, reliability_diagram
 from auq.plots.selective import risk_coverage_plot
@@ -28,6 +30,7 @@ __all__ = [
     "PAPER_RC",
     "ece_from_table",
     "member_reward_plot",
+    "ood_histogram",
     "overoptimization_plot",
     "paper_style",
     "reliability_diagram",
