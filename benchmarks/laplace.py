@@ -40,9 +40,9 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__)))) 
 
 from auq.data import load_hh_rlhf  # noqa: E402  (after the path fix above)
 from auq.demo import default_backbone  # noqa: E402
-from auq.models import LaplaceRewardModel, RewardEnsemble, RewardModel  # noqa: E402
+from auq.models import LaplaceRewardModel, RewardEnsemble, RewardModel, score  # noqa: E402
 from auq.models._backbone import load_backbone, load_tokenizer  # noqa: E402
-from auq.training import RewardModelTrainer, RewardTrainerConfig  # noqa: E402
+from auq.training import HEADS_RECIPE, RewardModelTrainer, RewardTrainerConfig  # noqa: E402
 
 
 def _fill_cache(trainer: RewardModelTrainer, dataset, fc: torch.Tensor | None, fr: torch.Tensor | None) -> None:
@@ -103,8 +103,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             model = RewardEnsemble(backbone, tok, kind="heads", n_members=8, seed=rep)
             cfg = RewardTrainerConfig(
                 output_dir=os.path.join(tmp, f"h{rep}"), max_length=args.max_length, disable_tqdm=True,
-                num_train_epochs=8, per_device_train_batch_size=32, learning_rate=2e-3, bootstrap=True,
-                seed=rep, feature_cache_dir=os.path.join(tmp, "cache"),
+                seed=rep, feature_cache_dir=os.path.join(tmp, "cache"), **HEADS_RECIPE,
             )  # fmt: skip
         trainer = RewardModelTrainer(model, cfg, data)
         nonlocal filled
@@ -121,11 +120,11 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             fits[kind].append(fit("laplace" if kind == "laplace" else "heads", rep))
     fit_med = {k: statistics.median(v) for k, v in fits.items()}
 
-    # (b) scoring forward: 16 pairs x 128 tokens
-    gen = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000, 20000, (32, 128), generator=gen)
-    mask = torch.ones_like(ids)
+    # (b) scoring: score() of 16 real pairs (128 tokens) by one plain model vs by the Laplace model
+    # with its feature density and offsets (ood columns, anchoring): the whole user-facing path
+    pairs16 = data.select(range(16))
     single = RewardModel(backbone, tok, train_trunk=False).eval()
+    single.config.max_length = args.max_length
     lap = LaplaceRewardModel(backbone, tok, n_samples=32).eval()
     lap.config.max_length = args.max_length  # the trainers' collator length: the same store key
     if fc is None:  # read back from the store
@@ -134,16 +133,19 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         a, b = FeatureCache(os.path.join(tmp, "cache")).features(lap, data.select(range(min(n, 256))), progress=False)
         fc, fr = torch.from_numpy(a), torch.from_numpy(b)
     lap.fit_features(fc[:256], fr[:256])
-    models = {"one model": single, "laplace K=32": lap}
     with torch.no_grad():
-        for m in models.values():
-            m(ids, mask)
-        times: dict[str, list[float]] = {k: [] for k in models}
-        for _ in range(args.score_repeats):
-            for name, m in models.items():
-                start = clock()
-                m(ids, mask)
-                times[name].append(clock() - start)
+        rc, rr = lap.forward_features(fc[:256].float()), lap.forward_features(fr[:256].float())
+    lap.fit_uncertainty_from_features(fc[:256], fr[:256], rc.double().numpy(), rr.double().numpy())
+    models = {"one model": single, "laplace K=32": lap}
+    for m in models.values():
+        score(m, pairs16, progress=False, device="cpu")
+    times: dict[str, list[float]] = {k: [] for k in models}
+    for _ in range(args.score_repeats):
+        for name, m in models.items():
+            start = clock()
+            preds = score(m, pairs16, progress=False, device="cpu")
+            times[name].append(clock() - start)
+            assert name == "one model" or preds.ood is not None
     score_med = {k: statistics.median(v) for k, v in times.items()}
 
     print(f"threads={torch.get_num_threads()} clock={args.clock} pairs={n} hidden={fc.shape[1]} "
@@ -153,8 +155,8 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     print(f"{'fit heads K=8 (8 ep, cached)':<34}{fit_med['heads K=8']:>10.3f}{1.0:>8.2f}")
     print(f"{'fit laplace (closed form, cached)':<34}{fit_med['laplace']:>10.3f}{r_fit:>8.2f}{'<=2.00':>9}  {'yes' if r_fit <= 2 else 'NO'}")
     r_score = score_med["laplace K=32"] / score_med["one model"]
-    print(f"{'score one model 16x128':<34}{score_med['one model']:>10.4f}{1.0:>8.2f}")
-    print(f"{'score laplace K=32 16x128':<34}{score_med['laplace K=32']:>10.4f}{r_score:>8.2f}{'<=1.10':>9}  {'yes' if r_score <= 1.1 else 'NO'}")
+    print(f"{'score() one model, 16 pairs':<34}{score_med['one model']:>10.4f}{1.0:>8.2f}")
+    print(f"{'score() laplace K=32 + density':<34}{score_med['laplace K=32']:>10.4f}{r_score:>8.2f}{'<=1.10':>9}  {'yes' if r_score <= 1.1 else 'NO'}")
     return {"fit laplace / heads": r_fit, "score laplace / one model": r_score}
 
 
