@@ -159,6 +159,27 @@ def _prior_precision(text: str) -> float | str:
     return text if text == "auto" else _non_negative_float(text)
 
 
+
+def _check_model_folder(args: argparse.Namespace) -> None:
+    if not os.path.isdir(args.model):
+        raise CLIError(f"--model: folder not found: {args.model}")
+    if not os.path.isfile(os.path.join(args.model, "config.json")):
+        raise CLIError(f"--model: {args.model!r} is not a saved auq model (no config.json)")
+
+
+def _load_model_option(args: argparse.Namespace) -> Any:
+    """The saved auq model named by ``--model`` (with ``--device``/``--trust-remote-code`` where given)."""
+    from auq.models import load_reward_model
+
+    _check_model_folder(args)
+    try:
+        return load_reward_model(
+            args.model, device=getattr(args, "device", None), trust_remote_code=getattr(args, "trust_remote_code", False)
+        )
+    except Exception as err:
+        raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
+
+
 def _looks_like_path(source: str) -> bool:
     """True when ``source`` is meant as a local path rather than a Hub id."""
     return (
@@ -393,7 +414,7 @@ def _add_score_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_score(args: argparse.Namespace) -> int:
-    from auq.models import load_reward_model, score
+    from auq.models import score
 
     out = args.output
     if not out.endswith((".csv", ".parquet")):
@@ -401,15 +422,9 @@ def _run_score(args: argparse.Namespace) -> int:
     if os.path.isdir(out):
         raise CLIError(f"--output: {out!r} is an existing folder; give a file name")
     _check_device_option(args.device)
-    if not os.path.isdir(args.model):
-        raise CLIError(f"--model: folder not found: {args.model}")
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        raise CLIError(f"--model: {args.model!r} is not a saved auq model (no config.json)")
+    _check_model_folder(args)
     data = _load_data(args.data, "--data", args.split)
-    try:
-        model = load_reward_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    except Exception as err:
-        raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
+    model = _load_model_option(args)
     _apply_chat_template(model, args.chat_template)
     cache = args.feature_cache
     if cache is None and os.path.isdir(os.path.join(args.model, "feature_cache")):
@@ -455,17 +470,10 @@ def _add_refit_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _run_refit(args: argparse.Namespace) -> int:
-    from auq.models import load_reward_model
 
-    if not os.path.isdir(args.model):
-        raise CLIError(f"--model: folder not found: {args.model}")
-    if not os.path.isfile(os.path.join(args.model, "config.json")):
-        raise CLIError(f"--model: {args.model!r} is not a saved auq model (no config.json)")
+    _check_model_folder(args)
     data = _load_data(args.data, "--data", args.split)
-    try:
-        model = load_reward_model(args.model, device=args.device, trust_remote_code=args.trust_remote_code)
-    except Exception as err:
-        raise CLIError(f"--model: could not load {args.model!r}: {err}") from None
+    model = _load_model_option(args)
     try:
         model.fit_uncertainty(data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
                               collator=model.make_collator(args.max_length))
@@ -520,14 +528,13 @@ def _run_report(args: argparse.Namespace) -> int:
     from auq.report import write_report
 
     if args.model is not None:
-        from auq.models import load_reward_model, score
+        from auq.models import score
 
         if args.data is None:
             raise CLIError("--data is required with --model")
-        if not os.path.isfile(os.path.join(args.model, "config.json")):
-            raise CLIError(f"--model: {args.model!r} is not a saved auq model (no config.json)")
+        _check_model_folder(args)
         data = _load_data(args.data, "--data", args.split)
-        model = load_reward_model(args.model)
+        model = _load_model_option(args)
         predictions = score(model, data, batch_size=args.batch_size, progress=not args.no_progress).to_pandas()
     else:
         if not os.path.isfile(args.predictions):
