@@ -18,7 +18,7 @@ anchored on the training responses, the feature-density ``ood`` percentile), it 
 * **calibration**: pairwise ECE before and after temperature scaling (fitted on one half of the
   held-out pairs, evaluated on the other), with bootstrap intervals.
 
-Run ``python benchmarks/uncertainty_validity.py`` (about 15 minutes on 2 CPU cores, most of it
+Run ``python benchmarks/uncertainty_validity.py`` (7.5 minutes on 2 CPU cores, a third of it
 computing the MiniLM features once; ``--quick`` for a smaller run). Trunk features are stored in
 ``--cache`` and shared by every kind, seed and training size, so the trunk runs once per text.
 Prints markdown tables and writes them with all numbers to ``--output`` (JSON).

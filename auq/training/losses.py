@@ -549,6 +549,9 @@ def uncertainty_weights(
     Schemes (before normalisation):
 
     * ``"exp"``: ``w = exp(-u/τ)``; ``tau`` defaults to the mean of ``u`` (1 when it is 0).
+      Measured on the demo's 521 held-out hh-rlhf pairs (weights normalised to mean 1, 10%–90%
+      range): ``epistemic`` 0.18–1.74, ``ood`` 0.45–1.84, ``margin_std`` 0.41–1.61; but
+      ``total`` 0.99–1.01, a no-op (entropies all near 0.68 nats, skewed): use ``"rank"`` there.
     * ``"linear"``: ``w = max(0, 1 - u/u_max)``; ``u_max`` defaults to ``max(u)`` (the most
       uncertain pair gets 0).
     * ``"threshold"``: ``w = 1[u <= threshold]`` (``threshold`` required): hard filtering.
