@@ -5,7 +5,7 @@ The report reads per-pair predictions (the output of :func:`auq.models.score` /
 1.0 when absent), the uncertainty columns ``total``, ``aleatoric``, ``epistemic``,
 ``margin_mean``, ``margin_std`` and the per-response reward statistics.
 
-Calibration of pairwise predictions is measured order-free (``design.md``): confidence
+Calibration of pairwise predictions is measured order-free: confidence
 ``max(p, 1 - p)``, correct ``[p > 0.5]`` (ties half). The Brier decomposition is computed on the
 *mirrored* pairs (each pair once as (p, q) and once as (1 - p, 1 - q), each with weight 1/2): with
 every label equal to 1 the plain decomposition is degenerate (its uncertainty term is 0), while the
