@@ -488,3 +488,26 @@ def test_cli_wrap_score_export(ckpts, tmp_path):
     assert main(["export", "--model", str(out), "--output", str(tmp_path / "e2"), "--no-progress"]) == 2
     assert main(["export", "--model", str(out), "--output", str(tmp_path / "e2"), "--member", "7", "--no-progress"]) == 2
     assert main(["wrap", "--model", str(tmp_path / "missing" / "x"), "--output", str(tmp_path / "w")]) == 2
+
+
+# -- uncertainty for the reward model you already have ------------------------------------------
+def test_feature_density_over_a_wrapped_model_flags_shifted_inputs(ckpts):
+    """A trained classifier, wrapped as it is: its density (fitted on preference pairs, no
+    retraining) separates shifted synthetic pairs from in-distribution ones, its rewards unchanged
+    up to the training offset."""
+    from auq.calibration import ood_auroc
+    from auq.data import make_synthetic_preferences
+
+    model = SequenceClassifierRewardModel.from_sequence_classifier(ckpts["gpt2"][0])
+    test = make_synthetic_preferences(100, seed=1).dataset
+    raw = score(model, test, progress=False)
+    model.fit_uncertainty(make_synthetic_preferences(300, seed=0).dataset, progress=False)
+    assert model.density is not None and model.anchored
+    inside = score(model, test, progress=False)
+    shifted = score(model, make_synthetic_preferences(100, seed=2, shift=3.0).dataset, progress=False)
+    assert ood_auroc(inside.ood, shifted.ood) >= 0.9
+    # anchoring subtracts one constant per member: margins are the checkpoint's own
+    np.testing.assert_allclose(inside.margins, raw.margins, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        inside.rewards_chosen - raw.rewards_chosen, -model.reward_offsets[None, :].repeat(100, 0), atol=1e-5
+    )
