@@ -30,6 +30,7 @@ import json
 import logging
 import os
 import uuid
+import weakref
 from typing import Any
 
 import numpy as np
@@ -48,19 +49,36 @@ def _tensor_bytes(t: torch.Tensor) -> bytes:
     return t.view(torch.uint8).numpy().tobytes()
 
 
+_FINGERPRINTS: dict[tuple, tuple[str, list]] = {}
+
+
 def trunk_fingerprint(model: Any) -> str:
-    """SHA-256 over the tensors of the model's trunk modules (``model._trunk_modules()``).
+    """SHA-256 over the parameters and buffers of the model's trunk modules (``model._trunk_modules()``).
 
     Only the backbone's weights and buffers count: heads, Laplace posteriors and reward offsets
-    may change while the features stay the same.
+    may change while the features stay the same. Remembered while the very same tensors are
+    alive and unchanged (weak references; torch bumps ``_version`` on every in-place change), so
+    repeated calls cost no hashing.
     """
-    h = hashlib.sha256()
     modules = model._trunk_modules() if hasattr(model, "_trunk_modules") else [model]
+    items = []
     for i, module in enumerate(modules):
-        for name, t in sorted(module.state_dict().items()):
-            h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
-            h.update(_tensor_bytes(t))
-    return h.hexdigest()
+        named = dict(module.named_parameters())
+        named.update(dict(module.named_buffers()))
+        items += [(i, name, named[name]) for name in sorted(named)]
+    memo_key = tuple((i, name, id(t), t._version) for i, name, t in items)
+    hit = _FINGERPRINTS.get(memo_key)
+    if hit is not None and all(ref() is t for ref, (_, _, t) in zip(hit[1], items)):
+        return hit[0]
+    h = hashlib.sha256()
+    for i, name, t in items:
+        h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(_tensor_bytes(t))
+    digest = h.hexdigest()
+    if len(_FINGERPRINTS) > 64:
+        _FINGERPRINTS.clear()
+    _FINGERPRINTS[memo_key] = (digest, [weakref.ref(t) for _, _, t in items])
+    return digest
 
 
 def _tokenizer_id(tokenizer: Any) -> str:

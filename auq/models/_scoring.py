@@ -408,7 +408,8 @@ def score_features(
     if device is None:
         device = next(iter(model.parameters()), torch.empty(0)).device
     was_training = model.training
-    model.eval()
+    if was_training:  # (walking a large trunk's modules to set a mode it already has costs time)
+        model.eval()
     outs: list[tuple[torch.Tensor, torch.Tensor | None]] = []
     both = np.concatenate([fc, fr])
     try:
@@ -416,7 +417,8 @@ def score_features(
             chunk = torch.as_tensor(both[start : start + batch_size], dtype=torch.float32, device=device)
             outs.append(_rewards_from_features(model, chunk))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     rewards = torch.cat([r for r, _ in outs]).double().cpu().numpy()
     var = None if outs[0][1] is None else torch.cat([v for _, v in outs]).double().cpu().numpy()
     pooled = both.mean(1) if both.ndim == 3 else both
