@@ -278,6 +278,12 @@ def _build_model(args: argparse.Namespace) -> Any:
         raise CLIError("--heteroscedastic: needs --mc-scope head with --kind mc-dropout")
     try:
         if args.kind == "laplace":
+            for flag, given in (("--heteroscedastic", getattr(args, "heteroscedastic", False)),
+                                ("--early-stopping-patience", getattr(args, "early_stopping_patience", None) is not None),
+                                ("--bootstrap", bool(getattr(args, "bootstrap", None))),
+                                ("--resume", getattr(args, "resume", None) is not None)):
+                if given:
+                    raise CLIError(f"{flag}: does not apply to --kind laplace (a closed-form fit, no optimiser steps)")
             if args.prior_precision == 0:
                 raise CLIError("--prior-precision: a laplace prior needs a positive precision or 'auto'")
             if args.train_trunk:

@@ -46,8 +46,8 @@ class DemoResult:
         Wall-clock time of the whole run.
     shift : dict
         Out-of-distribution check on the bundled MT-Bench pairs (a real shift away from hh-rlhf):
-        ``auroc`` of the ``ood`` density percentile and, as the baseline, of ``epistemic``
-        (held-out hh-rlhf pairs = negatives), and ``n``.
+        the AUROC of the ``ood`` density percentile (key ``"ood"``) and, as the baseline, of
+        ``"epistemic"`` (held-out hh-rlhf pairs = negatives), and ``"n"`` shifted pairs.
     abstention : dict
         Accuracy on the held-out pairs when the most uncertain 20% by ``total`` are left out
         (``accuracy_80``), on all pairs (``accuracy_all``) and the spread of random abstention

@@ -89,3 +89,63 @@ def test_score_features_rejects_bad_input(bert, tmp_path):
         score_features(model, np.zeros((0, 32)), np.zeros((0, 32)))
     with pytest.raises(TypeError, match="forward_features"):
         score_features(torch.nn.Linear(2, 2), np.zeros((3, 2)), np.zeros((3, 2)))
+
+
+def test_retraining_drops_offsets_fitted_before(bert, tmp_path):
+    """Offsets describe the rewards they were fitted on: training again without refitting them
+    must not leave the old ones to shift the new rewards (anchored training mean ~0 or no anchoring)."""
+    model, cache = _trained(bert, tmp_path)
+    assert model.anchored
+    cfg = RewardTrainerConfig(
+        output_dir=str(tmp_path / "again"), num_train_epochs=3, per_device_train_batch_size=8,
+        learning_rate=5e-2, max_length=32, feature_cache_dir=cache, disable_tqdm=True, fit_uncertainty=False,
+    )
+    RewardModelTrainer(model, cfg, synthetic_dataset(48, seed=1)).train()
+    assert not model.anchored and model.density is None
+    cfg.fit_uncertainty = True
+    RewardModelTrainer(model, cfg, synthetic_dataset(48, seed=1)).train()
+    train = score(model, synthetic_dataset(48, seed=1), progress=False, feature_cache=cache)
+    assert train.anchored
+    mean = np.concatenate([train.rewards_chosen, train.rewards_rejected]).mean(0)
+    np.testing.assert_allclose(mean, 0.0, atol=1e-5)
+
+
+def test_feature_cache_keys_separate_layouts_and_tokenizers(bert):
+    """One trunk per member ([K, H] rows) and a shared trunk ([H] rows) never share a folder, nor do
+    two tokenizers of one class and size with different vocabularies."""
+    from auq.models import RewardModel
+
+    heads = RewardEnsemble.from_backbone(bert, kind="heads", n_members=2, seed=0)
+    single_independent = RewardEnsemble.from_backbone(bert, kind="independent", n_members=1, seed=0, train_trunk=False)
+    cache = FeatureCache(None)
+    assert cache.key(heads, heads.make_collator(32)) != cache.key(single_independent, single_independent.make_collator(32))
+    other = RewardModel.from_backbone(bert, train_trunk=False)
+    assert cache.key(heads, heads.make_collator(32)) == cache.key(other, other.make_collator(32))
+    tok = other.tokenizer
+    tok.add_tokens(["zzzunseen"])  # one more token, then one less of another: same size, other vocabulary
+    vocab_changed = other.make_collator(32)
+    assert cache.key(other, vocab_changed) != cache.key(heads, heads.make_collator(32))
+
+
+def test_a_second_trainer_does_not_redraw_trained_or_loaded_heads(bert, tmp_path):
+    """Anchors drawn from the prior rescale heads as initialised, once: a second trainer on the
+    trained model, or a trainer on a loaded one, leaves the heads as they are."""
+    from auq.models import load_reward_model
+
+    model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=2, seed=0)
+    init = model.heads.weight.detach().clone()
+    cfg = RewardTrainerConfig(
+        output_dir=str(tmp_path / "a"), max_steps=2, per_device_train_batch_size=8, max_length=32,
+        disable_tqdm=True, prior_precision=30.0,
+    )
+    data = synthetic_dataset(16, seed=1)
+    trainer = RewardModelTrainer(model, cfg, data)
+    np.testing.assert_allclose(model.heads.weight.detach().std(), (init * (32 / 30.0) ** 0.5).std(), rtol=1e-6)
+    trainer.train()
+    trained = model.heads.weight.detach().clone()
+    RewardModelTrainer(model, cfg, data)
+    assert torch.equal(model.heads.weight, trained)
+    model.save_pretrained(tmp_path / "m")
+    loaded = load_reward_model(tmp_path / "m")
+    RewardModelTrainer(loaded, cfg, data)
+    assert torch.equal(loaded.heads.weight, trained)

@@ -91,6 +91,9 @@ class MemberHeads(nn.Module):
 
         Weights are normal with standard deviation ``1/sqrt(fan_in)``; biases are zero.
         """
+        #: True while the weights are the seeded initial draw (not loaded, drawn from a prior or
+        #: trained by auq's trainer); anchored ensembling rescales only fresh heads
+        self.fresh = True
         for k in range(self.n_members):
             gen = torch.Generator().manual_seed(int(seed) + k)
             if self.hidden is None:
@@ -118,6 +121,10 @@ class MemberHeads(nn.Module):
             raise ValueError(
                 f"features has {features.shape[1]} members, the heads have {self.n_members}"
             )
+
+    def _load_from_state_dict(self, *args, **kwargs):  # loaded weights are no initial draw
+        self.fresh = False
+        return super()._load_from_state_dict(*args, **kwargs)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         """Rewards ``[B, K]`` from features ``[B, H]`` (shared) or ``[B, K, H]`` (per member)."""

@@ -226,6 +226,9 @@ class LaplaceRewardModel(BaseRewardModel):
             self.samples.copy_(post.sample(self.n_samples, seed=int(self.config.seed)))
             self.fitted_prior_precision.fill_(post.prior_precision)
             self.log_evidence.fill_(post.log_evidence)
+        if self.reward_offsets is not None:  # offsets of the previous fit would shift the new rewards
+            logger.info("fit_features: the reward offsets of the previous fit are dropped (fit_uncertainty refits them)")
+            self.reward_offsets = None
         return post
 
     # -- forward ----------------------------------------------------------------------------

@@ -333,18 +333,26 @@ def score(
     batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
-    if feature_cache is not None and getattr(model, "trunk_frozen", False) and hasattr(model, "forward_features"):
+    if feature_cache is not None and _scores_from_features(model):
         from ._features import FeatureCache
 
         cache = feature_cache if isinstance(feature_cache, FeatureCache) else FeatureCache(feature_cache)
         fc, fr = cache.features(model, dataset, collator=collator, batch_size=batch_size, device=device, progress=progress)
         if exact is None:
             exact = [_target(dataset[i]) for i in range(len(dataset))]
+        model.to(device)
         return score_features(model, fc, fr, targets=exact, ids=ids, device=device)
     density = getattr(model, "density", None)
     cols = _pass(model, dataset, batch_size, device, collator, progress, features=density is not None, desc="scoring")
     labels = np.asarray(exact, dtype=np.float64) if exact is not None else cols["t"]
     return _predictions(model, cols, labels, ids)
+
+
+def _scores_from_features(model: Any) -> bool:
+    """True when ``model``'s rewards are a function of its frozen trunk's pooled features."""
+    if not (getattr(model, "trunk_frozen", False) and callable(getattr(model, "forward_features", None))):
+        return False
+    return getattr(getattr(model, "config", None), "scope", None) != "full"  # MC dropout inside the trunk
 
 
 def _target(example: Any) -> float:
@@ -492,7 +500,7 @@ def _pass(
     order, inverse = _order(dataset)
 
     def keep(name: str, x: torch.Tensor, b: int) -> None:
-        x = x.float().cpu().to(torch.float64)
+        x = x.detach().cpu().to(torch.float64)  # float64 rewards (Laplace) keep their precision
         cols[name + "c"].append(x[:b])
         cols[name + "r"].append(x[b:])
 

@@ -101,8 +101,10 @@ def _load_classifier(path_or_model: Any, trust_remote_code: bool, **kwargs: Any)
     return model, path
 
 
-def _check_single_logit(cfg: Any, where: str) -> None:
-    archs = list(getattr(cfg, "architectures", None) or [])
+def _check_single_logit(cfg: Any, where: str, module: Any = None) -> None:
+    # an in-memory model is judged by its own class (config.architectures names the checkpoint it
+    # was loaded from, e.g. a base model fine-tuned as a classifier and not saved yet)
+    archs = [type(module).__name__] if module is not None else list(getattr(cfg, "architectures", None) or [])
     if archs and not any(a.endswith("ForSequenceClassification") for a in archs):
         raise ValueError(
             f"path_or_model {where!r} is a {archs[0]}, not a sequence classifier; wrap a trained "
@@ -153,7 +155,7 @@ class SequenceClassifierRewardModel(BaseRewardModel):
         for k, m in enumerate(classifiers):
             if not isinstance(m, nn.Module) or getattr(m, "config", None) is None:
                 raise TypeError(f"classifiers[{k}] must be a transformers model, got {type(m).__name__}")
-            _check_single_logit(m.config, f"classifiers[{k}]")
+            _check_single_logit(m.config, f"classifiers[{k}]", module=m)
         heads = [find_classifier_head(m) for m in classifiers]
         widths = {h.in_features for _, h in heads}
         if len(widths) != 1:

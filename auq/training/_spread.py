@@ -21,6 +21,7 @@ Used by :class:`auq.training.RewardModelTrainer`.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 from collections.abc import Mapping
 from typing import Any
@@ -28,6 +29,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 __all__ = ["HEADS_RECIPE", "DatasetSubset", "anchor_penalty", "draw_anchors_from_prior", "head_parameters", "split_eval_slice"]
 
@@ -61,7 +64,10 @@ def draw_anchors_from_prior(model: nn.Module, prior_precision: float) -> int:
 
     ``MemberHeads`` draws weights ``N(0, 1/fan_in)``; multiplying by ``sqrt(fan_in/λ)`` turns each
     member's draw into a draw from the prior ``N(0, 1/λ)`` (biases start at 0, the prior mean), so
-    the anchors are samples of the prior the penalty encodes. Returns the number of tensors scaled.
+    the anchors are samples of the prior the penalty encodes. Only heads as initialised are
+    rescaled (``MemberHeads.fresh``): heads drawn before, loaded from a checkpoint or trained stay
+    as they are, so building a second trainer on a trained model does not change it. Returns the
+    number of tensors scaled.
 
     Examples
     --------
@@ -76,6 +82,10 @@ def draw_anchors_from_prior(model: nn.Module, prior_precision: float) -> int:
     for module in model.modules():
         if not isinstance(module, MemberHeads):
             continue
+        if not getattr(module, "fresh", False):  # drawn before, loaded or trained: anchor as it is
+            logger.info("heads already drawn, loaded or trained: anchored at their current values")
+            continue
+        module.fresh = False
         if module.hidden is None:
             fans = {"weight": module.in_features}
         else:

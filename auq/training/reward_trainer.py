@@ -787,10 +787,10 @@ class RewardModelTrainer:
             self._check_dataset(eval_dataset, "eval_dataset")
         elif config.eval_fraction > 0:
             train_dataset, eval_dataset = split_eval_slice(train_dataset, config.eval_fraction, config.seed)
-        if config.early_stopping_patience is not None and eval_dataset is None:
-            raise ValueError(
-                "early_stopping_patience needs held-out pairs: pass eval_dataset or set eval_fraction > 0"
-            )
+        for name, on in (("early_stopping_patience", config.early_stopping_patience is not None),
+                         ("load_best_model_at_end", config.load_best_model_at_end)):
+            if on and eval_dataset is None:
+                raise ValueError(f"{name} needs held-out pairs: pass eval_dataset or set eval_fraction > 0")
         self.n_members = check_int(getattr(model, "n_members", 1), "model.n_members", minimum=1)
         self.model = model
         self.config = config
@@ -863,6 +863,13 @@ class RewardModelTrainer:
             if config.anchor_init == "prior":
                 draw_anchors_from_prior(model, config.prior_precision)
             self._anchors = {n: p.detach().clone() for n, p in head_parameters(model).items()}
+            from ..models._heads import MemberHeads
+
+            # the loss averages over the reward columns: K heads behind K columns weigh 1/K each, one
+            # MC-dropout head behind T columns weighs 1; dividing the prior by the heads' member
+            # count gives each head its own MAP objective with prior weight λ/(2N)
+            heads = [m for m in model.modules() if isinstance(m, MemberHeads)]
+            self._anchor_members = heads[0].n_members if heads else self.n_members
             if not self._anchors:
                 logger.warning("prior_precision=%g: the model has no MemberHeads; nothing is anchored",
                                config.prior_precision)
@@ -995,7 +1002,9 @@ class RewardModelTrainer:
     def _feature_dataset(self, indexed: _IndexedDataset) -> _FeatureDataset:
         """Trunk features of ``indexed`` from :attr:`feature_store` plus its per-pair columns."""
         cfg, acc = self.config, self.accelerator
-        with acc.main_process_first(), acc.autocast():
+        # in float32 even under bf16 training: one pass over a frozen trunk, and the features then
+        # serve score() (float32) and the density as they are
+        with acc.main_process_first():
             fc, fr = self.feature_store.features(
                 self.model,
                 indexed.dataset,
@@ -1003,7 +1012,6 @@ class RewardModelTrainer:
                 batch_size=cfg.per_device_eval_batch_size,
                 device=acc.device,
                 progress=not cfg.disable_tqdm and acc.is_local_main_process,
-                precision=str(acc.mixed_precision),
             )
         tensors = {"features_chosen": torch.from_numpy(fc), "features_rejected": torch.from_numpy(fr)}
         tensors.update(_pair_columns(indexed))
@@ -1013,11 +1021,11 @@ class RewardModelTrainer:
     def feature_cache_key(self, dataset: Any = None) -> str:
         """Folder name of this model's trunk in ``feature_cache_dir`` (see :class:`auq.models.FeatureCache`).
 
-        It depends on the trunk's weights, the tokenizer, ``max_length``, the pooling and the
-        precision, not on the data, the heads, their number or seeds: every model on the same
+        It depends on the trunk's weights, the tokenizer, ``max_length`` and the pooling (features
+        are computed in float32), not on the data, the heads, their number or seeds: every model on the same
         frozen trunk shares the stored features (``dataset`` is accepted for compatibility).
         """
-        return self.feature_store.key(self.model, self.collator, str(self.accelerator.mixed_precision))
+        return self.feature_store.key(self.model, self.collator)
 
     # ----------------------------------------------------------------------------- loss
 
@@ -1081,6 +1089,12 @@ class RewardModelTrainer:
         cfg = self.config
         acc = self.accelerator
         set_seed(cfg.seed)
+        self._drop_stale_uncertainty()
+        from ..models._heads import MemberHeads
+
+        for module in self.accelerator.unwrap_model(self.model).modules():
+            if isinstance(module, MemberHeads):
+                module.fresh = False  # trained from here on: no later trainer redraws them
         if self._closed_form:
             return self._train_closed_form()
         self._prepare()
@@ -1202,8 +1216,18 @@ class RewardModelTrainer:
     def _train_closed_form(self) -> TrainResult:
         """Fit a closed-form model on the cached training features (targets and weights honoured;
         bootstrap, epochs, learning rate and checkpoints to resume from do not apply)."""
-        if self.config.margin is not None:
+        cfg = self.config
+        if cfg.margin is not None:
             raise ValueError("margin: a closed-form model (e.g. LaplaceRewardModel) is fitted without a margin")
+        ignored = [name for name, on in (
+            ("early_stopping_patience", cfg.early_stopping_patience is not None),
+            ("load_best_model_at_end", cfg.load_best_model_at_end),
+            ("prior_precision", bool(cfg.prior_precision)),
+            ("bootstrap", cfg.bootstrap),
+        ) if on]  # fmt: skip
+        if ignored:
+            logger.warning("%s: not used by a closed-form model (its prior is the model's own prior_precision)",
+                           ", ".join(ignored))
         self._prepare()
         t = self._features("train").tensors
         post = self.accelerator.unwrap_model(self.model).fit_features(
@@ -1234,7 +1258,7 @@ class RewardModelTrainer:
             return torch.zeros(())
         params = head_parameters(self.accelerator.unwrap_model(self.model))
         return anchor_penalty(
-            params, self._anchors, self.config.prior_precision, len(self.train_dataset), self.n_members
+            params, self._anchors, self.config.prior_precision, len(self.train_dataset), self._anchor_members
         )
 
     def _early_stopping_update(self, metrics: Mapping[str, float]) -> bool:
@@ -1259,6 +1283,19 @@ class RewardModelTrainer:
         for n, p in model.named_parameters():
             if n in self._best_params:
                 p.copy_(self._best_params[n].to(p.device))
+    def _drop_stale_uncertainty(self) -> None:
+        """Training changes the rewards (and a trained trunk its features): a density and reward
+        offsets fitted before would be applied silently to the new model, so they go now (and are
+        fitted afresh at the end when ``fit_uncertainty``)."""
+        model = self.accelerator.unwrap_model(self.model)
+        if getattr(model, "density", None) is None and getattr(model, "reward_offsets", None) is None:
+            return
+        logger.info(
+            "the model's feature density and reward offsets describe it before this training: %s",
+            "refitted at the end" if self.config.fit_uncertainty else "dropped (fit_uncertainty=False)",
+        )
+        model.density, model.reward_offsets = None, None
+
     @torch.no_grad()
     def _fit_uncertainty(self) -> None:
         """Fit ``model.density`` and ``model.reward_offsets`` on the training pairs (after training).
@@ -1338,13 +1375,16 @@ class RewardModelTrainer:
         for batch in loader:
             with self.accelerator.autocast():
                 rc, rr = self._rewards(batch)
+            noise = batch.get("noise_var", torch.zeros_like(rc))  # heteroscedastic models' v_c + v_r
             gathered = self.accelerator.gather_for_metrics(
-                (rc, rr, batch["targets"].float(), batch["weights"].float(), batch["index"])
+                (rc, rr, batch["targets"].float(), batch["weights"].float(), batch["index"], noise.float())
             )
             parts.append(tuple(t.cpu() for t in gathered))
         module.train(was_training)
-        rc, rr, t, w, idx = (torch.cat([p[i] for p in parts]) for i in range(5))
+        rc, rr, t, w, idx, nv = (torch.cat([p[i] for p in parts]) for i in range(6))
         order = torch.argsort(idx)
+        #: the pairs' learned noise variance (v_c + v_r) of the last predict(), for evaluate()
+        self._last_noise_var = nv[order].double().numpy() if getattr(self.model, "heteroscedastic", False) else None
         return tuple(x[order].double().numpy() for x in (rc, rr, t, w))  # type: ignore[return-value]
 
     def evaluate(self, eval_dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
@@ -1371,8 +1411,11 @@ class RewardModelTrainer:
         }
         if isinstance(self.config.margin, str):
             batch["margin"] = self._eval_margins(eval_dataset)
+        noise = self._last_noise_var  # heteroscedastic: the objective trained on, as score() sees it
+        if noise is not None:
+            batch["noise_var"] = torch.from_numpy(noise)
         loss = float(self._loss(tc, tr, batch, bootstrap=False))
-        dec = decompose(rc - rr)
+        dec = decompose(rc - rr, noise_var=noise)
         prob = np.asarray(dec.prob, dtype=np.float64)
         p = metric_key_prefix + "_"
         metrics = {
