@@ -10,9 +10,9 @@
 Real MiniLM (``auq.demo.default_backbone()``), the first ``--pairs`` bundled hh-rlhf pairs, 128
 tokens. Medians of ``--repeats`` round-robin runs, ratios against the baseline of the same run.
 
-Measured (2 shared CPU cores, 400 pairs): reading the store 0.020 s, score() from it 0.040 s (2.0x;
-the extra is the density percentile and the Predictions), score() with the trunk 15 s; trunk
-passes 800 for the first run, 0 for K=16 on the same data and 0 for a new seed on half of it.
+Measured (2 shared CPU cores, 400 pairs): reading the store 0.205 s, score() from it 0.232 s
+(1.13x; both hash the trunk's weights for the key, about 0.15 s), score() with the trunk 14 s;
+trunk passes 800 for the first run, 0 for K=16 on the same data, 0 for a new seed on half of it.
 """
 
 from __future__ import annotations
