@@ -149,3 +149,11 @@ def test_a_second_trainer_does_not_redraw_trained_or_loaded_heads(bert, tmp_path
     loaded = load_reward_model(tmp_path / "m")
     RewardModelTrainer(loaded, cfg, data)
     assert torch.equal(loaded.heads.weight, trained)
+
+
+def test_load_reward_model_names_an_unknown_device(bert, tmp_path):
+    from auq.models import load_reward_model
+
+    RewardEnsemble.from_backbone(bert, kind="heads", n_members=2).save_pretrained(tmp_path / "m")
+    with pytest.raises(ValueError, match="device"):
+        load_reward_model(tmp_path / "m", device="gpu0")

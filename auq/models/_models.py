@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from auq._checks import check_choice, check_float, check_int
+from auq._checks import check_choice, check_device, check_float, check_int
 
 from . import _io
 from ._backbone import (
@@ -287,6 +287,8 @@ class BaseRewardModel(UncertaintyState, nn.Module):
             A weights file is truncated, tampered with, or does not match the model.
         """
         directory = os.fspath(directory)
+        if device is not None:
+            device = check_device(device, "device")  # before anything is read: "gpu0" names itself
         data = _io.read_config(directory)
         config = RewardModelConfig.from_dict(data)
         target = _MODEL_CLASSES.get(config.auq_model_type)
