@@ -157,3 +157,23 @@ def test_load_reward_model_names_an_unknown_device(bert, tmp_path):
     RewardEnsemble.from_backbone(bert, kind="heads", n_members=2).save_pretrained(tmp_path / "m")
     with pytest.raises(ValueError, match="device"):
         load_reward_model(tmp_path / "m", device="gpu0")
+
+
+def test_an_index_field_in_the_data_does_not_steer_the_trainer(bert, tmp_path):
+    """A list of dicts may carry its own "index" (row ids of the user's table): bootstrap counts
+    and predict() order by position, so the same pairs train and predict alike with or without it."""
+    from _trainer_fixtures import synthetic_pairs
+
+    plain = [{k: v for k, v in p.items() if k != "index"} for p in synthetic_pairs(24, seed=1)]
+    tagged = [dict(p, index=1000 + 7 * i) for i, p in enumerate(plain)]
+    out = []
+    for data in (plain, tagged):
+        model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=3, seed=0, train_trunk=True)
+        cfg = RewardTrainerConfig(
+            output_dir=str(tmp_path / str(len(out))), max_steps=3, per_device_train_batch_size=8,
+            max_length=32, bootstrap=True, disable_tqdm=True, fit_uncertainty=False,
+        )
+        trainer = RewardModelTrainer(model, cfg, data)  # token path: the trunk trains
+        trainer.train()
+        out.append(trainer.predict(data)[0])
+    np.testing.assert_allclose(out[0], out[1], rtol=1e-6, atol=1e-6)

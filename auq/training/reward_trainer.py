@@ -589,7 +589,7 @@ class _IndexedDataset(torch.utils.data.Dataset):
         if not isinstance(ex, Mapping):
             raise TypeError(f"dataset[{i}] must be a dict-like example, got {type(ex).__name__}")
         ex = dict(ex)
-        ex.setdefault("index", i)
+        ex["index"] = i  # the position: bootstrap counts and predict() order by it, whatever the data carry
         if self.margin_column is not None:
             if self._margin_values is not None:
                 ex["__margin__"] = float(self._margin_values[i])
