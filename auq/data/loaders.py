@@ -288,6 +288,16 @@ def _is_dataset_dict(obj: Any) -> bool:
     return isinstance(obj, datasets.DatasetDict)
 
 
+def _bundled_or_file(path: str | os.PathLike | None, bundled: str) -> tuple[list[dict], str]:
+    """Rows of the bundled JSONL file ``bundled`` (``path=None``) or of ``path``, and a name for messages."""
+    if path is None:
+        ref = importlib.resources.files("auq.data") / "_bundled" / bundled
+        with importlib.resources.as_file(ref) as p:
+            return _read_jsonl(str(p)), f"bundled {bundled}"
+    name = os.fspath(path)
+    return _read_jsonl_checked(name), name
+
+
 def load_hh_rlhf(path: str | os.PathLike | None = None, n: int | None = None) -> PreferenceDataset:
     """Load Anthropic hh-rlhf transcripts, by default the bundled sample (1,734 pairs).
 
@@ -312,14 +322,7 @@ def load_hh_rlhf(path: str | os.PathLike | None = None, n: int | None = None) ->
     """
     if n is not None:
         n = check_int(n, "n", minimum=1)
-    if path is None:
-        ref = importlib.resources.files("auq.data") / "_bundled" / BUNDLED_HH_RLHF
-        with importlib.resources.as_file(ref) as p:
-            rows = _read_jsonl(str(p))
-        name = f"bundled {BUNDLED_HH_RLHF}"
-    else:
-        name = os.fspath(path)
-        rows = _read_jsonl_checked(name)
+    rows, name = _bundled_or_file(path, BUNDLED_HH_RLHF)
     if n is not None:
         rows = rows[:n]
     return columns_to_dataset(_rows_to_columns(rows, name), source=name, format="hh_rlhf")
@@ -354,14 +357,7 @@ def load_mt_bench(path: str | os.PathLike | None = None) -> PreferenceDataset:
     """
     import numpy as np
 
-    if path is None:
-        ref = importlib.resources.files("auq.data") / "_bundled" / BUNDLED_MT_BENCH
-        with importlib.resources.as_file(ref) as p:
-            rows = _read_jsonl(str(p))
-        name = f"bundled {BUNDLED_MT_BENCH}"
-    else:
-        name = os.fspath(path)
-        rows = _read_jsonl_checked(name)
+    rows, name = _bundled_or_file(path, BUNDLED_MT_BENCH)
     needed = ("prompt", "chosen", "rejected", "votes_chosen", "votes_rejected", "votes_tie", "source_id")
     for i, row in enumerate(rows):
         missing = [k for k in needed if k not in row]

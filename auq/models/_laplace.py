@@ -209,13 +209,7 @@ class LaplaceRewardModel(BaseRewardModel):
         LaplacePosterior
             The fitted posterior (also stored in the model's buffers).
         """
-        fc = self._features(features_chosen, "features_chosen")
-        fr = self._features(features_rejected, "features_rejected")
-        if fc.shape != fr.shape:
-            raise ValueError(
-                f"features_chosen and features_rejected must have the same shape, got "
-                f"{tuple(fc.shape)} and {tuple(fr.shape)}"
-            )
+        fc, fr = self._pair_features(features_chosen, features_rejected)
         post = fit_laplace_posterior(
             fc - fr, targets, weights, prior_precision=self.config.prior_precision
         )
@@ -238,6 +232,20 @@ class LaplaceRewardModel(BaseRewardModel):
             hidden = _run_backbone(self.backbone, input_ids, attention_mask)
             return pool_hidden_states(hidden, attention_mask, self.config.pooling)
 
+    def _pair_features(self, features_chosen: Any, features_rejected: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        fc = self._features(features_chosen, "features_chosen")
+        fr = self._features(features_rejected, "features_rejected")
+        if fc.shape != fr.shape:
+            raise ValueError(
+                f"features_chosen and features_rejected must have the same shape, got "
+                f"{tuple(fc.shape)} and {tuple(fr.shape)}"
+            )
+        return fc, fr
+
+    def _posterior_quadratic(self, x: torch.Tensor) -> torch.Tensor:
+        """``xᵀ Σ x`` per row: the posterior variance of ``w·x``."""
+        return ((x @ self.posterior_covariance) * x).sum(-1).clamp_min(0.0)
+
     def _centred(self, features: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
         return features.to(self.feature_mean.dtype) - self.feature_mean
@@ -253,7 +261,7 @@ class LaplaceRewardModel(BaseRewardModel):
         variance, large where the features leave the span the training pairs constrained.
         """
         x = self._centred(self._features(features, "features"))
-        var = ((x @ self.posterior_covariance) * x).sum(-1).clamp_min(0.0)
+        var = self._posterior_quadratic(x)
         return x @ self.posterior_mean, var
 
     def predict_pairs(self, features_chosen: Any, features_rejected: Any) -> dict[str, torch.Tensor]:
@@ -263,16 +271,10 @@ class LaplaceRewardModel(BaseRewardModel):
         posterior (:func:`auq._math.probit_scaled_logit`).
         """
         self._check_fitted()
-        fc = self._features(features_chosen, "features_chosen")
-        fr = self._features(features_rejected, "features_rejected")
-        if fc.shape != fr.shape:
-            raise ValueError(
-                f"features_chosen and features_rejected must have the same shape, got "
-                f"{tuple(fc.shape)} and {tuple(fr.shape)}"
-            )
+        fc, fr = self._pair_features(features_chosen, features_rejected)
         d = fc - fr
         m = d @ self.posterior_mean
-        v = ((d @ self.posterior_covariance) * d).sum(-1).clamp_min(0.0)
+        v = self._posterior_quadratic(d)
         return {"margin_mean": m, "margin_var": v, "prob": torch.sigmoid(probit_scaled_logit(m, v))}
 
     # -- checkpointing ----------------------------------------------------------------------
