@@ -272,7 +272,8 @@ def test_scored_alone_or_pooled_gives_the_same_anchored_std(bert):
     model.fit_uncertainty(train, device="cpu", progress=False)
     pooled = score(model, test, device="cpu", progress=False)
     alone = score(model, test.select([3]), device="cpu", progress=False)
-    np.testing.assert_allclose(alone.reward_stats().std_chosen[0], pooled.reward_stats().std_chosen[3], rtol=1e-6)
+    # equal up to float32 reductions over differently padded batches (1.8e-6 relative seen)
+    np.testing.assert_allclose(alone.reward_stats().std_chosen[0], pooled.reward_stats().std_chosen[3], rtol=1e-5)
     np.testing.assert_allclose(alone.ood[0], pooled.ood[3], rtol=1e-6)
     raw_pooled = score_raw(model, test)
     assert abs(raw_pooled.reward_stats().std_chosen[3] - pooled.reward_stats().std_chosen[3]) > 1e-6
