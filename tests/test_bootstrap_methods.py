@@ -56,7 +56,7 @@ def test_bca_vectorised_jackknife_equals_the_loop(metric, kw, n):
 
 def test_basic_is_the_percentile_interval_mirrored_about_the_estimate():
     p, q = _calibrated_pairs(3, n=300)
-    pct = bootstrap_ci(pairwise_calibration_error, p, q, n_bins=20, n_resamples=300, seed=0)
+    pct = bootstrap_ci(pairwise_calibration_error, p, q, n_bins=20, n_resamples=300, seed=0, method="percentile")
     basic = bootstrap_ci(pairwise_calibration_error, p, q, n_bins=20, n_resamples=300, seed=0, method="basic")
     assert pct.method == "percentile" and basic.method == "basic"
     assert basic.low == pytest.approx(2 * pct.estimate - pct.high, abs=1e-15)
@@ -74,11 +74,14 @@ def test_biased_ece_the_interval_methods_and_their_estimate():
     """
     p, q = _calibrated_pairs(141)
     kw = {"n_bins": 20, "n_resamples": 500, "seed": 141}
-    pct = bootstrap_ci(pairwise_calibration_error, p, q, **kw)
+    pct = bootstrap_ci(pairwise_calibration_error, p, q, method="percentile", **kw)
     bca = bootstrap_ci(pairwise_calibration_error, p, q, method="bca", **kw)
     assert np.mean(pct.distribution < pct.estimate) == pytest.approx(0.026)
     assert pct.low > pct.estimate and not pct.contains_estimate
     assert bca.contains_estimate and bca.low < pct.low
+    default = bootstrap_ci(pairwise_calibration_error, p, q, n_bins=20, n_resamples=500, seed=141)
+    assert default.method == "bca" and default.contains_estimate  # the default contains its estimate
+    assert (default.low, default.high) == (bca.low, bca.high)
 
     p, q = _calibrated_pairs(46)
     kw["seed"] = 46

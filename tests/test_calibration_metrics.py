@@ -399,7 +399,7 @@ def test_bootstrap_vectorised_equals_loop_and_is_seeded():
 
 def test_bootstrap_interval_covers_and_basic_method():
     p, y = _data(n=2000, seed=1, power=2.0)
-    ci = bootstrap_ci(brier_score, p, y, n_resamples=400, confidence=0.9)
+    ci = bootstrap_ci(brier_score, p, y, n_resamples=400, confidence=0.9, method="percentile")
     assert ci.low < ci.estimate < ci.high and ci.confidence == 0.9
     se = np.std((p - y) ** 2) / math.sqrt(2000)
     assert ci.high - ci.low == pytest.approx(2 * 1.645 * se, rel=0.2)

@@ -326,6 +326,13 @@ def test_cli_train_laplace_then_score(bert, tmp_path, capsys):
     assert main(["train", "--data", str(data), "--backbone", bert, "--kind", "laplace", "--output", out,
                  "--prior-precision", "-2"]) == 2  # fmt: skip
     assert "--prior-precision" in capsys.readouterr().err
+    assert main(["train", "--data", str(data), "--backbone", bert, "--kind", "laplace", "--output", out + "-r",
+                 "--rank", "4", "--max-length", "32"]) == 0  # fmt: skip
+    assert load_reward_model(out + "-r").config.rank == 4
+    capsys.readouterr()
+    assert main(["train", "--data", str(data), "--backbone", bert, "--kind", "heads", "--output", out + "-h",
+                 "--rank", "4"]) == 2  # fmt: skip
+    assert "--rank: applies to --kind laplace only" in capsys.readouterr().err
 
 
 def test_uninformative_data_puts_the_prior_precision_at_the_bound(caplog):
@@ -336,3 +343,69 @@ def test_uninformative_data_puts_the_prior_precision_at_the_bound(caplog):
     assert post.prior_precision == pytest.approx(1e8, rel=1e-9)
     assert "search bound" in caplog.text
     assert float(post.mean.abs().max()) < 1e-12 and post.nll == pytest.approx(math.log(2), abs=1e-12)
+
+
+# ---------------------------------------------------------------------------------------------
+# the likelihood on a subspace, the prior elsewhere (rank < feature size)
+def test_basis_lift_equals_hand_computation():
+    d, q, c = _problem(n=80, p=5, seed=4)
+    rng = np.random.default_rng(5)
+    v, _ = np.linalg.qr(rng.normal(size=(5, 2)))  # an orthonormal [5, 2] basis
+    alpha = 0.9
+    post = fit_laplace_posterior(d, q, c, prior_precision=alpha, basis=v)
+    theta, cov_k, log_z = _reference(d @ v, q, c, alpha)  # the 2-weight problem, by SciPy
+    outside = np.eye(5) - v @ v.T
+    np.testing.assert_allclose(post.mean.numpy(), v @ theta, atol=1e-6)
+    np.testing.assert_allclose(post.covariance.numpy(), v @ cov_k @ v.T + outside / alpha, atol=1e-6)
+    chol = post.precision_cholesky.numpy()
+    np.testing.assert_allclose(chol @ chol.T @ post.covariance.numpy(), np.eye(5), atol=1e-8)
+    assert post.log_evidence == pytest.approx(log_z, abs=1e-5)
+    # along a direction V leaves out the data say nothing: the variance is the prior's
+    u = outside @ rng.normal(size=5)
+    assert float(post.predictive_variance(u)) == pytest.approx(float(u @ u) / alpha, rel=1e-9)
+    # the full basis is the plain fit
+    full = fit_laplace_posterior(d, q, c, prior_precision=alpha)
+    eye = fit_laplace_posterior(d, q, c, prior_precision=alpha, basis=np.eye(5))
+    torch.testing.assert_close(eye.mean, full.mean, rtol=0, atol=1e-10)
+    torch.testing.assert_close(eye.covariance, full.covariance, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("basis, match", [
+    (np.ones((4, 2)), r"basis must have shape \[5, k\]"),
+    (np.ones((5, 2)), "orthonormal"),
+    (np.zeros((5, 0)), "basis is empty"),
+])  # fmt: skip
+def test_bad_basis(basis, match):
+    d, q, c = _problem(n=20, p=5)
+    with pytest.raises(ValueError, match=match):
+        fit_laplace_posterior(d, q, c, basis=basis)
+
+
+def test_rank_fits_the_top_principal_directions(bert, tmp_path):
+    rng = np.random.default_rng(0)
+    w_true = np.zeros(32)
+    w_true[:4] = [2.0, -1.0, 1.0, 0.5]
+    fc, fr = _subspace_features(rng, 300), _subspace_features(rng, 300)
+    q = expit((fc - fr) @ w_true)
+    model = LaplaceRewardModel.from_backbone(bert, n_samples=8, rank=4)
+    assert model.config.rank == 4
+    post = model.fit_features(fc, fr, targets=q)
+    # the basis is the top-4 right singular vectors of the centred training responses
+    x = np.r_[fc, fr]
+    v = np.linalg.svd(x - x.mean(0), full_matrices=False)[2][:4].T
+    ref = fit_laplace_posterior(fc - fr, q, prior_precision="auto", basis=v)
+    torch.testing.assert_close(model.posterior_mean, ref.mean, rtol=0, atol=1e-8)
+    torch.testing.assert_close(model.posterior_covariance, ref.covariance, rtol=0, atol=1e-8)
+    assert post.prior_precision == pytest.approx(ref.prior_precision, rel=1e-6)
+    # a response moved off the training subspace gets the prior's variance along the move
+    mean_in, var_in = model.predictive_reward(x.mean(0, keepdims=True))
+    off = np.zeros((1, 32))
+    off[0, 20] = 3.0
+    _, var_off = model.predictive_reward(x.mean(0, keepdims=True) + off)
+    assert float(var_in) == pytest.approx(0.0, abs=1e-12)
+    assert float(var_off) == pytest.approx(9.0 / post.prior_precision, rel=1e-3)
+    # the rank is part of the checkpoint; a model saved without one loads as full rank
+    model.save_pretrained(tmp_path / "rm")
+    assert load_reward_model(tmp_path / "rm").config.rank == 4
+    with pytest.raises(ValueError, match="rank"):
+        LaplaceRewardModel.from_backbone(bert, rank=0)

@@ -54,6 +54,9 @@ class RewardModelConfig:
         of posterior draws of a Laplace model.
     prior_precision : float, "auto" or None
         Laplace models: the requested prior precision (the fitted one is saved with the weights).
+    rank : int or None
+        Laplace models: the number of principal directions of the training features the
+        likelihood is fitted on (``None``: all of them).
     auq_version : str
         The auq version that wrote the checkpoint.
     checksums : dict
@@ -80,6 +83,7 @@ class RewardModelConfig:
     mc_batch_size: int | None = None
     batched: bool | None = None
     prior_precision: float | str | None = None
+    rank: int | None = None
     auq_version: str = ""
     checksums: dict[str, str] = field(default_factory=dict)
 

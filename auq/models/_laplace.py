@@ -58,6 +58,11 @@ class LaplaceRewardModel(BaseRewardModel):
         ``[B, H] @ [H, K]`` matmul; the exact variance is :meth:`predictive_reward`.
     prior_precision : float or "auto", default "auto"
         ``α`` of the prior ``N(0, α⁻¹ I)`` on the head; ``"auto"`` maximises the Laplace evidence.
+    rank : int or None, default 64
+        The likelihood is fitted on the top-``rank`` principal directions of the training
+        responses' features (where the training data vary); along the other directions the prior
+        ``N(0, α⁻¹)`` is kept, so a response that leaves the training subspace gets the prior's
+        variance there. ``None`` (or ``rank >= H``) fits all ``H`` directions. See Notes.
     seed : int, default 0
         Seed of the posterior draws.
     pooling : {"auto", "last", "mean", "cls"}
@@ -81,6 +86,16 @@ class LaplaceRewardModel(BaseRewardModel):
     the training responses along directions the preferences left uncertain?", which is not the
     same question as "is it off the data?".
 
+    Why ``rank=64`` by default: with all 384 MiniLM directions, the evidence-chosen ``α`` falls as
+    data grows (27.9, 12.7, 9.4, 6.1 for 200, 400, 800, 1,300 training pairs: more directions become
+    worth using), so the posterior *widens* with data and the epistemic part does not shrink
+    (12 -> 28 -> 22 -> 23 mnats, 2 seeds). On the top 64 directions ``α`` stays put (9.3, 7.1,
+    6.8, 5.6) and the held-out epistemic falls 29% from 400 to 1,300 pairs (45 -> 41 -> 28 -> 29
+    mnats), at a better held-out NLL (0.677 vs 0.684 at 1,300 pairs) and a slightly better OOD
+    AUROC of the epistemic part (0.61 vs 0.60). The evidence itself is flat across ranks 4-384
+    on these data (within 10 nats), so it cannot choose the rank; 64 is a measured default, not a
+    derived one (3 seeds, frozen MiniLM, max_length 128).
+
     Examples
     --------
     >>> model = LaplaceRewardModel.from_backbone(path, n_samples=32)  # doctest: +SKIP
@@ -99,12 +114,14 @@ class LaplaceRewardModel(BaseRewardModel):
         *,
         n_samples: int = 32,
         prior_precision: float | str = "auto",
+        rank: int | None = 64,
         seed: int = 0,
         pooling: str = "auto",
         backbone_name: str = "",
     ):
         n_samples = check_int(n_samples, "n_samples", minimum=1)
         prior_precision = check_prior_precision(prior_precision)
+        rank = None if rank is None else check_int(rank, "rank", minimum=1)
         bcfg = backbone.config
         config = RewardModelConfig(
             auq_model_type="laplace",
@@ -118,6 +135,7 @@ class LaplaceRewardModel(BaseRewardModel):
             train_trunk=False,
             n_samples=n_samples,
             prior_precision=prior_precision,
+            rank=rank,
         )
         super().__init__(config, tokenizer)
         self.backbone = backbone
@@ -138,6 +156,7 @@ class LaplaceRewardModel(BaseRewardModel):
         *,
         n_samples: int = 32,
         prior_precision: float | str = "auto",
+        rank: int | None = 64,
         seed: int = 0,
         pooling: str = "auto",
         trust_remote_code: bool = False,
@@ -147,12 +166,14 @@ class LaplaceRewardModel(BaseRewardModel):
         """Load a backbone by path or Hub id and wrap it with an (unfitted) Laplace head."""
         check_int(n_samples, "n_samples", minimum=1)
         check_prior_precision(prior_precision)
+        if rank is not None:
+            check_int(rank, "rank", minimum=1)
         backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
         if tokenizer is None:
             tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code=trust_remote_code)
         return cls(
-            backbone, tokenizer, n_samples=n_samples, prior_precision=prior_precision, seed=seed,
-            pooling=pooling, backbone_name=_backbone_name(path_or_hub_id),
+            backbone, tokenizer, n_samples=n_samples, prior_precision=prior_precision, rank=rank,
+            seed=seed, pooling=pooling, backbone_name=_backbone_name(path_or_hub_id),
         )
 
     @property
@@ -210,11 +231,14 @@ class LaplaceRewardModel(BaseRewardModel):
             The fitted posterior (also stored in the model's buffers).
         """
         fc, fr = self._pair_features(features_chosen, features_rejected)
+        responses = torch.cat([fc, fr])
+        mean = responses.mean(0)
         post = fit_laplace_posterior(
-            fc - fr, targets, weights, prior_precision=self.config.prior_precision
+            fc - fr, targets, weights, prior_precision=self.config.prior_precision,
+            basis=self._basis(responses - mean),
         )
         with torch.no_grad():
-            self.feature_mean.copy_(torch.cat([fc, fr]).mean(0))
+            self.feature_mean.copy_(mean)
             self.posterior_mean.copy_(post.mean)
             self.posterior_covariance.copy_(post.covariance)
             self.samples.copy_(post.sample(self.n_samples, seed=int(self.config.seed)))
@@ -224,6 +248,15 @@ class LaplaceRewardModel(BaseRewardModel):
             logger.info("fit_features: the reward offsets of the previous fit are dropped (fit_uncertainty refits them)")
             self.reward_offsets = None
         return post
+
+    def _basis(self, centred: torch.Tensor) -> torch.Tensor | None:
+        """Top-``rank`` right singular vectors of the centred training features (``None``: all)."""
+        rank = self.config.rank
+        if rank is None or rank >= centred.shape[1]:
+            return None
+        _, s, vt = torch.linalg.svd(centred, full_matrices=False)
+        keep = int((s > s[0] * 1e-10).sum()) if s.numel() and float(s[0]) > 0 else 0
+        return vt[: max(1, min(rank, keep))].T
 
     # -- forward ----------------------------------------------------------------------------
     def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
@@ -283,7 +316,7 @@ class LaplaceRewardModel(BaseRewardModel):
         backbone = backbone_from_config(backbone_config, trust_remote_code=trust_remote_code)
         model = cls(
             backbone, tokenizer, n_samples=config.n_samples, prior_precision=config.prior_precision,
-            seed=config.seed, pooling=config.pooling, backbone_name=config.backbone,
+            rank=config.rank, seed=config.seed, pooling=config.pooling, backbone_name=config.backbone,
         )
         model._load_weights_file(directory)
         return model

@@ -282,6 +282,7 @@ def fit_laplace_posterior(
     weights: Any = None,
     *,
     prior_precision: float | str = "auto",
+    basis: Any = None,
     tol: float = 1e-10,
     max_iter: int = 100,
 ) -> LaplacePosterior:
@@ -297,6 +298,11 @@ def fit_laplace_posterior(
         Non-negative per-pair weights ``c_i`` (not all zero); default 1.
     prior_precision : float or "auto", default "auto"
         ``α`` of the prior ``N(0, α⁻¹ I)``; ``"auto"`` maximises the Laplace evidence.
+    basis : array-like or torch.Tensor, optional
+        ``V`` ``[P, k]`` with orthonormal columns: the likelihood is fitted on ``d V`` (``k``
+        weights, ``α`` chosen by their evidence) and the posterior is lifted back to ``P``
+        dimensions with the prior kept along the directions ``V`` leaves out:
+        ``mean = V θ*``, ``covariance = V Σ_k Vᵀ + α⁻¹ (I - V Vᵀ)``. Default: all of ``R^P``.
     tol : float, default 1e-10
         Newton stops when ``|∇J| <= tol · (1 + Σ c_i |d_i|)``.
     max_iter : int, default 100
@@ -345,19 +351,40 @@ def fit_laplace_posterior(
             raise ValueError(f"weights must be non-negative, got a value of {float(c.min())!r}")
         if not float(c.sum()) > 0:
             raise ValueError("weights must not all be zero")
-    prob = _Problem(d, q, c, tol, max_iter)
+    v = None
+    if basis is not None:
+        v, _ = as_float_tensor(basis, "basis", ndim=2, like=d)
+        v = v.detach().to(d)
+        if v.shape[0] != d.shape[1] or not 1 <= v.shape[1] <= d.shape[1]:
+            raise ValueError(
+                f"basis must have shape [{d.shape[1]}, k] with 1 <= k <= {d.shape[1]} (the feature size), "
+                f"got {tuple(v.shape)}"
+            )
+        gram = v.T @ v
+        if not torch.allclose(gram, torch.eye(v.shape[1], dtype=gram.dtype, device=gram.device), atol=1e-6):
+            raise ValueError("basis must have orthonormal columns (Vᵀ V = I)")
+    prob = _Problem(d if v is None else d @ v, q, c, tol, max_iter)
     if prior_precision == "auto":
         alpha = math.exp(prob.choose_log_alpha())
     else:
         alpha = float(prior_precision)
-    w, chol, n_iter, converged = prob.fit_map(alpha)
+    theta, chol, n_iter, converged = prob.fit_map(alpha)
+    evidence = prob.evidence(theta, chol, alpha)
+    if v is None:
+        w, cov = theta, torch.cholesky_inverse(chol)
+    else:  # lift: the data inform span(V); elsewhere the prior N(0, α⁻¹) stands
+        w = v @ theta
+        outside = torch.eye(d.shape[1], dtype=d.dtype, device=d.device) - v @ v.T
+        cov = v @ torch.cholesky_inverse(chol) @ v.T + outside / alpha
+        cov = 0.5 * (cov + cov.T)
+        chol = prob.cholesky(v @ (chol @ chol.T) @ v.T + alpha * outside, alpha)
     post = LaplacePosterior(
         mean=w,
-        covariance=torch.cholesky_inverse(chol),
+        covariance=cov,
         precision_cholesky=chol,
         prior_precision=alpha,
-        log_evidence=prob.evidence(w, chol, alpha),
-        nll=float(prob.nll_sum(w)) / n,
+        log_evidence=evidence,
+        nll=float(prob.nll_sum(theta)) / n,
         n_iter=n_iter,
         converged=converged,
     )
