@@ -77,7 +77,13 @@ def _tokenizer_id(tokenizer: Any) -> str:
     h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
     for attr in ("padding_side", "truncation_side", "special_tokens_map"):
         h.update(f"{attr}={getattr(tokenizer, attr, None)!r}".encode())
-    h.update(json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str).encode())
+    # where the tokenizer was loaded from is not what it does: a checkpoint's own copy of the
+    # backbone's tokenizer must share the backbone's features (the vocabulary is hashed above)
+    kwargs = {
+        k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items()
+        if k != "name_or_path" and not k.endswith("_file")
+    }  # fmt: skip
+    h.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
     return f"{type(tokenizer).__qualname__}:{len(tokenizer)}:{h.hexdigest()}"
 
 
