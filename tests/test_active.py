@@ -87,6 +87,13 @@ def test_thompson_two_members_by_hand_and_three_members_draw_distinct_pairs():
     assert not np.array_equal(got, acquisition_scores("thompson", m, np.zeros_like(m), seed=4))
 
 
+def test_predictions_object_is_read_as_its_member_rewards():
+    from auq.models import Predictions
+
+    preds = Predictions(RA, RB, np.ones(3), [0, 1, 2])
+    np.testing.assert_array_equal(acquisition_scores("bald", preds), acquisition_scores("bald", RA, RB))
+
+
 def test_random_is_the_seeded_uniform_draw():
     np.testing.assert_array_equal(acquisition_scores("random", RA, RB, seed=5), np.random.default_rng(5).random(3))
 
@@ -233,6 +240,26 @@ def test_loop_with_laplace_counts_queries_and_improves(acquisition):
     assert h["accuracy"].iloc[-1] > h["accuracy"].iloc[0] + 0.05
     assert h["accuracy"].iloc[-1] > bayes - 0.06
     assert h["nll"].iloc[-1] < h["nll"].iloc[0] - 0.05
+
+
+def test_random_acquisition_draws_its_batches_uniformly_without_k_center():
+    a, b, y, ta, tb, tp = _linear_problem(n_pool=100, n_test=20, d=4)
+
+    class Constant:  # a learner whose predictions carry no information
+        def fit(self, *args):
+            pass
+
+        def predict(self, fa, fb):
+            n = len(fa)
+            return {"rewards_a": np.zeros((n, 2)), "rewards_b": np.zeros((n, 2)), "prob": np.full(n, 0.5)}
+
+    res = run_active_learning(Constant(), a, b, SimulatedOracle(y), ta, tb, tp, acquisition="random",
+                              n_initial=5, batch_size=5, n_rounds=1, seed=2)
+    start = np.random.default_rng(2).choice(100, size=5, replace=False)
+    pool = np.setdiff1d(np.arange(100), start)
+    want = pool[np.argsort(-np.random.default_rng(2 * 1000 + 1).random(95), kind="stable")[:5]]
+    np.testing.assert_array_equal(res.labelled, np.r_[start, want])
+    assert res.history["accuracy"].tolist() == [0.5, 0.5]  # ties count half
 
 
 def test_loop_with_heads_learner_improves():

@@ -129,7 +129,9 @@ def acquisition_scores(
     ----------
     acquisition : {"random", "bald", "margin_variance", "ucb", "thompson", "information_gain"}
     rewards_a, rewards_b : array-like, shape [n_pairs, K] or [n_pairs], optional
-        Member rewards of the two sides of each pair (their order does not matter).
+        Member rewards of the two sides of each pair (their order does not matter). An
+        :class:`auq.models.Predictions` as ``rewards_a`` (and no ``rewards_b``) gives its
+        ``rewards_chosen`` and ``rewards_rejected``.
     margin_mean, margin_var : array-like, shape [n_pairs], optional
         A Gaussian predictive of each pair's margin ``a - b`` (e.g. from
         :meth:`auq.models.LaplaceRewardModel.predict_pairs`).
@@ -161,6 +163,8 @@ def acquisition_scores(
     [0.3466]
     """
     check_choice(acquisition, "acquisition", ACQUISITIONS)
+    if rewards_b is None and hasattr(rewards_a, "rewards_chosen") and hasattr(rewards_a, "rewards_rejected"):
+        rewards_a, rewards_b = rewards_a.rewards_chosen, rewards_a.rewards_rejected  # auq.models.Predictions
     kappa = check_float(kappa, "kappa", minimum=0.0)
     seed = check_int(seed, "seed", minimum=0)
     have_members = rewards_a is not None or rewards_b is not None

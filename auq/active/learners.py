@@ -152,7 +152,7 @@ class HeadsLearner:
         n, k = a.shape[0], self.heads.n_members
         if t.shape[0] != n:
             raise ValueError(f"targets must have one value per pair ({n}), got {t.shape[0]}")
-        xa, xb = torch.from_numpy(a), torch.from_numpy(b)
+        x = torch.from_numpy(np.concatenate([a, b]))  # one forward for both sides
         counts = (torch.from_numpy(bootstrap_counts(n, k, self.seed)).double() if self.bootstrap
                   else torch.ones(n, k, dtype=torch.float64))
         params = {name: p.clone().requires_grad_(True) for name, p in self.anchors.items()}
@@ -161,8 +161,8 @@ class HeadsLearner:
 
         def closure() -> torch.Tensor:
             opt.zero_grad()
-            loss = bradley_terry_loss(self._rewards(params, xa), self._rewards(params, xb), targets=t,
-                                      weights=counts, reduction="sum") / n
+            r = self._rewards(params, x)
+            loss = bradley_terry_loss(r[:n], r[n:], targets=t, weights=counts, reduction="sum") / n
             loss = loss + anchor_penalty(params, self.anchors, self.prior_precision, n, k)
             loss.backward()
             return loss

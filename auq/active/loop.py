@@ -109,6 +109,7 @@ def run_active_learning(
     candidate_factor: float = 4.0,
     kappa: float = 1.0,
     seed: int = 0,
+    progress: bool = False,
 ) -> ActiveLearningResult:
     """Label a pool in rounds, chosen by ``acquisition``; test accuracy and NLL after each round.
 
@@ -135,12 +136,15 @@ def run_active_learning(
         Acquisition rounds after the start; ``n_initial + n_rounds·batch_size <= n_pool``.
     diversity, candidate_factor :
         As for :func:`auq.active.select_batch`; the pairs' feature differences ``f(a) - f(b)``
-        are the points k-center spreads.
+        are the points k-center spreads. ``acquisition="random"`` always draws its batch
+        uniformly (no k-center), so that it stays the plain baseline.
     kappa : float
         The ``"ucb"`` width.
     seed : int, default 0
         Seed of the initial draw, of ``"random"`` and of ``"thompson"`` (round ``r`` uses
         ``seed·1000 + r``).
+    progress : bool, default False
+        A tqdm bar over the rounds.
 
     Returns
     -------
@@ -184,8 +188,15 @@ def run_active_learning(
     diff = a - b
     labelled = list(np.random.default_rng(seed).choice(n, size=n_initial, replace=False))
     targets = list(oracle.query(np.asarray(labelled, dtype=np.int64)))
+    if acquisition == "random":
+        diversity = None
     rows = []
-    for r in range(n_rounds + 1):
+    rounds = range(n_rounds + 1)
+    if progress:
+        from tqdm.auto import tqdm
+
+        rounds = tqdm(rounds, desc=f"active learning ({acquisition})")
+    for r in rounds:
         if r > 0:
             mask = np.ones(n, dtype=bool)
             mask[labelled] = False
