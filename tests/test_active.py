@@ -218,6 +218,29 @@ def test_heads_learner_reaches_the_scipy_map_of_each_member():
     np.testing.assert_allclose(pred["prob"], (1 / (1 + np.exp(-m))).mean(1), rtol=1e-12)
 
 
+def test_heads_learner_trains_a_reward_ensemble_on_feature_cache_features(tmp_path):
+    from _trainer_fixtures import make_tiny_bert, synthetic_dataset
+
+    from auq.models import FeatureCache, RewardEnsemble
+
+    model = RewardEnsemble.from_backbone(make_tiny_bert(str(tmp_path / "bb")), kind="heads", n_members=4)
+    fc, fr = FeatureCache(None).features(model, synthetic_dataset(60, seed=1), progress=False)
+    swap = np.random.default_rng(0).random(40) < 0.5
+    a, b = np.where(swap[:, None], fr[:40], fc[:40]), np.where(swap[:, None], fc[:40], fr[:40])
+    learner = HeadsLearner(model, prior_precision=1.0)
+    res = run_active_learning(learner, a, b, SimulatedOracle((~swap).astype(float)), fc[40:], fr[40:],
+                              acquisition="bald", n_initial=10, batch_size=10, n_rounds=2)
+    assert res.history["n_labels"].tolist() == [10, 20, 30]
+    # the ensemble itself now scores with the trained heads
+    with torch.no_grad():
+        own = model.forward_features(torch.from_numpy(fc[40:]).float()).double().numpy()
+    np.testing.assert_allclose(own, learner.predict(fc[40:], fr[40:])["rewards_a"], rtol=1e-4, atol=1e-5)
+    moved = (model.heads.weight.detach().double() - learner.anchors["weight"]).abs().max()
+    assert moved > 1e-3  # trained away from the anchors
+    with pytest.raises(TypeError, match="kind='heads'"):
+        HeadsLearner(RewardEnsemble.from_backbone(str(tmp_path / "bb"), kind="independent", n_members=2))
+
+
 # --------------------------------------------------------------------------------------- the loop
 def test_oracle_counts_queries():
     oracle = SimulatedOracle([1.0, 0.0, 0.5, 1.0])

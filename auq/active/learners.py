@@ -97,8 +97,10 @@ class HeadsLearner:
     Parameters
     ----------
     model : RewardEnsemble, RewardModel or MemberHeads
-        A model with a frozen trunk whose ``heads`` are :class:`~auq.models.MemberHeads` (or the
-        heads themselves); trained in place. Heteroscedastic heads are not supported.
+        A frozen-trunk ``RewardEnsemble(kind="heads")`` or ``RewardModel``, whose rewards are
+        ``heads(features)``, or the :class:`~auq.models.MemberHeads` themselves; the heads are
+        trained in place, so the model scores with them afterwards. Heteroscedastic heads, MC
+        dropout and per-member trunks are not supported.
     prior_precision : float, default 30.0
         ``λ`` (the trainer's heads recipe value).
     bootstrap : bool, default True
@@ -126,8 +128,12 @@ class HeadsLearner:
         max_iter: int = 500,
     ):
         heads = model if isinstance(model, MemberHeads) else getattr(model, "heads", None)
-        if not isinstance(heads, MemberHeads):
-            raise TypeError(f"model must be MemberHeads or a model with MemberHeads .heads, got {type(model).__name__}")
+        kind = getattr(getattr(model, "config", None), "kind", None)
+        if not isinstance(heads, MemberHeads) or not (model is heads or kind in ("heads", "single")):
+            raise TypeError(
+                "model must be MemberHeads, a RewardModel or a RewardEnsemble(kind='heads') (rewards = "
+                f"heads(features)), got {type(model).__name__}" + (f" of kind {kind!r}" if kind else "")
+            )
         if heads.heteroscedastic:
             raise ValueError("model: heteroscedastic heads are not supported by HeadsLearner")
         if getattr(model, "trunk_frozen", True) is False:
