@@ -199,6 +199,52 @@ def test_precomputed_reference_equals_frozen_copy(lm_dir, tokenizer, tmp_path):
     assert float(live.compute_loss(batch)[0]) == pytest.approx(float(pre.compute_loss(batch)[0]), rel=1e-5)
 
 
+def _as_list_of_dicts(n):
+    return [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS[:n], CHOSEN[:n], REJECTED[:n])]
+
+
+def _as_hf_dataset(n):
+    datasets = pytest.importorskip("datasets")
+    return datasets.Dataset.from_list(_as_list_of_dicts(n))
+
+
+@pytest.mark.parametrize("make", [_as_list_of_dicts, _as_hf_dataset], ids=["list-of-dicts", "hf-dataset"])
+def test_precomputed_reference_is_stored_per_pair_without_an_index_field(make, lm_dir, tokenizer, tmp_path):
+    # Examples without an ``index`` field used to be collated with index -1, so every batch wrote
+    # its reference log-probs into the last row and every pair then read that one row.
+    ds = make(7)  # 7 pairs, batches of 3: the last batch is short
+    assert "index" not in ds[0]
+    ref = _model(lm_dir)
+    trainer = UncertaintyDPOTrainer(
+        _model(lm_dir, perturb=0.05), _cfg(tmp_path, batch_size=3, shuffle=True, precompute_ref_logps=True),
+        ds, tokenizer, ref_model=copy.deepcopy(ref),
+    )
+    stored = trainer._ref_cache["logps"]
+    with torch.no_grad():
+        for i in range(7):
+            one = trainer.collator([ds[i]])
+            lp, _ = sequence_logps(ref, one["input_ids"], one["attention_mask"], one["response_mask"])
+            torch.testing.assert_close(stored[i], lp.double(), rtol=1e-5, atol=1e-5)
+    assert len(set(stored[:, 0].tolist())) == 7  # distinct pairs, distinct log-probs: not one row read seven times
+    # the (shuffled) training batches read their own pairs' rows
+    seen = []
+    with torch.no_grad():
+        for batch in trainer.train_loader:
+            rc, rr = trainer._ref_logps(batch)
+            lp, _ = sequence_logps(ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            b = batch["index"].shape[0]
+            torch.testing.assert_close(rc.double(), lp[:b].double(), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(rr.double(), lp[b:].double(), rtol=1e-5, atol=1e-5)
+            seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(7))
+    assert trainer.evaluate(ds)["eval/loss"] == pytest.approx(
+        UncertaintyDPOTrainer(
+            copy.deepcopy(trainer.model), _cfg(tmp_path, batch_size=3), ds, tokenizer, ref_model=copy.deepcopy(ref)
+        ).evaluate(ds)["eval/loss"],
+        rel=1e-5,
+    )
+
+
 def test_robust_loss_with_per_pair_flip_rates_from_targets(lm_dir, tokenizer, tmp_path):
     policy = _model(lm_dir, perturb=0.05)
     ds = _dataset(4, targets=[1.0, 0.7, 0.95, 0.2])
