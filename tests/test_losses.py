@@ -29,6 +29,7 @@ from auq.training.losses import (  # noqa: E402
     flip_rate_from_uncertainty,
     ipo_loss,
     kl_penalty,
+    masked_mean,
     penalized_reward,
     ppo_loss,
     robust_dpo_loss,
@@ -528,6 +529,45 @@ def test_value_loss_kl_whiten_gae():
 # ------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------
+
+
+def test_masked_mean_and_whiten_broadcast_a_lower_rank_mask():
+    # a [3] mask over a [2, 3] input selects 2 x 2 = 4 elements; the sum of the mask is 4, not 2
+    x = torch.tensor([[1.0, 2.0, 100.0], [3.0, 6.0, -50.0]], dtype=torch.float64)
+    m = torch.tensor([1, 1, 0])
+    kept = [1.0, 2.0, 3.0, 6.0]
+    mean = sum(kept) / 4  # 3.0
+    assert float(masked_mean(torch.ones(2, 3), m)) == 1.0  # was 2.0
+    assert float(masked_mean(x, m)) == pytest.approx(mean, abs=1e-12)
+    # per row (dim=1): [1.5, 4.5]; per column (dim=0): [2.0, 4.0, 0.0 (nothing kept)]
+    torch.testing.assert_close(masked_mean(x, m, dim=1), torch.tensor([1.5, 4.5], dtype=torch.float64))
+    torch.testing.assert_close(masked_mean(x, m, dim=0), torch.tensor([2.0, 4.0, 0.0], dtype=torch.float64))
+    # the broadcast mask gives the same answer as the full mask written out
+    full = m.expand(2, 3)
+    assert float(masked_mean(x, m)) == float(masked_mean(x, full))
+    var = sum((v - mean) ** 2 for v in kept) / 3  # Bessel-corrected over the 4 kept elements
+    expected = torch.tensor([(v - mean) / math.sqrt(var + 1e-8) for v in kept], dtype=torch.float64)
+    torch.testing.assert_close(whiten(x, m)[:, :2].reshape(-1), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(whiten(x, m), whiten(x, full))
+    with pytest.raises(ValueError, match=r"mask of shape \(2,\) does not broadcast to the shape \(2, 3\) of x"):
+        masked_mean(x, torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="mask of shape"):
+        masked_mean(torch.ones(3), torch.ones(2, 3))  # a mask may not enlarge x
+
+
+def test_ipo_lengths_must_be_non_negative():
+    pc, pr = torch.tensor([-2.0, -4.0]), torch.tensor([-3.0, -1.0])
+    rc, rr = torch.tensor([-2.5, -3.0]), torch.tensor([-2.0, -2.0])
+    tau = 0.5
+    # hand computation with lengths (2, 0) and (4, 1): a length of 0 counts as 1
+    h = [(-2.0 + 2.5) / 2 - (-3.0 + 2.0) / 4, (-4.0 + 3.0) / 1 - (-1.0 + 2.0) / 1]
+    expected = sum((v - 1 / (2 * tau)) ** 2 for v in h) / 2
+    got = ipo_loss(pc, pr, rc, rr, tau=tau, chosen_lengths=[2.0, 0.0], rejected_lengths=[4.0, 1.0])
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="chosen_lengths must be non-negative token counts, got a value of -3.0"):
+        ipo_loss(pc, pr, rc, rr, chosen_lengths=[-3.0, 2.0])
+    with pytest.raises(ValueError, match="rejected_lengths must be non-negative"):
+        ipo_loss(pc, pr, rc, rr, chosen_lengths=[1, 2], rejected_lengths=[1, -1])
 
 
 def test_bad_input_errors_name_the_argument():
