@@ -487,7 +487,8 @@ class UncertaintyDPOTrainer:
         from tqdm.auto import tqdm
 
         n = len(dataset)
-        out = torch.full((n, 2), float("nan"), dtype=torch.float64)
+        out = torch.zeros(n, 2, dtype=torch.float64)
+        written = torch.zeros(n, dtype=torch.bool)
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator)
         for batch in tqdm(loader, desc="reference log-probs", disable=not self.config.progress):
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
@@ -495,7 +496,8 @@ class UncertaintyDPOTrainer:
             b = batch["index"].shape[0]
             out[batch["index"].cpu(), 0] = lp[:b].double().cpu()
             out[batch["index"].cpu(), 1] = lp[b:].double().cpu()
-        if torch.isnan(out).any():  # every row written once: a missing or repeated index would show here
+            written[batch["index"].cpu()] = True
+        if not bool(written.all()):  # each pair's own row: a missing or repeated index would leave one unwritten
             raise RuntimeError("reference log-probs were not computed for every pair")
         return {"logps": out}
 
