@@ -247,7 +247,7 @@ def bootstrap_ci(
     >>> rng = np.random.default_rng(0); p = rng.uniform(size=500); y = rng.uniform(size=500) < p**2
     >>> ci = bootstrap_ci(expected_calibration_error, p, y, n_resamples=200)
     >>> ci.method, bool(ci.low < ci.estimate < ci.high)
-    ('percentile', True)
+    ('bca', True)
     """
     if not callable(metric):
         raise TypeError(f"metric must be callable, got {type(metric).__name__}")

@@ -18,9 +18,9 @@ temporary file and renamed into place; nothing is ever unpickled.
 
 Examples
 --------
->>> cache = FeatureCache("rm/feature-cache")                     # doctest: +SKIP
->>> fc, fr = cache.features(model, train)                        # computes and stores
->>> fc, fr = cache.features(other_model_same_trunk, train[:100]) # reads, 0 trunk passes
+>>> cache = FeatureCache("rm/feature-cache")  # doctest: +SKIP
+>>> fc, fr = cache.features(model, train)  # computes and stores  # doctest: +SKIP
+>>> fc, fr = cache.features(other_model_same_trunk, train[:100])  # reads: 0 trunk passes  # doctest: +SKIP
 """
 
 from __future__ import annotations
