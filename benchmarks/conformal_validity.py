@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
     )
     print(f"features of {len(hh)} pairs (MiniLM, max_length {args.max_length}): {time.perf_counter() - t0:.1f} s")
     sc = cross_fitted_scores(fc, fr, model, args.folds, args.seed)
-    targets = np.asarray(hh.targets, dtype=np.float64)
+    targets = np.ones(len(hh)) if hh.targets is None else np.asarray(hh.targets, dtype=np.float64)
     correct = pair_correctness(sc["prob"], targets)
     n = len(hh)
     n_cal = int(round(args.cal_frac * n))
@@ -101,35 +101,34 @@ def run(args: argparse.Namespace) -> None:
         return float(np.sqrt(v * (1 - v) / S))
 
     print("selective prediction (Learn then Test, exact binomial); violation = test error among answered > alpha")
-    head = (f"{'score':<10}{'alpha':>6}{'viol. rate':>16}{'certified':>10}{'coverage':>10}{'acc answered':>13}"
+    head = (f"{'score':<10}{'starts':>7}{'alpha':>6}{'viol. rate':>16}{'certified':>10}{'coverage':>10}{'acc answered':>13}"
             f"{'random abst.':>13}{'naive viol.':>13}{'naive cov.':>11}")
     print(head)
     print("-" * len(head))
-    for name in args.scores:
+    for name, starts, alpha in ((nm, st, a) for nm in args.scores for st in args.starts for a in args.alphas):
         s = sc[name]
-        for alpha in args.alphas:
-            viol, cert, cov, acc, base, nviol, ncov = [], [], [], [], [], [], []
-            for perm in splits:
-                cal, test = perm[:n_cal], perm[n_cal:]
-                res = selective_threshold(s[cal], correct[cal], alpha, args.delta)
-                ans = s[test] <= res.threshold
-                cert.append(res.certified)
-                cov.append(ans.mean())
-                base.append(correct[test].mean())
-                if ans.any():
-                    e = 1.0 - correct[test][ans].mean()
-                    viol.append(e > alpha)
-                    acc.append(1.0 - e)
-                else:
-                    viol.append(False)
-                lam = naive_threshold(s[cal], correct[cal], alpha)
-                nans = s[test] <= lam
-                ncov.append(nans.mean())
-                nviol.append(bool(nans.any()) and 1.0 - correct[test][nans].mean() > alpha)
-            v, nv = float(np.mean(viol)), float(np.mean(nviol))
-            acc_s = f"{np.mean(acc):.3f}" if acc else "—"
-            print(f"{name:<10}{alpha:>6.2f}{v:>9.3f} ± {mc(v):.3f}{np.mean(cert):>10.2f}{np.mean(cov):>10.3f}"
-                  f"{acc_s:>13}{np.mean(base):>13.3f}{nv:>13.3f}{np.mean(ncov):>11.3f}")
+        viol, cert, cov, acc, base, nviol, ncov = [], [], [], [], [], [], []
+        for perm in splits:
+            cal, test = perm[:n_cal], perm[n_cal:]
+            res = selective_threshold(s[cal], correct[cal], alpha, args.delta, starts=starts)
+            ans = s[test] <= res.threshold
+            cert.append(res.certified)
+            cov.append(ans.mean())
+            base.append(correct[test].mean())
+            if ans.any():
+                e = 1.0 - correct[test][ans].mean()
+                viol.append(e > alpha)
+                acc.append(1.0 - e)
+            else:
+                viol.append(False)
+            lam = naive_threshold(s[cal], correct[cal], alpha)
+            nans = s[test] <= lam
+            ncov.append(nans.mean())
+            nviol.append(bool(nans.any()) and 1.0 - correct[test][nans].mean() > alpha)
+        v, nv = float(np.mean(viol)), float(np.mean(nviol))
+        acc_s = f"{np.mean(acc):.3f}" if acc else "—"
+        print(f"{name:<10}{starts:>7}{alpha:>6.2f}{v:>9.3f} ± {mc(v):.3f}{np.mean(cert):>10.2f}{np.mean(cov):>10.3f}"
+              f"{acc_s:>13}{np.mean(base):>13.3f}{nv:>13.3f}{np.mean(ncov):>11.3f}")
     print("\nprediction sets {chosen}/{rejected}/{both} (split conformal, nonconformity 1 - p(true side))")
     head = f"{'alpha':>6}{'target':>8}{'mean coverage':>20}{'min split':>11}{'singletons':>12}"
     print(head)
@@ -150,6 +149,7 @@ def main() -> None:
     p.add_argument("--splits", type=int, default=200)
     p.add_argument("--alphas", type=float, nargs="+", default=[0.2, 0.3, 0.35, 0.4, 0.45])
     p.add_argument("--delta", type=float, default=0.1)
+    p.add_argument("--starts", type=int, nargs="+", default=[1, 3])
     p.add_argument("--cal-frac", type=float, default=0.5)
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--scores", nargs="+", default=["total", "epistemic"], choices=["total", "epistemic"])

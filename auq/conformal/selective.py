@@ -24,25 +24,41 @@ The procedure, exactly:
    while ``p_j <= δ``; stop at the first ``p_j > δ``. The chosen ``λ̂`` is the last rejected
    threshold. Since the walk stops at the first failure, the family-wise error rate is at most
    ``δ``: ``P(R(λ̂) > α) <= δ``.
+4. Several starts (``starts = m``, default 3): one walk stops for good when the few most confident
+   pairs happen to hold errors, which with a weak model is the common case. So ``m`` walks run at
+   level ``δ/m`` each (Bonferroni), walk ``j`` starting at the first threshold that answers
+   ``j·n/m`` calibration pairs, and every threshold that some walk rejects is certified; ``λ̂`` is
+   the largest. The union bound keeps the family-wise error at ``δ``. ``starts=1`` is plain
+   fixed-sequence testing.
 
-The walk starts at the first threshold that answers at least ``n_min`` calibration pairs, where
-``n_min`` is the smallest ``n`` with ``P(Binomial(n, α) <= 0) = (1-α)^n <= δ``, i.e.
-``n_min = ceil(log δ / log(1 - α))``: with fewer answered pairs even zero errors cannot reject
-``H_j``, so starting earlier would stop the walk at once. A calibration set with fewer than
-``n_min`` pairs cannot certify anything and raises a ``ValueError`` that says how many are needed.
-When the first tested threshold already fails, nothing is certified: ``λ̂ = -inf`` (answer
-nothing, coverage 0), ``certified`` is False and a warning is logged.
+The walks start no earlier than the first threshold that answers ``n_min`` calibration pairs,
+where ``n_min`` is the smallest ``n`` with ``P(Binomial(n, α) <= 0) = (1-α)^n <= δ/m``, i.e.
+``n_min = ceil(log(δ/m) / log(1 - α))``: with fewer answered pairs even zero errors cannot reject
+``H_j``. A calibration set with fewer than ``n_min`` pairs cannot certify anything and raises a
+``ValueError`` that says how many are needed. When no walk rejects its first threshold, nothing is
+certified: ``λ̂ = -inf`` (answer nothing, coverage 0), ``certified`` is False and a warning is
+logged.
 
 What is exact and what is not. With thresholds fixed before seeing the calibration data (a grid on
-the score's range, e.g. ``np.linspace(0, log 2, 200)`` for the ``total`` entropy in nats) and a
-first tested threshold that answers ``n_min`` pairs, the guarantee is the finite-sample theorem
-above. The default candidate set (every distinct calibration score) and the ``n_min`` start depend
-on the calibration *scores*, though not on their labels; this is the usual practice and
-``benchmarks/conformal_validity.py`` measures its violation rate on real pairs.
+the score's range, e.g. ``np.linspace(0, log 2, 200)`` for the ``total`` entropy in nats), and
+starts that answer at least ``n_min`` pairs, the guarantee is the finite-sample theorem above. The
+default candidate set (every distinct calibration score) and the start positions depend on the
+calibration *scores*, though not on their labels; this is the usual practice, and
+``benchmarks/conformal_validity.py`` measures the violation rate on real pairs.
+
+Measured (``benchmarks/conformal_validity.py``: all 1,734 bundled hh-rlhf pairs, MiniLM features,
+a Laplace last layer, every pair scored by a 5-fold cross-fitted model, 200 random half/half
+calibration/test splits, ``δ = 0.1``, ``total`` uncertainty as the score): the share of splits
+whose test error among answered pairs exceeds ``α`` stayed at or below ``δ`` (+ Monte-Carlo error)
+for every ``α`` in 0.2-0.45 and both ``starts=1`` and ``starts=3`` (at most 0.095 ± 0.021), while
+the uncorrected plug-in threshold missed ``α`` in 52-67% of the splits for ``α <= 0.4``. The price
+is coverage: this reward model is right on 56% of held-out pairs and on at most ~65% of its most
+confident ones, so ``α <= 0.4`` is rarely certifiable (coverage <= 2%); at ``α = 0.45`` three starts
+answer 41% of the test pairs (accuracy 0.600 against 0.563 for abstaining at random), one start 2%.
 
 Examples
 --------
->>> res = selective_threshold([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 1, 1, 1, 0, 0], alpha=0.5, delta=0.1)
+>>> res = selective_threshold([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 1, 1, 1, 0, 0], alpha=0.5, delta=0.1, starts=1)
 >>> res.threshold, res.n_answered, res.certified
 (0.4, 4, True)
 >>> res.decide([0.05, 0.45]).tolist()
@@ -59,7 +75,7 @@ from typing import Any
 import numpy as np
 from scipy.stats import binom
 
-from auq._checks import as_float_array, check_choice, check_labels
+from auq._checks import as_float_array, check_choice, check_int, check_labels
 
 from ._common import check_level, pair_correctness, pair_scores
 
@@ -143,8 +159,13 @@ class SelectiveResult:
     decisions : numpy.ndarray of bool
         Per calibration pair: True = answer, False = abstain.
     thresholds, p_values : numpy.ndarray
-        The tested thresholds in walk order and their p-values (the walk stops after the first
-        p-value above ``delta``).
+        The candidate thresholds from the first one answering ``n_min`` pairs on, most confident
+        first, and their p-values.
+    rejected : numpy.ndarray of bool
+        Which candidates the fixed-sequence walk(s) certified (a p-value below the level *and*
+        reached by a walk; a later small p-value after a failure is not certified).
+    starts : int
+        Number of fixed-sequence chains (see :func:`selective_threshold`).
     method : str
     message : str
         One line saying what was certified, or why nothing was.
@@ -163,6 +184,8 @@ class SelectiveResult:
     decisions: np.ndarray = field(repr=False)
     thresholds: np.ndarray = field(repr=False)
     p_values: np.ndarray = field(repr=False)
+    rejected: np.ndarray = field(repr=False)
+    starts: int = 3
     method: str = "binomial"
     message: str = ""
 
@@ -193,6 +216,7 @@ def selective_threshold(
     *,
     method: str = "binomial",
     thresholds: Any = None,
+    starts: int = 3,
 ) -> SelectiveResult:
     """Abstention threshold with error ``<= alpha`` among answered pairs, w.p. ``>= 1 - delta``.
 
@@ -213,6 +237,12 @@ def selective_threshold(
     thresholds : array-like, optional
         Candidate thresholds fixed in advance (for the exact guarantee); default: every distinct
         calibration score.
+    starts : int, default 3
+        Number of fixed-sequence chains, each at level ``delta / starts`` (Bonferroni): chain
+        ``j`` starts at the first threshold answering ``max(n_min, j·n/starts)`` calibration pairs
+        (``j = 0 .. starts-1``), and the certified thresholds are the union of what the chains
+        reject. One chain stops for good when the few most confident pairs happen to hold errors;
+        several chains restart further on, at the price of a stricter level each.
 
     Returns
     -------
@@ -220,22 +250,25 @@ def selective_threshold(
 
     Examples
     --------
-    >>> r = selective_threshold([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 1, 1, 1, 0, 0], alpha=0.5)
-    >>> r.coverage, round(r.risk, 3), r.p_values.round(4).tolist()
-    (0.6666666666666666, 0.0, [0.0625, 0.1875])
+    >>> r = selective_threshold([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 1, 1, 1, 0, 0], alpha=0.5, starts=1)
+    >>> r.coverage, round(r.risk, 3), r.p_values.round(4).tolist(), r.rejected.tolist()
+    (0.6666666666666666, 0.0, [0.0625, 0.1875, 0.3438], [True, False, False])
     """
     alpha = check_level(alpha, "alpha")
     delta = check_level(delta, "delta")
     check_choice(method, "method", _METHODS)
+    starts = check_int(starts, "starts", minimum=1)
     s = as_float_array(scores, "scores", ndim=1)
     n = s.shape[0]
     err = _errors(correct, n, method)
-    n_min = min_calibration_size(alpha, delta)
+    level = delta / starts  # each chain's level (Bonferroni over the chains)
+    n_min = min_calibration_size(alpha, level)
     if n < n_min:
+        per = "" if starts == 1 else f" (delta/starts = {level:g} per chain with starts={starts})"
         raise ValueError(
-            f"the calibration set has {n} pairs, too few for alpha={alpha:g}, delta={delta:g}: at least "
-            f"{n_min} are needed (the smallest n with (1 - alpha)^n <= delta, "
-            f"n >= log(delta) / log(1 - alpha) = {math.log(delta) / math.log1p(-alpha):.2f}), and more "
+            f"the calibration set has {n} pairs, too few for alpha={alpha:g}, delta={delta:g}{per}: at least "
+            f"{n_min} are needed (the smallest n with (1 - alpha)^n <= {level:g}, "
+            f"n >= log({level:g}) / log(1 - alpha) = {math.log(level) / math.log1p(-alpha):.2f}), and more "
             "to answer anything once errors occur"
         )
     if thresholds is None:
@@ -246,30 +279,38 @@ def selective_threshold(
     s_sorted, cum_err = s[order], np.concatenate([[0.0], np.cumsum(err[order])])
     n_ans = np.searchsorted(s_sorted, grid, side="right")  # answered at each threshold
     k_ans = cum_err[n_ans]
-    start = int(np.searchsorted(n_ans, n_min, side="left"))  # first threshold answering n_min pairs
-    grid, n_ans, k_ans = grid[start:], n_ans[start:], k_ans[start:]
+    first = int(np.searchsorted(n_ans, n_min, side="left"))  # first threshold answering n_min pairs
+    grid, n_ans, k_ans = grid[first:], n_ans[first:], k_ans[first:]
     p = ltt_p_values(n_ans, k_ans, alpha, method)
-    fails = np.flatnonzero(p > delta)
-    stop = int(fails[0]) if fails.size else len(p)
-    tested = slice(0, min(stop + 1, len(p)))
-    if stop == 0:
+    rejected = np.zeros(p.shape[0], dtype=bool)
+    # chain j starts at the first threshold answering >= max(n_min, j·n/starts) pairs
+    heads = sorted({int(np.searchsorted(n_ans, max(n_min, math.ceil(j * n / starts)), side="left"))
+                    for j in range(starts)})
+    for h in heads:
+        for i in range(h, p.shape[0]):
+            if p[i] > level:
+                break
+            rejected[i] = True
+    if not rejected.any():
         lam, m, k = -math.inf, 0, 0.0
         msg = (
-            f"nothing certified at alpha={alpha:g}, delta={delta:g}: the most confident "
-            f"{int(n_ans[0]) if len(n_ans) else n} calibration pairs already give p = "
-            f"{p[0] if len(p) else 1.0:.3g} > delta; the rule answers no pair"
+            f"nothing certified at alpha={alpha:g}, delta={delta:g}: every fixed-sequence chain failed "
+            f"at its first threshold (answering {', '.join(str(int(n_ans[h])) for h in heads if h < len(p))}"
+            f" of {n} calibration pairs: p-value above {level:g}); the rule answers no pair"
         )
         logger.warning(msg)
     else:
-        lam, m, k = float(grid[stop - 1]), int(n_ans[stop - 1]), float(k_ans[stop - 1])
+        last = int(np.flatnonzero(rejected)[-1])
+        lam, m, k = float(grid[last]), int(n_ans[last]), float(k_ans[last])
         msg = (
             f"certified: answer score <= {lam:.6g}: {m}/{n} calibration pairs "
             f"({m / n:.1%}) with {k:g} errors; error <= {alpha:g} with probability >= {1 - delta:g}"
         )
     return SelectiveResult(
-        threshold=lam, alpha=alpha, delta=delta, certified=stop > 0, coverage=m / n,
+        threshold=lam, alpha=alpha, delta=delta, certified=bool(rejected.any()), coverage=m / n,
         risk=k / m if m else math.nan, n_calibration=n, n_answered=m, n_errors=k, n_min=n_min,
-        decisions=s <= lam, thresholds=grid[tested], p_values=p[tested], method=method, message=msg,
+        decisions=s <= lam, thresholds=grid, p_values=p, rejected=rejected, starts=starts,
+        method=method, message=msg,
     )
 
 
@@ -283,27 +324,33 @@ class ConformalSelector:
     method : {"binomial", "hoeffding_bentkus"}
     thresholds : array-like, optional
         A grid fixed in advance (see :func:`selective_threshold`).
+    starts : int, default 3
+        Fixed-sequence chains (see :func:`selective_threshold`).
 
     Examples
     --------
-    >>> sel = ConformalSelector(alpha=0.5).fit([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 1, 1, 1, 0, 0])
+    >>> sel = ConformalSelector(alpha=0.5, starts=1).fit([0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 1, 1, 1, 0, 0])
     >>> sel.predict([0.05, 0.45]).tolist(), sel.threshold_
     ([True, False], 0.4)
     >>> sel = ConformalSelector(alpha=0.3).fit_predictions(preds, score="total")  # doctest: +SKIP
     """
 
-    def __init__(self, alpha: float, delta: float = 0.1, *, method: str = "binomial", thresholds: Any = None):
+    def __init__(
+        self, alpha: float, delta: float = 0.1, *, method: str = "binomial", thresholds: Any = None, starts: int = 3
+    ):
         self.alpha = check_level(alpha, "alpha")
         self.delta = check_level(delta, "delta")
         self.method = check_choice(method, "method", _METHODS)
         self.thresholds = thresholds
+        self.starts = check_int(starts, "starts", minimum=1)
         self.result_: SelectiveResult | None = None
         self.score_: str | None = None
 
     def fit(self, scores: Any, correct: Any) -> ConformalSelector:
         """Certify a threshold on calibration ``scores`` and ``correct``; returns ``self``."""
         self.result_ = selective_threshold(
-            scores, correct, self.alpha, self.delta, method=self.method, thresholds=self.thresholds
+            scores, correct, self.alpha, self.delta, method=self.method, thresholds=self.thresholds,
+            starts=self.starts,
         )
         return self
 

@@ -128,7 +128,7 @@ def guaranteed_risk_coverage_plot(
     --------
     >>> from auq.conformal import selective_threshold
     >>> s, c = [0.1, 0.2, 0.3, 0.4, 0.5, 0.6], [1, 1, 1, 1, 0, 0]
-    >>> ax = guaranteed_risk_coverage_plot(s, c, selective_threshold(s, c, alpha=0.5))
+    >>> ax = guaranteed_risk_coverage_plot(s, c, selective_threshold(s, c, alpha=0.5, starts=1))
     >>> ax.get_xlabel()
     'coverage'
     """
