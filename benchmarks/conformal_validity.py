@@ -142,6 +142,35 @@ def run(args: argparse.Namespace) -> None:
             single.append(float((sets.size == 1).mean()))
         se = float(np.std(cov, ddof=1) / np.sqrt(S))
         print(f"{alpha:>6.2f}{1 - alpha:>8.2f}{np.mean(cov):>13.4f} ± {se:.4f}{np.min(cov):>11.3f}{np.mean(single):>12.3f}")
+    if args.figures:
+        figures(args, sc, correct, targets, splits, n_cal)
+
+
+def figures(args: argparse.Namespace, sc: dict, correct: np.ndarray, targets: np.ndarray, splits: list, n_cal: int) -> None:
+    """Coverage against alpha over all splits; risk-coverage of the first split's test pairs with
+    the rule certified on its calibration pairs (alpha = the largest of --alphas)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from auq.conformal import coverage_curve
+    from auq.plots import conformal_coverage_plot, guaranteed_risk_coverage_plot, save_figure
+
+    levels = np.arange(1, 10) * 0.05
+    covs = np.stack([coverage_curve(sc["prob"][p[:n_cal]], targets[p[:n_cal]], sc["prob"][p[n_cal:]],
+                                    targets[p[n_cal:]], levels).coverage for p in splits])
+    ax = conformal_coverage_plot(levels, covs, n_calibration=n_cal, title="pair sets, hh-rlhf (held out)")
+    save_figure(ax.figure, os.path.join(args.figures, "conformal_coverage"), formats=["png"])
+    plt.close(ax.figure)
+    cal, test = splits[0][:n_cal], splits[0][n_cal:]
+    alpha = max(args.alphas)
+    res = selective_threshold(sc["total"][cal], correct[cal], alpha, args.delta, starts=max(args.starts))
+    ax = guaranteed_risk_coverage_plot(sc["total"][test], correct[test], res,
+                                       title=f"certified abstention, α = {alpha:g} (test half)")
+    save_figure(ax.figure, os.path.join(args.figures, "conformal_risk_coverage"), formats=["png"])
+    plt.close(ax.figure)
+    print(f"figures written to {args.figures}")
 
 
 def main() -> None:
@@ -157,6 +186,7 @@ def main() -> None:
     p.add_argument("--cache", default=os.path.join(tempfile.gettempdir(), "auq-conformal-validity"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--figures", default=None, help="folder for the two figures (PNG)")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

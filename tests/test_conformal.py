@@ -435,6 +435,15 @@ def test_conformal_plots_draw_the_target_and_the_operating_point(tmp_path):
     np.testing.assert_allclose(next(ln for ln in ax.lines if ln.get_gid() == "coverage").get_ydata(), covs.mean(0))
     out1 = save_figure(ax.figure, tmp_path / "coverage_vs_alpha", formats=["png"])
     plt.close(ax.figure)
+    curve = coverage_curve(p[:300], t[:300], p[300:], t[300:], alphas)  # a CoverageCurve directly
+    ax = conformal_coverage_plot(curve, title="held out")
+    assert ax.get_legend().get_title().get_text() == "held out" and ax.get_title() == ""  # title heads the legend
+    upper = next(ln for ln in ax.lines if ln.get_gid() == "upper")
+    np.testing.assert_allclose(upper.get_ydata(), 1 - alphas + 1 / 301)
+    assert "band" not in {c.get_gid() for c in ax.collections}  # one split: no band
+    plt.close(ax.figure)
+    with pytest.raises(ValueError, match="coverage must have 9 columns"):
+        conformal_coverage_plot(alphas, covs[:, :3])
 
     s = 1 - np.maximum(p, 1 - p)
     c = pair_correctness(p, t)

@@ -19,6 +19,17 @@ logger = logging.getLogger(__name__)
 __all__ = ["conformal_coverage_plot", "guaranteed_risk_coverage_plot"]
 
 
+def _title_and_legend(ax: Any, title: str | None, legend_loc: str | None) -> None:
+    """An outside legend sits where a title would go: the title then heads the legend instead."""
+    if title and legend_loc == "outside":
+        leg = _style.place_legend(ax, legend_loc, title=title)
+        leg.get_title().set_fontsize(plt.rcParams["axes.titlesize"])
+        return
+    if title:
+        ax.set_title(title)
+    _style.place_legend(ax, legend_loc)
+
+
 def conformal_coverage_plot(
     curve_or_alpha: Any,
     coverage: Any = None,
@@ -91,9 +102,7 @@ def conformal_coverage_plot(
         ax.set_ylabel("coverage")
         pad = 0.02
         ax.set_xlim(float(alpha.min()) - pad, float(alpha.max()) + pad)
-        if title:
-            ax.set_title(title)
-        _style.place_legend(ax, legend_loc)
+        _title_and_legend(ax, title, legend_loc)
         _style.apply_tick_style(ax)
     return ax
 
@@ -156,8 +165,6 @@ def guaranteed_risk_coverage_plot(
                     transform=ax.transAxes, ha="center", va="top", gid="none-certified")
         lo, hi = ax.get_ylim()
         ax.set_ylim(min(lo, 0.0), max(hi, result.alpha * 1.1))
-        if title:
-            ax.set_title(title)
-        _style.place_legend(ax, legend_loc)
+        _title_and_legend(ax, title, legend_loc)
         _style.apply_tick_style(ax)
     return ax
