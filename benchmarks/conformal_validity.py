@@ -101,16 +101,23 @@ def run(args: argparse.Namespace) -> None:
         return float(np.sqrt(v * (1 - v) / S))
 
     print("selective prediction (Learn then Test, exact binomial); violation = test error among answered > alpha")
-    head = (f"{'score':<10}{'starts':>7}{'alpha':>6}{'viol. rate':>16}{'certified':>10}{'coverage':>10}{'acc answered':>13}"
+    head = (f"{'score':<10}{'grid':>6}{'starts':>7}{'alpha':>6}{'viol. rate':>16}{'certified':>10}{'coverage':>10}{'acc answered':>13}"
             f"{'random abst.':>13}{'naive viol.':>13}{'naive cov.':>11}")
     print(head)
     print("-" * len(head))
-    for name, starts, alpha in ((nm, st, a) for nm in args.scores for st in args.starts for a in args.alphas):
+    # "data": every distinct calibration score is a candidate (the default); "fixed": 200 thresholds
+    # on [0, log 2] fixed in advance (the exact LTT setting; only for the total entropy, in nats)
+    variants = [(nm, "data", st) for nm in args.scores for st in args.starts]
+    if "total" in args.scores:
+        variants += [("total", "fixed", st) for st in args.starts]
+    fixed = np.linspace(0.0, np.log(2.0), 200)
+    for name, grid, starts, alpha in ((nm, g, st, a) for nm, g, st in variants for a in args.alphas):
         s = sc[name]
         viol, cert, cov, acc, base, nviol, ncov = [], [], [], [], [], [], []
         for perm in splits:
             cal, test = perm[:n_cal], perm[n_cal:]
-            res = selective_threshold(s[cal], correct[cal], alpha, args.delta, starts=starts)
+            res = selective_threshold(s[cal], correct[cal], alpha, args.delta, starts=starts,
+                                  thresholds=fixed if grid == "fixed" else None)
             ans = s[test] <= res.threshold
             cert.append(res.certified)
             cov.append(ans.mean())
@@ -127,7 +134,7 @@ def run(args: argparse.Namespace) -> None:
             nviol.append(bool(nans.any()) and 1.0 - correct[test][nans].mean() > alpha)
         v, nv = float(np.mean(viol)), float(np.mean(nviol))
         acc_s = f"{np.mean(acc):.3f}" if acc else "—"
-        print(f"{name:<10}{starts:>7}{alpha:>6.2f}{v:>9.3f} ± {mc(v):.3f}{np.mean(cert):>10.2f}{np.mean(cov):>10.3f}"
+        print(f"{name:<10}{grid:>6}{starts:>7}{alpha:>6.2f}{v:>9.3f} ± {mc(v):.3f}{np.mean(cert):>10.2f}{np.mean(cov):>10.3f}"
               f"{acc_s:>13}{np.mean(base):>13.3f}{nv:>13.3f}{np.mean(ncov):>11.3f}")
     print("\nprediction sets {chosen}/{rejected}/{both} (split conformal, nonconformity 1 - p(true side))")
     head = f"{'alpha':>6}{'target':>8}{'mean coverage':>20}{'min split':>11}{'singletons':>12}"

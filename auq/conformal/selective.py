@@ -55,6 +55,8 @@ the uncorrected plug-in threshold missed ``α`` in 52-67% of the splits for ``α
 is coverage: this reward model is right on 56% of held-out pairs and on at most ~65% of its most
 confident ones, so ``α <= 0.4`` is rarely certifiable (coverage <= 2%); at ``α = 0.45`` three starts
 answer 41% of the test pairs (accuracy 0.600 against 0.563 for abstaining at random), one start 2%.
+A grid of 200 thresholds on [0, log 2] fixed in advance (the exact setting) gives the same picture:
+violation rates at most 0.100 ± 0.021, coverage 36% at ``α = 0.45`` with three starts.
 
 Examples
 --------
