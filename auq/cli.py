@@ -269,7 +269,7 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=None,
         help="laplace: fit the likelihood on the top RANK principal directions of the training features and "
-        "keep the prior elsewhere (default 64; a value >= the hidden size fits all directions)",
+        "keep the prior elsewhere (default: all directions)",
     )
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code of the backbone")
     p.add_argument("--chat-template", default=None, metavar="FILE_OR_STRING", help=_CHAT_HELP)
@@ -298,7 +298,7 @@ def _build_model(args: argparse.Namespace) -> Any:
             return LaplaceRewardModel.from_backbone(
                 backbone, n_samples=args.members,
                 prior_precision="auto" if args.prior_precision is None else args.prior_precision,
-                rank=64 if getattr(args, "rank", None) is None else args.rank,
+                rank=getattr(args, "rank", None),
                 seed=args.seed, pooling=args.pooling, trust_remote_code=args.trust_remote_code,
             )
         if getattr(args, "rank", None) is not None:
