@@ -11,7 +11,12 @@ percentile of their anchored std, and a feature density (:func:`auq.models.fit_d
 proxy's own features (word counts), cross-fitted per pair. It then watches the generated
 responses of every :class:`auq.training.online.OnlineTrainer` (RLOO) step through
 :func:`auq.monitor.online_monitor_callback`, with the default thresholds (3x the nominal rate and
-a binomial test at 0.01, two consecutive steps).
+a binomial test at 0.01, two consecutive steps). Three monitors watch the same runs:
+
+* ``training``: nominal rates of the training responses, alarm on OOD or disagreement (default);
+* ``baseline``: ``baseline_steps=5``, nominal rates raised to those of the first 5 steps (the
+  reference policy's own samples are more often OOD than the proxy's training responses);
+* ``disagreement-only``: training rates, alarm on member disagreement only.
 
 Two runs per seed, same policy, proxy and monitor:
 
@@ -60,14 +65,17 @@ logger = logging.getLogger("reward_hacking_monitor")
 def calibrate(proxy: ProxyEnsemble, gen: SyntheticPreferenceGenerator, n_pairs: int, seed: int,
               baseline_steps: int) -> dict[str, RewardHackingMonitor]:
     """Monitors with thresholds from the proxy's own training responses (the pairs ProxyEnsemble
-    saw): nominal rates from training alone, and raised to the first steps' rates where higher."""
+    saw): nominal rates from training alone; raised to the first steps' rates where higher; and
+    training rates with the alarm on member disagreement only (OOD logged, not alarmed on)."""
     data = gen.sample(n_pairs, seed=1000 + seed).dataset  # the same draw as ProxyEnsemble's
     texts = list(data.chosen) + list(data.rejected)
     density = fit_density(proxy.counts(texts), groups=np.tile(np.arange(n_pairs), 2))
     train = proxy(None, texts)
     return {"training": RewardHackingMonitor.from_training(train, density=density, warn=False),
             "baseline": RewardHackingMonitor.from_training(train, density=density, warn=False,
-                                                           baseline_steps=baseline_steps)}
+                                                           baseline_steps=baseline_steps),
+            "disagreement-only": RewardHackingMonitor.from_training(train, density=density, warn=False,
+                                                                    alarm_on=("disagreement",))}
 
 
 def run(ref_path, tokenizer, proxy, gen, monitors, *, kl_coef, steps, eval_every, eval_samples, lr, seed, batch):
@@ -120,12 +128,15 @@ def summarise(seed, kind, variant, ev, hist, alarm):
     return row
 
 
-MARKERS = {"training": "v", "baseline": "o"}
+MARKERS = {"training": "v", "baseline": "o", "disagreement-only": "s"}
+LABELS = {"training": "alarm (training rates)", "baseline": "alarm (rates of the first steps)",
+          "disagreement-only": "alarm (disagreement only)"}
 
 
 def draw(curves, rows, path):
-    """Gold (solid) and proxy (dashed) against KL per seed; star = gold peak, triangle = alarm
-    (training nominal rates), circle = alarm (nominal rates raised to the first steps')."""
+    """Gold (solid) and proxy (dashed) against KL (square-root axis) per seed (one colour each);
+    star = gold peak, triangle = alarm (training nominal rates), circle = alarm (nominal rates
+    raised to the first steps'), square = alarm on disagreement only."""
     import matplotlib.pyplot as plt
 
     from auq.plots import paper_style, save_figure
@@ -146,8 +157,9 @@ def draw(curves, rows, path):
                     r = rows[(seed, kind, variant)]
                     if r.get("alarm_step") is not None:
                         ax.plot(r["kl_at_alarm"], r["gold_at_alarm"], marker=marker, color=c, ms=6, mec="k", mew=0.6,
-                                ls="none", label=f"alarm ({variant} rates)" if first else None)
+                                ls="none", label=LABELS[variant] if first else None)
             ax.axhline(0.0, color="0.6", lw=0.6)
+            ax.set_xscale("function", functions=(lambda v: np.sqrt(np.maximum(v, 0)), np.square))
             ax.set_title(title)
             ax.set_xlabel("KL(policy \N{DOUBLE VERTICAL LINE} reference), nats")
             ax.legend(loc="best", fontsize=6.5, frameon=False)
@@ -216,12 +228,17 @@ def main(argv=None) -> int:
     for variant in MARKERS:
         over = df[(df.run == "over-optimising") & (df.nominal == variant)]
         ctrl = df[(df.run == "control") & (df.nominal == variant)]
-        fell = over.peak_gold - over.final_gold
-        print(f"\n## nominal rates: {variant}\nover-optimising runs: gold peaked before the last step in "
-              f"{(over.peak_step < over.last_step).sum()}/{len(over)} (mean drop peak -> end {fell.mean():.2f}); "
-              f"alarm fired in {over.alarm_step.notna().sum()}/{len(over)}, before the peak in {(over.lead > 0).sum()}; "
-              f"lead (peak step - alarm step) median {over.lead.median():.1f}, range [{over.lead.min():.0f}, {over.lead.max():.0f}]; "
-              f"gold at alarm / peak gold median {(over.gold_at_alarm / over.peak_gold).median():.2f}")
+        # over-optimised: the evaluated gold peaked before the last evaluation and fell from there
+        peaked = over[(over.peak_step < over.last_step) & (over.peak_gold - over.final_gold > 0.5)]
+        rising = over.drop(peaked.index)
+        print(f"\n## nominal rates: {variant}")
+        print(f"over-optimising runs where gold peaked and fell (> 0.5): {len(peaked)}/{len(over)}; alarm fired in "
+              f"{peaked.alarm_step.notna().sum()}, before the peak in {(peaked.lead > 0).sum()}; lead (peak step - alarm "
+              f"step) {peaked.lead.tolist()}; gold kept by stopping at the alarm {peaked.gold_at_alarm.round(2).tolist()} "
+              f"vs at the peak {peaked.peak_gold.round(2).tolist()} vs at the end {peaked.final_gold.round(2).tolist()}")
+        print(f"over-optimising runs where gold still rose at the end: {len(rising)}; alarm fired in "
+              f"{rising.alarm_step.notna().sum()} (steps {rising.alarm_step.tolist()}), at gold "
+              f"{rising.gold_at_alarm.round(2).tolist()} of a final {rising.final_gold.round(2).tolist()}")
         print(f"control runs (strong KL): alarm fired in {ctrl.alarm_step.notna().sum()}/{len(ctrl)} (false alarms); "
               f"steps with a signal over threshold {100 * ctrl.flagged_steps.mean():.1f}%")
     print(f"\nfigure: {os.path.join(args.output, 'reward_hacking_monitor.png')}")

@@ -51,6 +51,9 @@ def test_rate_alarm_equals_hand_binomial_and_factor_rule():
     assert _binom_sf(19, 1000, 0.01) <= 0.01
     assert a.critical_count(1000) == 30
     assert not a.test(29, 1000)[0] and a.test(30, 1000)[0]
+    # the ratio rule is exact at its boundary (3 x 0.07 x 100 = 21.000000000000004 in floats)
+    b = RateAlarm("x", 0.5, 0.07, 3.0, 0.5)
+    assert b.critical_count(100) == 21 and b.test(21, 100)[0] and not b.test(20, 100)[0]
     # n = 2: even 2 of 2 is not enough evidence at alpha = 1e-5 (P = 1e-4)
     assert RateAlarm("x", 0.5, 0.01, 3.0, 1e-5).critical_count(2) is None
 

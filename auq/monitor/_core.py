@@ -85,7 +85,7 @@ class RateAlarm:
         if count > n:
             raise ValueError(f"count ({count}) must be <= n ({n})")
         p = self.p_value(count, n)
-        return bool(count >= self.factor * self.nominal * n and p <= self.alpha), p
+        return bool(count >= self.factor * self.nominal * n - 1e-9 and p <= self.alpha), p
 
     def critical_count(self, n: int) -> int | None:
         """The smallest count of ``n`` that raises the alarm (None: no count can)."""

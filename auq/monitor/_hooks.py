@@ -39,7 +39,12 @@ class RewardHackingCallback(TrainerCallback):
     TRL's ``log_metric`` hook as ``monitor/<name>`` (averaged over each logging step, in
     ``trainer.state.log_history`` like TRL's own ``kl`` or ``reward``). At the end of an
     optimiser step, with ``monitor.stop_on_alarm`` and the alarm fired, it sets
-    ``control.should_training_stop`` and the trainer stops after that step.
+    ``control.should_training_stop`` and the trainer stops after that step. Generation batches
+    are what the monitor counts as steps (one per optimiser step unless TRL's
+    ``steps_per_generation`` > 1).
+
+    With several processes, each monitors the completions it scored; the stop is not
+    synchronised across processes (tested on one process).
 
     Parameters
     ----------
