@@ -133,23 +133,28 @@ LABELS = {"training": "alarm (training rates)", "baseline": "alarm (rates of the
           "disagreement-only": "alarm (disagreement only)"}
 
 
-def draw(curves, rows, path):
-    """Gold (solid) and proxy (dashed) against KL (square-root axis) per seed (one colour each);
-    star = gold peak, triangle = alarm (training nominal rates), circle = alarm (nominal rates
-    raised to the first steps'), square = alarm on disagreement only."""
+def draw(curves, rows, steps, path):
+    """Top: gold (solid) and proxy (dashed) against KL (square-root axis) per seed (one colour
+    each); star = gold peak, triangle = alarm (training nominal rates), circle = alarm (nominal
+    rates raised to the first steps'), square = alarm on disagreement only. Bottom: the
+    over-optimising runs' per-step OOD rate and disputed rate (training nominal 1%, grey), with
+    each run's gold-peak step (star)."""
     import matplotlib.pyplot as plt
 
     from auq.plots import paper_style, save_figure
 
     with paper_style():
-        fig, axes = plt.subplots(1, 2, figsize=(7.0, 3.2), constrained_layout=True, sharey=True)
+        fig, grid = plt.subplots(2, 2, figsize=(7.0, 5.6), constrained_layout=True)
+        axes = grid[0]
+        ticks = {"over-optimising": [0, 1, 5, 10, 20, 40, 60], "control": [0, 0.05, 0.2, 0.5, 1.0, 1.5]}
         for ax, kind, title in zip(axes, ("over-optimising", "control"),
                                    ("(a) no KL penalty: over-optimisation", "(b) strong KL penalty: control")):
             keys = [key for key in curves if key[1] == kind]
             for i, (seed, _) in enumerate(keys):
                 ev, c, first = curves[(seed, kind)], f"C{i}", i == 0
-                ax.plot(ev["kl"], ev["gold"], color=c, lw=1.2, label="gold" if first else None)
-                ax.plot(ev["kl"], ev["proxy"], color=c, lw=1.0, ls="--", label="proxy" if first else None)
+                lw = 1.2 if kind == "over-optimising" else 0.8
+                ax.plot(ev["kl"], ev["gold"], color=c, lw=lw, label="gold" if first else None)
+                ax.plot(ev["kl"], ev["proxy"], color=c, lw=lw * 0.8, ls="--", label="proxy" if first else None)
                 p = int(np.argmax(ev["gold"]))
                 ax.plot(ev["kl"][p], ev["gold"][p], marker="*", color=c, ms=10, mec="k", mew=0.5, ls="none",
                         label="gold peak" if first else None)
@@ -160,10 +165,30 @@ def draw(curves, rows, path):
                                 ls="none", label=LABELS[variant] if first else None)
             ax.axhline(0.0, color="0.6", lw=0.6)
             ax.set_xscale("function", functions=(lambda v: np.sqrt(np.maximum(v, 0)), np.square))
+            top = max(float(curves[key]["kl"].max()) for key in keys)
+            ax.set_xticks([t for t in ticks[kind] if t <= top * 1.05])
+            ax.set_xlim(0, top * 1.05)
             ax.set_title(title)
             ax.set_xlabel("KL(policy \N{DOUBLE VERTICAL LINE} reference), nats")
             ax.legend(loc="best", fontsize=6.5, frameon=False)
-        axes[0].set_ylabel("reward \N{MINUS SIGN} reference")
+        for ax in axes:
+            ax.set_ylabel("reward \N{MINUS SIGN} reference")
+        over = steps[steps.run == "over-optimising"]
+        for ax, col, title in zip(grid[1], ("ood_rate", "disagreement_rate"),
+                                  ("(c) OOD rate, over-optimising runs",
+                                   "(d) disputed rate, over-optimising runs")):
+            for i, (seed, g) in enumerate(over.groupby("seed", sort=False)):
+                ax.plot(g.step + 1, g[col].rolling(3, min_periods=1).mean(), color=f"C{i}", lw=1.0,
+                        label=f"seed {seed}")
+                peak = rows[(seed, "over-optimising", "training")]["peak_step"]
+                y = float(g[col].rolling(3, min_periods=1).mean().iloc[min(max(peak, 1), len(g)) - 1])
+                ax.plot(peak, y, marker="*", color=f"C{i}", ms=9, mec="k", mew=0.5, ls="none")
+            ax.axhline(0.01, color="0.5", lw=0.8, ls=":")
+            ax.set_ylim(-0.02, 1.02)
+            ax.set_xlabel("RLOO step")
+            ax.set_ylabel("fraction of responses (3-step mean)")
+            ax.set_title(title)
+        grid[1, 0].legend(loc="lower right", fontsize=6.5, frameon=False)
         save_figure(fig, path)
         plt.close(fig)
 
@@ -214,8 +239,11 @@ def main(argv=None) -> int:
 
     df = pd.DataFrame(list(rows.values()))
     df.to_csv(os.path.join(args.output, "reward_hacking_monitor.csv"), index=False)
+    pd.DataFrame([dict(seed=k[0], run=k[1], step=st, kl=kl, gold=g, proxy=pr) for k, ev in curves.items()
+                  for st, kl, g, pr in zip(ev["step"], ev["kl"], ev["gold"], ev["proxy"])]).to_csv(
+        os.path.join(args.output, "reward_hacking_monitor_curves.csv"), index=False)
     pd.concat(steps_log).to_csv(os.path.join(args.output, "reward_hacking_monitor_steps.csv"), index=False)
-    draw(curves, rows, os.path.join(args.output, "reward_hacking_monitor"))
+    draw(curves, rows, pd.concat(steps_log), os.path.join(args.output, "reward_hacking_monitor"))
     pd.set_option("display.width", 200)
     m = monitors["training"]
     print(f"# reward-hacking monitor on the over-optimisation harness (seeds {seeds}, {steps} RLOO steps, "
