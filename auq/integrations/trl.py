@@ -347,6 +347,15 @@ class UncertaintyPenalizedReward:
         The name TRL logs the reward under (``rewards/<name>/mean``).
     last_std, last_mean, last_rewards : numpy arrays or None
         Per-completion member std, member mean and returned reward of the last call.
+    last_member_rewards : numpy array ``[n, K]`` or None
+        Raw member rewards of the last call.
+    last_features : numpy array ``[n, H]`` or None
+        Pooled features of the last call's texts, from the same trunk pass, when
+        ``collect_features`` is True (set by :class:`auq.monitor.RewardHackingCallback`).
+    observers : list of callables
+        Each is called as ``observer(self, prompts, completions, kwargs)`` after every call
+        (``kwargs``: TRL's keyword arguments, e.g. ``log_metric``); how the reward-hacking
+        monitor sees the scored completions without scoring them again.
     """
 
     def __init__(
@@ -386,13 +395,23 @@ class UncertaintyPenalizedReward:
         self.last_std: np.ndarray | None = None
         self.last_mean: np.ndarray | None = None
         self.last_rewards: np.ndarray | None = None
+        self.last_member_rewards: np.ndarray | None = None
+        self.last_features: np.ndarray | None = None
+        self.collect_features = False
+        self.observers: list[Callable[..., None]] = []
 
     def __repr__(self) -> str:
         return f"UncertaintyPenalizedReward(method={self.method!r}, coef={self.coef}, name={self.__name__!r})"
 
-    @torch.no_grad()
     def member_rewards(self, prompts: Sequence[Any], completions: Sequence[Any]) -> np.ndarray:
         """Member rewards ``[n, K]`` (float64) of each ``prompt + completion`` (text or messages)."""
+        return self._score(prompts, completions, features=False)[0]
+
+    @torch.no_grad()
+    def _score(self, prompts: Sequence[Any], completions: Sequence[Any], features: bool) -> tuple[np.ndarray, Any]:
+        """Member rewards and (``features``) pooled features ``[n, H]`` from one trunk pass."""
+        from auq.models._scoring import _features_and_rewards
+
         if len(prompts) != len(completions):
             raise ValueError(
                 f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"
@@ -401,7 +420,7 @@ class UncertaintyPenalizedReward:
         device = self.device if self.device is not None else next(model.parameters()).device
         was_training = model.training
         model.eval()
-        out = []
+        out, feats = [], []
         try:
             for start in range(0, len(completions), self.batch_size):
                 sl = slice(start, start + self.batch_size)
@@ -412,16 +431,22 @@ class UncertaintyPenalizedReward:
                     for p, c in zip(prompts[sl], completions[sl])
                 ]
                 batch = self._collator(examples)
-                r = model(batch["input_ids_chosen"].to(device), batch["attention_mask_chosen"].to(device))
+                ids, mask = batch["input_ids_chosen"].to(device), batch["attention_mask_chosen"].to(device)
+                if features:
+                    f, r, _ = _features_and_rewards(model, ids, mask)
+                    feats.append(f.detach().float().cpu().to(torch.float64))
+                else:
+                    r = model(ids, mask)
                 out.append(r.detach().float().cpu().to(torch.float64))
         finally:
             model.train(was_training)
-        return torch.cat(out).numpy()
+        return torch.cat(out).numpy(), (torch.cat(feats).numpy() if features else None)
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         from auq.estimators import response_reward_stats
 
-        r = self.member_rewards(prompts, completions)
+        r, self.last_features = self._score(prompts, completions, features=self.collect_features)
+        self.last_member_rewards = r
         offsets = self.member_offsets
         if offsets is None:  # the reward model's training offsets (saved with it), when it has them
             offsets = getattr(self.ensemble, "reward_offsets", None)
@@ -445,6 +470,8 @@ class UncertaintyPenalizedReward:
         log_extra: Callable[[str, list], None] | None = kwargs.get("log_extra")
         if log_extra is not None:  # per-completion column of the completions table
             log_extra(f"{self.__name__}_std", self.last_std.tolist())
+        for observer in self.observers:  # e.g. auq.monitor.RewardHackingCallback
+            observer(self, prompts, completions, kwargs)
         return [float(x) for x in self.last_rewards]
 
 

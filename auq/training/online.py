@@ -698,6 +698,7 @@ class OnlineTrainer:
         )
         self.step_count = 0
         self.records: list[dict[str, float]] = []
+        self.stop_reason: str | None = None
         self.value_head: nn.Linear | None = None
         params = [p for p in self.policy.parameters() if p.requires_grad]
         if self.config.algorithm == "ppo":
@@ -845,11 +846,14 @@ class OnlineTrainer:
         """Run ``steps`` steps (default ``config.steps``) with a tqdm bar; returns the history.
 
         ``callback(trainer, step_output)`` is called after every step (e.g. to evaluate a gold
-        reward). Checkpoints go to ``config.output_dir/step-<s>`` every ``config.save_every`` steps.
+        reward, or :func:`auq.monitor.online_monitor_callback`); a callback that calls
+        :meth:`request_stop` ends training after that step. Checkpoints go to
+        ``config.output_dir/step-<s>`` every ``config.save_every`` steps.
         """
         from tqdm.auto import tqdm
 
         steps = self.config.steps if steps is None else check_int(steps, "steps", minimum=0)
+        self.stop_reason = None
         bar = tqdm(range(steps), desc=f"{self.config.algorithm} ({self.config.penalty})",
                    disable=not self.config.progress)
         for _ in bar:
@@ -865,7 +869,19 @@ class OnlineTrainer:
                 callback(self, out)
             if self.config.save_every and self.step_count % self.config.save_every == 0:
                 self.save_checkpoint(os.path.join(self.config.output_dir, f"step-{self.step_count}"))
+            if self.stop_reason is not None:
+                logger.warning("training stopped after step %d: %s", self.step_count, self.stop_reason)
+                break
         return self.history
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        """Ask :meth:`train` to stop after the current step (call it from a callback).
+
+        ``reason`` is logged and kept in ``stop_reason`` (None when training ran its course).
+        """
+        if not isinstance(reason, str) or not reason:
+            raise TypeError(f"reason must be a non-empty str, got {reason!r}")
+        self.stop_reason = reason
 
     @property
     def history(self) -> OnlineHistory:
