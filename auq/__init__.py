@@ -5,8 +5,8 @@ preference optimisation, all speaking one currency: member rewards ``[n_pairs, n
 for the chosen and the rejected side of each preference pair.
 
 Subpackages: :mod:`auq.estimators`, :mod:`auq.calibration`, :mod:`auq.data`, :mod:`auq.models`,
-:mod:`auq.training`, :mod:`auq.conformal`, :mod:`auq.plots`, :mod:`auq.integrations`. The most used names are
-re-exported here and imported on first use, so ``import auq`` stays cheap.
+:mod:`auq.training`, :mod:`auq.conformal`, :mod:`auq.active`, :mod:`auq.monitor`, :mod:`auq.plots`,
+:mod:`auq.integrations`. The most used names are re-exported here and imported on first use, so ``import auq`` stays cheap.
 
 Examples
 --------
@@ -66,6 +66,10 @@ _EXPORTS = {
     "ConformalSelector": "auq.conformal",
     "PairSetPredictor": "auq.conformal",
     "selective_threshold": "auq.conformal",
+    # active learning, RL monitoring
+    "acquisition_scores": "auq.active",
+    "run_active_learning": "auq.active",
+    "RewardHackingMonitor": "auq.monitor",
     # report
     "write_report": "auq.report",
 }
