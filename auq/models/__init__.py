@@ -42,6 +42,7 @@ from auq.models._models import (
 from auq.models._protocol import MemberRewardModule, check_member_reward_module, infer_n_members
 from auq.models._scoring import Predictions, encode_dataset, score, score_features
 from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_head
+from auq.models._wrapped_laplace import WrappedLaplaceRewardModel
 
 __all__ = [
     "default_device",
@@ -57,6 +58,7 @@ __all__ = [
     "LaplacePosterior",
     "fit_laplace_posterior",
     "SequenceClassifierRewardModel",
+    "WrappedLaplaceRewardModel",
     "find_classifier_head",
     "export_sequence_classifier",
     "MemberRewardModule",

@@ -53,19 +53,30 @@ def trunk_fingerprint(model: Any) -> str:
     """SHA-256 over the parameters and buffers of the model's trunk modules (``model._trunk_modules()``).
 
     Only the backbone's weights and buffers count: heads, Laplace posteriors and reward offsets
-    may change while the features stay the same. Hashed afresh on every call (about 0.1 s for
+    may change while the features stay the same (a wrapped classifier's own head, inside its
+    trunk module, is left out through ``model._fingerprint_skip()``). Hashed afresh on every call (about 0.1 s for
     MiniLM): no cheap signal tells reliably that weights were changed in place.
     """
     modules = model._trunk_modules() if hasattr(model, "_trunk_modules") else [model]
+    # tensors of the trunk modules that the features do not depend on (a wrapped classifier's head)
+    skip = model._fingerprint_skip() if hasattr(model, "_fingerprint_skip") else set()
     h = hashlib.sha256()
     for i, module in enumerate(modules):
         named = dict(module.named_parameters())
         named.update(dict(module.named_buffers()))
         for name in sorted(named):
+            if f"{i}.{name}" in skip:
+                continue
             t = named[name]
             h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(_tensor_bytes(t))
     return h.hexdigest()
+
+
+_WHERE_FROM = frozenset({
+    "name_or_path", "is_local", "local_files_only", "cache_dir", "_commit_hash", "vocab_file", "merges_file",
+    "tokenizer_file", "special_tokens_map_file", "tokenizer_config_file",
+})
 
 
 def _tokenizer_id(tokenizer: Any) -> str:
@@ -77,7 +88,13 @@ def _tokenizer_id(tokenizer: Any) -> str:
     h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
     for attr in ("padding_side", "truncation_side", "special_tokens_map"):
         h.update(f"{attr}={getattr(tokenizer, attr, None)!r}".encode())
-    h.update(json.dumps(getattr(tokenizer, "init_kwargs", {}), sort_keys=True, default=str).encode())
+    # where the files were read from is not what they say: the same tokenizer saved in two folders
+    # (two checkpoints of one trunk) tokenises alike
+    kwargs = {k: v for k, v in dict(getattr(tokenizer, "init_kwargs", {}) or {}).items() if k not in _WHERE_FROM}
+    h.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer's whole pipeline (merges too)
+    if backend is not None and hasattr(backend, "to_str"):
+        h.update(backend.to_str().encode())
     return f"{type(tokenizer).__qualname__}:{len(tokenizer)}:{h.hexdigest()}"
 
 
