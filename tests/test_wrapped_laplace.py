@@ -285,3 +285,38 @@ def test_wrapped_laplace_errors(ckpts):
     rm = LaplaceRewardModel.from_sequence_classifier(ckpts["gpt2"])
     with pytest.raises(RuntimeError, match="not fitted"):
         rm.predictive_reward(torch.zeros(1, 32))
+
+
+def test_cli_wrap_laplace_then_score(ckpts, tmp_path, capsys):
+    import json
+
+    import pandas as pd
+
+    from auq.cli import main
+
+    data = tmp_path / "pairs.jsonl"
+    train = make_synthetic_preferences(150, seed=0).dataset
+    with open(data, "w") as fh:
+        for i in range(len(train)):
+            fh.write(json.dumps({k: train[i][k] for k in ("prompt", "chosen", "rejected")}) + "\n")
+    out = tmp_path / "rm"
+    assert main(["wrap", "--model", ckpts["gpt2"], "--laplace", str(data), "--samples", "8", "--rank", "16",
+                 "--output", str(out), "--no-progress"]) == 0
+    assert "Laplace last layer fitted on 150 pairs" in capsys.readouterr().out
+    rm = load_reward_model(out)
+    assert isinstance(rm, WrappedLaplaceRewardModel) and rm.n_members == 8 and rm.config.rank == 16
+    direct = rm.wrapped.laplace(n_samples=8, rank=16)
+    direct.fit(train, progress=False)
+    torch.testing.assert_close(rm.posterior_mean, direct.posterior_mean, rtol=1e-6, atol=1e-9)
+    assert main(["score", "--model", str(out), "--data", str(data), "--output", str(tmp_path / "s.csv"),
+                 "--device", "cpu", "--no-progress"]) == 0
+    assert "reward_chosen_7" in pd.read_csv(tmp_path / "s.csv").columns
+    # options that need --laplace, and --laplace over several checkpoints
+    assert main(["wrap", "--model", ckpts["gpt2"], "--samples", "4", "--output", str(tmp_path / "x")]) == 2
+    assert "--samples: applies with --laplace only" in capsys.readouterr().err
+    assert main(["wrap", "--model", ckpts["gpt2"], "--model", ckpts["gpt2_other"], "--laplace", str(data),
+                 "--output", str(tmp_path / "y")]) == 2
+    assert "--laplace: goes over one checkpoint's head" in capsys.readouterr().err
+    assert main(["wrap", "--model", ckpts["gpt2"], "--laplace", str(tmp_path / "missing.jsonl"),
+                 "--output", str(tmp_path / "z")]) == 2
+    assert "--laplace: file not found" in capsys.readouterr().err
