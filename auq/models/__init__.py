@@ -7,7 +7,11 @@ Every model is an ``nn.Module`` returning member rewards ``[B, n_members]``:
   models) or ``"lora"`` (K PEFT LoRA adapters over one base);
 * :class:`MCDropoutRewardModel` -- T dropout samples, ``scope="head"`` or ``"full"``;
 * :class:`LaplaceRewardModel` -- a Bayesian last layer: closed-form Laplace posterior over a
-  linear head on frozen features (:func:`fit_laplace_posterior`), K posterior draws as members.
+  linear head on frozen features (:func:`fit_laplace_posterior`), K posterior draws as members;
+* :class:`SequenceClassifierRewardModel` -- trained ``AutoModelForSequenceClassification``
+  checkpoints as members, heads kept exactly; :class:`WrappedLaplaceRewardModel`
+  (``LaplaceRewardModel.from_sequence_classifier``) puts a Laplace posterior centred on such a
+  checkpoint's own head, fitted on preference pairs without retraining.
 
 :func:`score` turns a :class:`~auq.data.PreferenceDataset` into :class:`Predictions`
 (``rewards_chosen``/``rewards_rejected`` ``[n_pairs, n_members]``) for :mod:`auq.estimators` and
