@@ -30,6 +30,15 @@ has no trained head): a zero-mean prior would shrink the trained head towards 0 
 model's rewards by those of a head refitted on the (usually much smaller) preference set; the
 centred prior keeps the model's rewards and adds the uncertainty the preference set can measure.
 
+Measured on real data (``benchmarks/wrapped_laplace.py``: MiniLM ``BertForSequenceClassification``
+whose head was trained on 40% of the bundled hh-rlhf pairs, wrapped, the Laplace layer and density
+fitted on another 30%, 3 splits): telling MT-Bench pairs from held-out hh-rlhf pairs, AUROC 0.76
+for the per-response posterior variance, 0.92 for the feature density, 0.54 for the checkpoint's
+own preference entropy (the baseline); held-out accuracy and NLL unchanged (0.567 / 0.681 against
+the checkpoint's 0.566 / 0.681). When the preference set agrees with the head the evidence can
+push ``α`` to its bound (the posterior stays on the head, its variance tiny though still
+ranked by ``|f - μ|``): give ``prior_precision`` where the variance's scale matters.
+
 Caching: the features (the head's input) do not depend on the head, so the feature cache's key
 (:func:`auq.models._features.trunk_fingerprint`) leaves the head out: classifiers sharing a trunk
 share cached features; rewards are never cached (always ``forward_features`` of the model at hand).
