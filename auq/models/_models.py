@@ -256,10 +256,7 @@ class BaseRewardModel(UncertaintyState, nn.Module):
             if trunk_store is not None and not shared:
                 logger.info("trunk_store: the trunk is trained (not frozen); saving a self-contained folder")
             if shared:
-                live = self.state_dict(keep_vars=True)
-                path, sha = _trunk_store.write_trunk(
-                    self, os.fspath(trunk_store), {k: state.pop(k) for k in shared}, {k: live[k] for k in shared},
-                )
+                path, sha = _trunk_store.write_trunk(self, os.fspath(trunk_store), {k: state.pop(k) for k in shared})
                 rel = _trunk_store.write_reference(tmp, os.fspath(save_directory), path, sha, len(shared))
                 checksums[rel] = _io.sha256_file(os.path.join(tmp, rel))
                 referenced.append(True)
