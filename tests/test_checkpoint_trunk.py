@@ -238,3 +238,19 @@ def test_resume_without_the_trunk_names_the_missing_file(heads_run, bert, tmp_pa
     trainer = RewardModelTrainer(model, _config(out), heads_run["train"])
     with pytest.raises(FileNotFoundError, match=r"trunk[/\\]trunk-[0-9a-f]{16}\.safetensors.*checkpoint-4.*trunk\.json"):
         trainer.train(resume_from_checkpoint=True)
+
+
+def test_wrapped_classifier_keeps_its_trainable_head_beside_the_reference(tmp_path):
+    from test_wrapped import make_classifier
+
+    from auq.models import SequenceClassifierRewardModel
+
+    wrapped = SequenceClassifierRewardModel.from_sequence_classifier(make_classifier(tmp_path / "clf", "gpt2"))
+    wrapped.save_pretrained(tmp_path / "rm", trunk_store=tmp_path / "store")
+    kept = load_file(tmp_path / "rm" / "model.safetensors")
+    assert sorted(kept) == ["members.0.score.weight"]  # the head (trainable); the trunk is referenced
+    (trunk,) = _trunk_files(tmp_path / "store")
+    assert "members.0.score.weight" not in load_file(tmp_path / "store" / trunk)
+    ids, mask = _batch(wrapped)
+    with torch.no_grad():
+        assert torch.equal(load_reward_model(tmp_path / "rm")(ids, mask), wrapped(ids, mask))
