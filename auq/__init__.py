@@ -5,7 +5,7 @@ preference optimisation, all speaking one currency: member rewards ``[n_pairs, n
 for the chosen and the rejected side of each preference pair.
 
 Subpackages: :mod:`auq.estimators`, :mod:`auq.calibration`, :mod:`auq.data`, :mod:`auq.models`,
-:mod:`auq.training`, :mod:`auq.plots`, :mod:`auq.integrations`. The most used names are
+:mod:`auq.training`, :mod:`auq.conformal`, :mod:`auq.plots`, :mod:`auq.integrations`. The most used names are
 re-exported here and imported on first use, so ``import auq`` stays cheap.
 
 Examples
@@ -63,6 +63,10 @@ _EXPORTS = {
     "bradley_terry_loss": "auq.training",
     "penalized_reward": "auq.training",
     "uncertainty_weights": "auq.training",
+    # conformal
+    "ConformalSelector": "auq.conformal",
+    "PairSetPredictor": "auq.conformal",
+    "selective_threshold": "auq.conformal",
     # report
     "write_report": "auq.report",
 }

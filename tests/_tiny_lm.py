@@ -48,3 +48,18 @@ def build_tiny_lm(path: str, *, seed: int = 0, n_embd: int = 32, n_layer: int = 
     )
     GPT2LMHeadModel(cfg).save_pretrained(path)
     return path
+
+
+def load_tiny_lm(path: str, *, perturb: float = 0.0, seed: int = 1):
+    """Load the causal LM written by :func:`build_tiny_lm`; ``perturb`` adds N(0, perturb²) noise to
+    every weight (seeded), so a policy differs from its reference."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    m = AutoModelForCausalLM.from_pretrained(path)
+    if perturb:
+        g = torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            for p in m.parameters():
+                p.add_(torch.randn(p.shape, generator=g) * perturb)
+    return m

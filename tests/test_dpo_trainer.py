@@ -5,23 +5,21 @@ from __future__ import annotations
 import copy
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
 import torch
+from _tiny_lm import load_tiny_lm
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from auq.data import PreferenceDataset  # noqa: E402
-from auq.training.dpo_trainer import (  # noqa: E402
+from auq.data import PreferenceDataset
+from auq.training.dpo_trainer import (
     CausalLMPreferenceCollator,
     UncertaintyDPOConfig,
     UncertaintyDPOTrainer,
     attach_uncertainty,
     sequence_logps,
 )
-from auq.training.losses import dpo_loss, uncertainty_weights  # noqa: E402
+from auq.training.losses import dpo_loss, uncertainty_weights
 
 PROMPTS = ["the cat", "a helpful", "please tell", "the weather", "what is the", "sure here", "I cannot", "a harmful"]
 CHOSEN = [" sat on the mat", " answer is short", " me how", " is sunny", " capital of france", " is a recipe", " help with that", " answer is rude"]
@@ -32,29 +30,14 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def lm_dir(tmp_path_factory):
-    from _tiny_lm import build_tiny_lm
-
-    return build_tiny_lm(str(tmp_path_factory.mktemp("tiny_lm")))
-
-
-@pytest.fixture(scope="module")
-def tokenizer(lm_dir):
+def tokenizer(tiny_lm_dir):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(lm_dir)
+    return AutoTokenizer.from_pretrained(tiny_lm_dir)
 
 
-def _model(lm_dir, perturb: float = 0.0, seed: int = 1):
-    from transformers import AutoModelForCausalLM
-
-    m = AutoModelForCausalLM.from_pretrained(lm_dir)
-    if perturb:
-        g = torch.Generator().manual_seed(seed)
-        with torch.no_grad():
-            for p in m.parameters():
-                p.add_(torch.randn(p.shape, generator=g) * perturb)
-    return m
+def _model(tiny_lm_dir, perturb: float = 0.0, seed: int = 1):
+    return load_tiny_lm(tiny_lm_dir, perturb=perturb, seed=seed)
 
 
 def _dataset(n=8, **cols):
@@ -89,42 +72,10 @@ def test_collator_masks_response_and_keeps_it_under_truncation(tokenizer):
     assert col.n_truncated >= 1
 
 
-def test_sequence_logps_and_loss_match_trl(lm_dir, tokenizer, tmp_path):
-    """Our causal-LM log-probs and DPO loss equal TRL's DPOTrainer on the same model and pairs."""
-    from datasets import Dataset
-    from trl import DPOConfig, DPOTrainer
-
-    ref = _model(lm_dir)
-    policy = _model(lm_dir, perturb=0.05)
-    ours_policy, ours_ref = copy.deepcopy(policy), copy.deepcopy(ref)
-    hf = Dataset.from_dict({"prompt": PROMPTS[:4], "chosen": CHOSEN[:4], "rejected": REJECTED[:4]})
-    args = DPOConfig(output_dir=str(tmp_path / "trl"), beta=0.5, report_to=[], use_cpu=True, bf16=False, per_device_train_batch_size=4)
-    trl_trainer = DPOTrainer(model=policy, ref_model=ref, args=args, train_dataset=hf, processing_class=tokenizer)
-    trl_batch = trl_trainer.data_collator([trl_trainer.train_dataset[i] for i in range(4)])
-    trl_trainer.model.train()
-    trl_loss = trl_trainer.compute_loss(trl_trainer.model, trl_batch)
-    trl_g = _grads(trl_trainer.model, trl_loss)
-
-    trainer = UncertaintyDPOTrainer(ours_policy, _cfg(tmp_path / "ours"), _dataset(4), tokenizer, ref_model=ours_ref)
-    batch = trainer.collator([trainer.train_dataset[i] for i in range(4)])
-    # same token sequences as TRL (prompt + completion + eos)
-    trl_ids = [row[m.bool()].tolist() for row, m in zip(trl_batch["input_ids"], trl_batch["attention_mask"])]
-    our_ids = [row[m.bool()].tolist() for row, m in zip(batch["input_ids"], batch["attention_mask"])]
-    assert trl_ids == our_ids
-    loss, metrics = trainer.compute_loss(batch)
-    g = _grads(trainer.model, loss)
-    assert float(loss) == pytest.approx(float(trl_loss), rel=1e-5)
-    assert abs(float(loss) - np.log(2)) > 1e-3  # the policy really differs from the reference
-    for a, b in zip(g, trl_g):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
-    assert metrics["rewards/accuracy"] == pytest.approx(trl_trainer._metrics["train"]["rewards/accuracies"][-1])
-    assert metrics["rewards/margins"] == pytest.approx(trl_trainer._metrics["train"]["rewards/margins"][-1], rel=1e-4)
-
-
-def test_training_reduces_loss_and_logs(lm_dir, tokenizer, tmp_path):
+def test_training_reduces_loss_and_logs(tiny_lm_dir, tokenizer, tmp_path):
     ds = _dataset(8, weights=[1, 2, 1, 0.5, 1, 1, 1, 1], targets=[1, 0.9, 1, 0.8, 1, 1, 1, 1])
     cfg = _cfg(tmp_path, learning_rate=5e-3, max_steps=12, logging_steps=4, shuffle=True)
-    trainer = UncertaintyDPOTrainer(_model(lm_dir), cfg, ds, tokenizer)
+    trainer = UncertaintyDPOTrainer(_model(tiny_lm_dir), cfg, ds, tokenizer)
     before = trainer.evaluate(ds)
     history = trainer.train()
     after = trainer.evaluate(ds)
@@ -138,9 +89,9 @@ def test_training_reduces_loss_and_logs(lm_dir, tokenizer, tmp_path):
     assert history[0]["weights/mean"] == pytest.approx(np.mean([1, 2, 1, 0.5, 1, 1, 1, 1]), abs=0.3)
 
 
-def test_zero_weight_pair_does_not_change_the_gradient(lm_dir, tokenizer, tmp_path):
-    policy = _model(lm_dir, perturb=0.05)
-    ref = _model(lm_dir)
+def test_zero_weight_pair_does_not_change_the_gradient(tiny_lm_dir, tokenizer, tmp_path):
+    policy = _model(tiny_lm_dir, perturb=0.05)
+    ref = _model(tiny_lm_dir)
     w = [1.0, 1.0, 0.0, 1.0]
     full = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), _dataset(4, weights=w), tokenizer, ref_model=copy.deepcopy(ref))
     keep = [0, 1, 3]
@@ -163,9 +114,9 @@ def test_zero_weight_pair_does_not_change_the_gradient(lm_dir, tokenizer, tmp_pa
         torch.testing.assert_close(a, c, rtol=1e-4, atol=1e-7)
 
 
-def test_unit_weights_and_targets_equal_plain_dpo(lm_dir, tokenizer, tmp_path):
-    policy = _model(lm_dir, perturb=0.05)
-    ref = _model(lm_dir)
+def test_unit_weights_and_targets_equal_plain_dpo(tiny_lm_dir, tokenizer, tmp_path):
+    policy = _model(tiny_lm_dir, perturb=0.05)
+    ref = _model(tiny_lm_dir)
     ones = _dataset(4, weights=np.ones(4), targets=np.ones(4))
     a = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), ones, tokenizer, ref_model=copy.deepcopy(ref))
     b = UncertaintyDPOTrainer(
@@ -187,38 +138,84 @@ def test_unit_weights_and_targets_equal_plain_dpo(lm_dir, tokenizer, tmp_path):
         torch.testing.assert_close(x, y)
 
 
-def test_precomputed_reference_equals_frozen_copy(lm_dir, tokenizer, tmp_path):
-    policy = _model(lm_dir, perturb=0.05)
+def test_precomputed_reference_equals_frozen_copy(tiny_lm_dir, tokenizer, tmp_path):
+    policy = _model(tiny_lm_dir, perturb=0.05)
     ds = _dataset(8)
-    live = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path, loss_type="ipo"), ds, tokenizer, ref_model=_model(lm_dir))
+    live = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path, loss_type="ipo"), ds, tokenizer, ref_model=_model(tiny_lm_dir))
     pre = UncertaintyDPOTrainer(
-        copy.deepcopy(policy), _cfg(tmp_path, loss_type="ipo", precompute_ref_logps=True), ds, tokenizer, ref_model=_model(lm_dir)
+        copy.deepcopy(policy), _cfg(tmp_path, loss_type="ipo", precompute_ref_logps=True), ds, tokenizer, ref_model=_model(tiny_lm_dir)
     )
     assert pre.ref_model is None
     batch = live.collator([ds[i] for i in (5, 2, 7)])
     assert float(live.compute_loss(batch)[0]) == pytest.approx(float(pre.compute_loss(batch)[0]), rel=1e-5)
 
 
-def test_robust_loss_with_per_pair_flip_rates_from_targets(lm_dir, tokenizer, tmp_path):
-    policy = _model(lm_dir, perturb=0.05)
+def _as_list_of_dicts(n):
+    return [{"prompt": p, "chosen": c, "rejected": r} for p, c, r in zip(PROMPTS[:n], CHOSEN[:n], REJECTED[:n])]
+
+
+def _as_hf_dataset(n):
+    datasets = pytest.importorskip("datasets")
+    return datasets.Dataset.from_list(_as_list_of_dicts(n))
+
+
+@pytest.mark.parametrize("make", [_as_list_of_dicts, _as_hf_dataset], ids=["list-of-dicts", "hf-dataset"])
+def test_precomputed_reference_is_stored_per_pair_without_an_index_field(make, tiny_lm_dir, tokenizer, tmp_path):
+    # Examples without an ``index`` field used to be collated with index -1, so every batch wrote
+    # its reference log-probs into the last row and every pair then read that one row.
+    ds = make(7)  # 7 pairs, batches of 3: the last batch is short
+    assert "index" not in ds[0]
+    ref = _model(tiny_lm_dir)
+    trainer = UncertaintyDPOTrainer(
+        _model(tiny_lm_dir, perturb=0.05), _cfg(tmp_path, batch_size=3, shuffle=True, precompute_ref_logps=True),
+        ds, tokenizer, ref_model=copy.deepcopy(ref),
+    )
+    stored = trainer._ref_cache["logps"]
+    with torch.no_grad():
+        for i in range(7):
+            one = trainer.collator([ds[i]])
+            lp, _ = sequence_logps(ref, one["input_ids"], one["attention_mask"], one["response_mask"])
+            torch.testing.assert_close(stored[i], lp.double(), rtol=1e-5, atol=1e-5)
+    assert len(set(stored[:, 0].tolist())) == 7  # distinct pairs, distinct log-probs: not one row read seven times
+    # the (shuffled) training batches read their own pairs' rows
+    seen = []
+    with torch.no_grad():
+        for batch in trainer.train_loader:
+            rc, rr = trainer._ref_logps(batch)
+            lp, _ = sequence_logps(ref, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
+            b = batch["index"].shape[0]
+            torch.testing.assert_close(rc.double(), lp[:b].double(), rtol=1e-5, atol=1e-5)
+            torch.testing.assert_close(rr.double(), lp[b:].double(), rtol=1e-5, atol=1e-5)
+            seen += batch["index"].tolist()
+    assert sorted(seen) == list(range(7))
+    assert trainer.evaluate(ds)["eval/loss"] == pytest.approx(
+        UncertaintyDPOTrainer(
+            copy.deepcopy(trainer.model), _cfg(tmp_path, batch_size=3), ds, tokenizer, ref_model=copy.deepcopy(ref)
+        ).evaluate(ds)["eval/loss"],
+        rel=1e-5,
+    )
+
+
+def test_robust_loss_with_per_pair_flip_rates_from_targets(tiny_lm_dir, tokenizer, tmp_path):
+    policy = _model(tiny_lm_dir, perturb=0.05)
     ds = _dataset(4, targets=[1.0, 0.7, 0.95, 0.2])
     cfg = _cfg(tmp_path, loss_type="robust", robust_from_targets=True, use_targets=False)
-    tr = UncertaintyDPOTrainer(copy.deepcopy(policy), cfg, ds, tokenizer, ref_model=_model(lm_dir))
+    tr = UncertaintyDPOTrainer(copy.deepcopy(policy), cfg, ds, tokenizer, ref_model=_model(tiny_lm_dir))
     loss, _ = tr.compute_loss(tr.collator([ds[i] for i in range(4)]))
     assert torch.isfinite(loss)
     # all targets 1 -> flip rates 0 -> plain DPO
     ds1 = _dataset(4)
-    tr1 = UncertaintyDPOTrainer(copy.deepcopy(policy), cfg, ds1, tokenizer, ref_model=_model(lm_dir))
-    plain = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), ds1, tokenizer, ref_model=_model(lm_dir))
+    tr1 = UncertaintyDPOTrainer(copy.deepcopy(policy), cfg, ds1, tokenizer, ref_model=_model(tiny_lm_dir))
+    plain = UncertaintyDPOTrainer(copy.deepcopy(policy), _cfg(tmp_path), ds1, tokenizer, ref_model=_model(tiny_lm_dir))
     batch = tr1.collator([ds1[i] for i in range(4)])
     assert float(tr1.compute_loss(batch)[0]) == pytest.approx(float(plain.compute_loss(batch)[0]), rel=1e-6)
     assert float(loss) != pytest.approx(float(plain.compute_loss(batch)[0]), rel=1e-3)
 
 
-def test_checkpoint_is_safetensors_and_json(lm_dir, tokenizer, tmp_path):
+def test_checkpoint_is_safetensors_and_json(tiny_lm_dir, tokenizer, tmp_path):
     from transformers import AutoModelForCausalLM
 
-    tr = UncertaintyDPOTrainer(_model(lm_dir), _cfg(tmp_path, max_steps=2, learning_rate=1e-2, save_steps=2), _dataset(8), tokenizer)
+    tr = UncertaintyDPOTrainer(_model(tiny_lm_dir), _cfg(tmp_path, max_steps=2, learning_rate=1e-2, save_steps=2), _dataset(8), tokenizer)
     tr.train()
     ck = tmp_path / "checkpoint-2"
     files = set(os.listdir(ck))
@@ -299,7 +296,7 @@ def test_attach_uncertainty_keeps_the_human_labels_by_default():
         np.testing.assert_array_equal(ds.targets, targets)  # the input dataset is never modified
 
 
-def test_config_and_input_errors(lm_dir, tokenizer, tmp_path):
+def test_config_and_input_errors(tiny_lm_dir, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="loss_type"):
         UncertaintyDPOConfig(loss_type="hinge")
     with pytest.raises(ValueError, match="beta"):
@@ -307,4 +304,4 @@ def test_config_and_input_errors(lm_dir, tokenizer, tmp_path):
     with pytest.raises(ValueError, match="normalize"):
         UncertaintyDPOConfig(normalize="batch")
     with pytest.raises(TypeError, match="config"):
-        UncertaintyDPOTrainer(_model(lm_dir), {"beta": 0.1}, _dataset(4), tokenizer)
+        UncertaintyDPOTrainer(_model(tiny_lm_dir), {"beta": 0.1}, _dataset(4), tokenizer)

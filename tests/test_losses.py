@@ -1,26 +1,19 @@
-"""Tests for auq.training.losses, including agreement with the installed TRL's loss code.
+"""Tests for auq.training.losses: identities, hand computations and bad input (no TRL needed).
 
-TRL 1.16 computes its DPO losses inside ``DPOTrainer._compute_loss`` (trl/trainer/dpo_trainer.py,
-the ``for loss_type, loss_weight in zip(self.loss_types, ...)`` loop) from the model's fused
-per-token log-probs. We build a real ``DPOTrainer`` (tiny GPT-2 from a config, offline tokenizer,
-4-row dataset) and call ``_compute_loss`` with a stand-in model whose per-token log-probs are our
-leaf tensors, so TRL's own code runs on exactly our inputs and autograd gives its gradients.
+The agreement of the DPO family with the installed TRL's loss code is in ``test_trl_parity.py``.
 """
 
 from __future__ import annotations
 
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from _grad_helpers import assert_same, random_logps, value_and_grad
 
-sys.path.insert(0, os.path.dirname(__file__))
-
-from auq.training.losses import (  # noqa: E402
+from auq.training.losses import (
     bradley_terry_loss,
     compute_gae,
     dpo_implicit_rewards,
@@ -29,6 +22,7 @@ from auq.training.losses import (  # noqa: E402
     flip_rate_from_uncertainty,
     ipo_loss,
     kl_penalty,
+    masked_mean,
     penalized_reward,
     ppo_loss,
     robust_dpo_loss,
@@ -37,236 +31,14 @@ from auq.training.losses import (  # noqa: E402
     whiten,
 )
 
-trl = pytest.importorskip("trl")
-
-
-# ------------------------------------------------------------------------------------------
-# TRL harness
-# ------------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny_lm_dir(tmp_path_factory):
-    from _tiny_lm import build_tiny_lm
-
-    return build_tiny_lm(str(tmp_path_factory.mktemp("tiny_lm")))
-
-
-def _tiny_dataset():
-    from datasets import Dataset
-
-    return Dataset.from_dict(
-        {
-            "prompt": ["the cat", "a helpful", "please tell", "the weather"],
-            "chosen": [" sat on the mat", " answer is short", " me how", " is sunny"],
-            "rejected": [" is rude", " answer is long", " help", " is wind"],
-        }
-    )
-
-
-@pytest.fixture(scope="module")
-def make_trl_dpo(tiny_lm_dir, tmp_path_factory):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    from trl import DPOConfig, DPOTrainer
-
-    cache = {}
-
-    def make(loss_type: str, beta: float = 0.1, label_smoothing: float = 0.0):
-        key = (loss_type, beta, label_smoothing)
-        if key not in cache:
-            args = DPOConfig(
-                output_dir=str(tmp_path_factory.mktemp("trl_dpo")),
-                loss_type=[loss_type],
-                beta=beta,
-                label_smoothing=label_smoothing,
-                precompute_ref_log_probs=True,
-                per_device_train_batch_size=2,
-                report_to=[],
-                use_cpu=True,
-                bf16=False,
-            )
-            cache[key] = DPOTrainer(
-                model=AutoModelForCausalLM.from_pretrained(tiny_lm_dir),
-                args=args,
-                train_dataset=_tiny_dataset(),
-                processing_class=AutoTokenizer.from_pretrained(tiny_lm_dir),
-            )
-        return cache[key]
-
-    return make
-
-
-class _StubLM(torch.nn.Module):
-    """Stands in for the policy: returns the given per-token log-probs as TRL's fused output."""
-
-    def __init__(self, per_token_logps):
-        super().__init__()
-        self.per_token_logps = per_token_logps
-
-    def forward(self, input_ids=None, attention_mask=None, labels=None, **kwargs):
-        from trl.trainer.utils import FusedCausalLMOutput
-
-        lp = self.per_token_logps
-        zeros = torch.zeros_like(lp.detach())
-        return FusedCausalLMOutput(
-            log_probs=lp, entropy=zeros, mean_logits=zeros, is_top1=zeros.bool(), log_sum_sq_probs=zeros
-        )
-
-
-def trl_loss(trainer, pc, pr, rc, rr, lengths_c=None, lengths_r=None):
-    """Run TRL's ``_compute_loss`` on sequence log-probs ``[B]`` (and completion lengths)."""
-    b = pc.shape[0]
-    lc = [1] * b if lengths_c is None else list(lengths_c)
-    lr = [1] * b if lengths_r is None else list(lengths_r)
-    seq = max(lc + lr) + 1
-    completion = torch.zeros(2 * b, seq, dtype=torch.long)
-    for i, n in enumerate(lc + lr):
-        completion[i, seq - n :] = 1
-    logps = torch.cat([pc, pr])
-    per_token = torch.cat([logps[:, None], torch.zeros(2 * b, seq - 2, dtype=logps.dtype)], dim=1)
-    inputs = {
-        "input_ids": torch.ones(2 * b, seq, dtype=torch.long),
-        "attention_mask": torch.ones(2 * b, seq, dtype=torch.long),
-        "completion_mask": completion,
-        "ref_chosen_logps": rc,
-        "ref_rejected_logps": rr,
-    }
-    return trainer._compute_loss(_StubLM(per_token), inputs, return_outputs=False)
-
-
-def _inputs(b=6, seed=0, scale=5.0):
-    g = torch.Generator().manual_seed(seed)
-    return [
-        (torch.randn(b, generator=g, dtype=torch.float64) * scale - 20.0).requires_grad_(True)
-        for _ in range(4)
-    ]
-
-
-def _value_and_grad(fn, xs):
-    loss = fn(*xs)
-    grads = torch.autograd.grad(loss, xs)
-    return loss.detach(), grads
-
-
-def _assert_same(a, b, rtol=1e-10, atol=1e-12):
-    (la, ga), (lb, gb) = a, b
-    torch.testing.assert_close(la, lb, rtol=rtol, atol=atol)
-    for x, y in zip(ga, gb):
-        torch.testing.assert_close(x, y, rtol=rtol, atol=atol)
-
-
-# ------------------------------------------------------------------------------------------
-# agreement with TRL
-# ------------------------------------------------------------------------------------------
-
-
-def test_dpo_equals_trl_sigmoid_value_and_grad(make_trl_dpo):
-    trainer = make_trl_dpo("sigmoid", beta=0.3)
-    xs = _inputs()
-    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
-    _assert_same(_value_and_grad(lambda *a: dpo_loss(*a, beta=0.3), xs), ref, rtol=0, atol=0)
-    ones = torch.ones(6, dtype=torch.float64)
-    unit = _value_and_grad(lambda *a: dpo_loss(*a, beta=0.3, weights=ones, targets=ones), xs)
-    _assert_same(unit, ref)
-    unit_n = _value_and_grad(lambda *a: dpo_loss(*a, beta=0.3, weights=ones, normalize="n"), xs)
-    _assert_same(unit_n, ref)
-    # a nontrivial loss: the test would notice a sign or beta error
-    assert float(ref[0]) != pytest.approx(math.log(2), abs=1e-3)
-
-
-def test_constant_target_equals_trl_label_smoothed_cdpo(make_trl_dpo):
-    # TRL 1.16's "sigmoid" no longer takes label_smoothing; its cDPO form
-    # -(1-ε)logσ(βδ) - ε logσ(-βδ) lives in loss_type="aot", which sorts the policy and reference
-    # log-ratios over the batch. With both already in ascending order the sort is the identity and
-    # "aot" is exactly per-pair cDPO.
-    eps, beta = 0.15, 0.2
-    trainer = make_trl_dpo("aot", beta=beta, label_smoothing=eps)
-    g = torch.Generator().manual_seed(1)
-    b = 6
-    ref_lr = torch.sort(torch.randn(b, generator=g, dtype=torch.float64) * 3).values
-    pol_lr = torch.sort(torch.randn(b, generator=g, dtype=torch.float64) * 3).values
-    rr = torch.randn(b, generator=g, dtype=torch.float64) - 30
-    pr = torch.randn(b, generator=g, dtype=torch.float64) - 30
-    xs = [(pr + pol_lr).requires_grad_(), pr.requires_grad_(), (rr + ref_lr).requires_grad_(), rr.requires_grad_()]
-    with torch.no_grad():  # guard the premise
-        assert torch.equal(torch.argsort(xs[0] - xs[1]), torch.arange(b))
-        assert torch.equal(torch.argsort(xs[2] - xs[3]), torch.arange(b))
-    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
-    ours = _value_and_grad(lambda *a: dpo_loss(*a, beta=beta, targets=1 - eps), xs)
-    _assert_same(ours, ref)
-    per_pair = _value_and_grad(
-        lambda *a: dpo_loss(*a, beta=beta, targets=torch.full((b,), 1 - eps, dtype=torch.float64)), xs
-    )
-    _assert_same(per_pair, ref)
-
-
-@pytest.mark.parametrize("eps", [0.0, 0.2, 0.45])
-def test_robust_equals_trl_robust(make_trl_dpo, eps):
-    trainer = make_trl_dpo("robust", beta=0.25, label_smoothing=eps)
-    xs = _inputs(seed=2)
-    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
-    _assert_same(_value_and_grad(lambda *a: robust_dpo_loss(*a, beta=0.25, epsilon=eps), xs), ref)
-    eps_vec = torch.full((6,), eps, dtype=torch.float64)
-    _assert_same(_value_and_grad(lambda *a: robust_dpo_loss(*a, beta=0.25, epsilon=eps_vec), xs), ref)
-
-
-def test_ipo_equals_trl_ipo(make_trl_dpo):
-    trainer = make_trl_dpo("ipo", beta=0.5)
-    xs = _inputs(seed=3, scale=1.0)
-    lc, lr = [1, 3, 2, 5, 4, 1], [2, 2, 1, 3, 6, 4]
-    ref = _value_and_grad(lambda *a: trl_loss(trainer, *a, lengths_c=lc, lengths_r=lr), xs)
-    ours = _value_and_grad(
-        lambda *a: ipo_loss(
-            *a, tau=0.5, chosen_lengths=torch.tensor(lc), rejected_lengths=torch.tensor(lr)
-        ),
-        xs,
-    )
-    _assert_same(ours, ref)
-    # sequence-level IPO (no lengths) is TRL's with every completion one token long
-    ref1 = _value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
-    _assert_same(_value_and_grad(lambda *a: ipo_loss(*a, tau=0.5), xs), ref1)
-    ones = torch.ones(6, dtype=torch.float64)
-    _assert_same(_value_and_grad(lambda *a: ipo_loss(*a, tau=0.5, targets=ones, weights=ones), xs), ref1)
-
-
-def test_bradley_terry_margin_equals_trl_reward_trainer(tiny_lm_dir, tmp_path):
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from trl import RewardConfig, RewardTrainer
-
-    ds = _tiny_dataset().remove_columns("prompt")
-    trainer = RewardTrainer(
-        model=AutoModelForSequenceClassification.from_pretrained(tiny_lm_dir, num_labels=1),
-        args=RewardConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True, bf16=False),
-        train_dataset=ds,
-        processing_class=AutoTokenizer.from_pretrained(tiny_lm_dir),
-    )
-    g = torch.Generator().manual_seed(4)
-    rc = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
-    rr = torch.randn(5, generator=g, dtype=torch.float64, requires_grad=True)
-    margin = torch.rand(5, generator=g, dtype=torch.float64) * 2
-
-    class Stub(torch.nn.Module):
-        def forward(self, **kwargs):
-            from types import SimpleNamespace
-
-            return SimpleNamespace(logits=torch.cat([rc, rr])[:, None])
-
-    inputs = {"attention_mask": torch.ones(10, 3, dtype=torch.long), "margin": margin}
-    ref = _value_and_grad(lambda a, b: trainer.compute_loss(Stub(), dict(inputs)), [rc, rr])
-    ours = _value_and_grad(lambda a, b: bradley_terry_loss(a, b, margin=margin), [rc, rr])
-    _assert_same(ours, ref)
-    # without a margin the loss is smaller for these positive margins
-    assert float(bradley_terry_loss(rc, rr).detach()) < float(ref[0])
-
-
 # ------------------------------------------------------------------------------------------
 # DPO family: identities, weights, targets, stability
 # ------------------------------------------------------------------------------------------
 
 
 def test_unit_weights_and_targets_reduce_to_plain_dpo():
-    xs = _inputs(seed=5)
-    plain = _value_and_grad(lambda *a: dpo_loss(*a, beta=0.1), xs)
+    xs = random_logps(seed=5)
+    plain = value_and_grad(lambda *a: dpo_loss(*a, beta=0.1), xs)
     ones = torch.ones(6, dtype=torch.float64)
     for fn in (
         lambda *a: dpo_loss(*a, beta=0.1, weights=ones, targets=ones),
@@ -275,14 +47,14 @@ def test_unit_weights_and_targets_reduce_to_plain_dpo():
         lambda *a: robust_dpo_loss(*a, beta=0.1, epsilon=0.0, weights=ones),
         lambda *a: robust_dpo_loss(*a, beta=0.1, epsilon=torch.zeros(6, dtype=torch.float64)),
     ):
-        _assert_same(_value_and_grad(fn, xs), plain)
+        assert_same(value_and_grad(fn, xs), plain)
     per_pair = dpo_loss(*xs, beta=0.1, reduction="none")
     torch.testing.assert_close(per_pair, -F.logsigmoid(dpo_logits(*xs, beta=0.1)))
     torch.testing.assert_close(dpo_loss(*xs, beta=0.1, reduction="sum"), per_pair.sum())
 
 
 def test_weight_normalisation():
-    xs = _inputs(seed=6)
+    xs = random_logps(seed=6)
     w = torch.tensor([0.5, 2.0, 0.0, 1.0, 3.0, 0.5], dtype=torch.float64)
     per = dpo_loss(*xs, beta=0.1, reduction="none").detach()
     by_w = dpo_loss(*xs, beta=0.1, weights=w)
@@ -528,6 +300,45 @@ def test_value_loss_kl_whiten_gae():
 # ------------------------------------------------------------------------------------------
 # bad input
 # ------------------------------------------------------------------------------------------
+
+
+def test_masked_mean_and_whiten_broadcast_a_lower_rank_mask():
+    # a [3] mask over a [2, 3] input selects 2 x 2 = 4 elements; the sum of the mask is 4, not 2
+    x = torch.tensor([[1.0, 2.0, 100.0], [3.0, 6.0, -50.0]], dtype=torch.float64)
+    m = torch.tensor([1, 1, 0])
+    kept = [1.0, 2.0, 3.0, 6.0]
+    mean = sum(kept) / 4  # 3.0
+    assert float(masked_mean(torch.ones(2, 3), m)) == 1.0  # was 2.0
+    assert float(masked_mean(x, m)) == pytest.approx(mean, abs=1e-12)
+    # per row (dim=1): [1.5, 4.5]; per column (dim=0): [2.0, 4.0, 0.0 (nothing kept)]
+    torch.testing.assert_close(masked_mean(x, m, dim=1), torch.tensor([1.5, 4.5], dtype=torch.float64))
+    torch.testing.assert_close(masked_mean(x, m, dim=0), torch.tensor([2.0, 4.0, 0.0], dtype=torch.float64))
+    # the broadcast mask gives the same answer as the full mask written out
+    full = m.expand(2, 3)
+    assert float(masked_mean(x, m)) == float(masked_mean(x, full))
+    var = sum((v - mean) ** 2 for v in kept) / 3  # Bessel-corrected over the 4 kept elements
+    expected = torch.tensor([(v - mean) / math.sqrt(var + 1e-8) for v in kept], dtype=torch.float64)
+    torch.testing.assert_close(whiten(x, m)[:, :2].reshape(-1), expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(whiten(x, m), whiten(x, full))
+    with pytest.raises(ValueError, match=r"mask of shape \(2,\) does not broadcast to the shape \(2, 3\) of x"):
+        masked_mean(x, torch.tensor([1, 0]))
+    with pytest.raises(ValueError, match="mask of shape"):
+        masked_mean(torch.ones(3), torch.ones(2, 3))  # a mask may not enlarge x
+
+
+def test_ipo_lengths_must_be_non_negative():
+    pc, pr = torch.tensor([-2.0, -4.0]), torch.tensor([-3.0, -1.0])
+    rc, rr = torch.tensor([-2.5, -3.0]), torch.tensor([-2.0, -2.0])
+    tau = 0.5
+    # hand computation with lengths (2, 0) and (4, 1): a length of 0 counts as 1
+    h = [(-2.0 + 2.5) / 2 - (-3.0 + 2.0) / 4, (-4.0 + 3.0) / 1 - (-1.0 + 2.0) / 1]
+    expected = sum((v - 1 / (2 * tau)) ** 2 for v in h) / 2
+    got = ipo_loss(pc, pr, rc, rr, tau=tau, chosen_lengths=[2.0, 0.0], rejected_lengths=[4.0, 1.0])
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="chosen_lengths must be non-negative token counts, got a value of -3.0"):
+        ipo_loss(pc, pr, rc, rr, chosen_lengths=[-3.0, 2.0])
+    with pytest.raises(ValueError, match="rejected_lengths must be non-negative"):
+        ipo_loss(pc, pr, rc, rr, chosen_lengths=[1, 2], rejected_lengths=[1, -1])
 
 
 def test_bad_input_errors_name_the_argument():

@@ -29,10 +29,11 @@ EXPECTED_FILES = {
         for ext in ("pdf", "png")
     ],
     "03_uncertainty_dpo.ipynb": ["figures/dpo_noisy_labels.pdf", "figures/dpo_noisy_labels.png"],
+    "04_active_learning.ipynb": ["figures/active_learning.pdf", "figures/active_learning.png"],
 }
 
 
-def test_the_three_notebooks_exist():
+def test_the_listed_notebooks_exist():
     assert [p.name for p in NOTEBOOKS] == sorted(EXPECTED_FILES)
 
 

@@ -10,6 +10,7 @@ import shutil
 import socket
 import subprocess
 import sys
+from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
@@ -277,6 +278,30 @@ def test_save_total_limit_and_atomic_writes(bert, tmp_path):
     reloaded = RewardEnsemble.from_pretrained(saved)
     for k, v in model.state_dict().items():
         torch.testing.assert_close(reloaded.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_constructing_a_trainer_leaves_the_model_config_alone(bert, tmp_path):
+    model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=2, seed=0, train_trunk=False)
+    model.config.max_length = 48  # e.g. trained before with 48 tokens
+    cfg = RewardTrainerConfig(
+        output_dir=str(tmp_path), max_steps=1, per_device_train_batch_size=8, max_length=24,
+        disable_tqdm=True, fit_uncertainty=False,
+    )
+    trainer = RewardModelTrainer(model, cfg, synthetic_dataset(16, seed=1))
+    assert trainer.collator.max_length == 24
+    assert model.config.max_length == 48  # was 24 right after construction
+    assert model.make_collator().max_length == 48
+    # the trained model records the length it was trained with, and scoring uses it
+    trainer.train()
+    assert model.config.max_length == 24
+    assert model.make_collator().max_length == 24
+    reloaded = RewardEnsemble.from_pretrained(trainer.save_model(str(tmp_path / "final")))
+    assert reloaded.config.max_length == 24
+    # a length beyond the backbone's 64 positions is recorded as the capped length
+    capped = RewardModelTrainer(model, dataclasses_replace(cfg, max_length=1000), synthetic_dataset(16, seed=1))
+    assert model.config.max_length == 24
+    capped.train()
+    assert model.config.max_length == 64
 
 
 # ------------------------------------------------------------------------------------ features

@@ -127,6 +127,23 @@ def test_feature_cache_keys_separate_layouts_and_tokenizers(bert):
     assert cache.key(other, vocab_changed) != cache.key(heads, heads.make_collator(32))
 
 
+def test_checkpoints_saved_in_different_folders_share_the_trunk_key(bert, tmp_path):
+    """Two checkpoints of one frozen trunk (e.g. trained on 400 and on all pairs) read the same
+    cached features: the tokenizer's key is what it does, not the folder it was loaded from."""
+    from auq.models import load_reward_model
+
+    cache = FeatureCache(None)
+    keys = []
+    for name, members in (("a", 2), ("b", 3)):
+        model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=members, seed=members)
+        model.save_pretrained(tmp_path / name)
+        loaded = load_reward_model(tmp_path / name)
+        assert str(tmp_path / name) in loaded.tokenizer.init_kwargs.get("name_or_path", str(tmp_path / name))
+        keys.append(cache.key(loaded, loaded.make_collator(32)))
+    fresh = RewardEnsemble.from_backbone(bert, kind="heads", n_members=2, seed=0)
+    assert keys[0] == keys[1] == cache.key(fresh, fresh.make_collator(32))
+
+
 def test_a_second_trainer_does_not_redraw_trained_or_loaded_heads(bert, tmp_path):
     """Anchors drawn from the prior rescale heads as initialised, once: a second trainer on the
     trained model, or a trainer on a loaded one, leaves the heads as they are."""

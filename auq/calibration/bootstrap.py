@@ -22,7 +22,7 @@ import numpy as np
 
 from auq import _checks
 
-from . import _binning, metrics
+from . import _binning, _inputs, metrics, scores
 
 logger = logging.getLogger(__name__)
 
@@ -122,20 +122,20 @@ def _vectorised(metric: Callable, arrays: tuple, kwargs: dict) -> Callable | Non
             return None
         norm = kwargs.get("norm", "l1")
         if metric is metrics.expected_calibration_error:
-            p, y, w = metrics._prepare(arrays[0], arrays[1], w)
+            p, y, w = _inputs._prepare(arrays[0], arrays[1], w)
             return _binned_batch(p, y, w, n_bins, norm)
-        p, q, w = metrics._prepare_targets(arrays[0], arrays[1] if len(arrays) > 1 else None, w)
-        conf, correct = metrics._pairwise_confidence(p, q)
+        p, q, w = _inputs._prepare_targets(arrays[0], arrays[1] if len(arrays) > 1 else None, w)
+        conf, correct = _inputs._pairwise_confidence(p, q)
         return _binned_batch(conf, correct, w, n_bins, norm)
-    if metric is metrics.brier_score:
-        p, y, w = metrics._prepare(arrays[0], arrays[1], w)
+    if metric is scores.brier_score:
+        p, y, w = _inputs._prepare(arrays[0], arrays[1], w)
         return _mean_batch((p - y) ** 2, w)
-    if metric is metrics.negative_log_likelihood:
-        p, y, w = metrics._prepare(arrays[0], arrays[1], w)
-        return _mean_batch(metrics._nll_terms(p, y, kwargs.get("eps", metrics._EPS)), w)
-    if metric is metrics.preference_accuracy:
-        p, q, w = metrics._prepare_targets(arrays[0], arrays[1] if len(arrays) > 1 else None, w)
-        return _mean_batch(metrics._accuracy_terms(p, q), w)
+    if metric is scores.negative_log_likelihood:
+        p, y, w = _inputs._prepare(arrays[0], arrays[1], w)
+        return _mean_batch(scores._nll_terms(p, y, kwargs.get("eps", scores._EPS)), w)
+    if metric is scores.preference_accuracy:
+        p, q, w = _inputs._prepare_targets(arrays[0], arrays[1] if len(arrays) > 1 else None, w)
+        return _mean_batch(scores._accuracy_terms(p, q), w)
     return None
 
 
@@ -247,7 +247,7 @@ def bootstrap_ci(
     >>> rng = np.random.default_rng(0); p = rng.uniform(size=500); y = rng.uniform(size=500) < p**2
     >>> ci = bootstrap_ci(expected_calibration_error, p, y, n_resamples=200)
     >>> ci.method, bool(ci.low < ci.estimate < ci.high)
-    ('percentile', True)
+    ('bca', True)
     """
     if not callable(metric):
         raise TypeError(f"metric must be callable, got {type(metric).__name__}")

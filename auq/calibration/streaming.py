@@ -19,18 +19,9 @@ import numpy as np
 from auq import _checks
 
 from . import _binning
-from .metrics import (
-    _BRIER_STATS,
-    _TABLE_STATS,
-    NORMS,
-    BrierDecomposition,
-    ReliabilityTable,
-    _brier_from_sums,
-    _ece_from_sums,
-    _nll_terms,
-    _prepare,
-    _table_from_sums,
-)
+from ._inputs import NORMS, _prepare
+from .metrics import _TABLE_STATS, ReliabilityTable, _ece_from_sums, _table_from_sums
+from .scores import _BRIER_STATS, BrierDecomposition, _brier_from_sums, _nll_terms
 
 __all__ = ["StreamingECE", "StreamingBrier", "StreamingNLL"]
 

@@ -28,7 +28,8 @@ Examples
 >>> preds.decompose().epistemic  # doctest: +SKIP
 """
 
-from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling
+# default_device, pool_hidden_states: importable from here for compatibility, not in __all__
+from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling  # noqa: F401
 from auq.models._config import RewardModelConfig
 from auq.models._density import FeatureDensity, fit_density, fit_feature_density, mahalanobis_scores
 from auq.models._export import export_sequence_classifier
@@ -49,8 +50,6 @@ from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_h
 from auq.models._wrapped_laplace import WrappedLaplaceRewardModel
 
 __all__ = [
-    "default_device",
-    "pool_hidden_states",
     "resolve_pooling",
     "RewardModelConfig",
     "MemberHeads",

@@ -18,9 +18,9 @@ temporary file and renamed into place; nothing is ever unpickled.
 
 Examples
 --------
->>> cache = FeatureCache("rm/feature-cache")                     # doctest: +SKIP
->>> fc, fr = cache.features(model, train)                        # computes and stores
->>> fc, fr = cache.features(other_model_same_trunk, train[:100]) # reads, 0 trunk passes
+>>> cache = FeatureCache("rm/feature-cache")  # doctest: +SKIP
+>>> fc, fr = cache.features(model, train)  # computes and stores  # doctest: +SKIP
+>>> fc, fr = cache.features(other_model_same_trunk, train[:100])  # reads: 0 trunk passes  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -73,12 +73,6 @@ def trunk_fingerprint(model: Any) -> str:
     return h.hexdigest()
 
 
-_WHERE_FROM = frozenset({
-    "name_or_path", "is_local", "local_files_only", "cache_dir", "_commit_hash", "vocab_file", "merges_file",
-    "tokenizer_file", "special_tokens_map_file", "tokenizer_config_file",
-})
-
-
 def _tokenizer_id(tokenizer: Any) -> str:
     if tokenizer is None:
         return "none"
@@ -88,13 +82,13 @@ def _tokenizer_id(tokenizer: Any) -> str:
     h.update(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode())
     for attr in ("padding_side", "truncation_side", "special_tokens_map"):
         h.update(f"{attr}={getattr(tokenizer, attr, None)!r}".encode())
-    # where the files were read from is not what they say: the same tokenizer saved in two folders
-    # (two checkpoints of one trunk) tokenises alike
-    kwargs = {k: v for k, v in dict(getattr(tokenizer, "init_kwargs", {}) or {}).items() if k not in _WHERE_FROM}
+    # where the tokenizer was loaded from is not what it does: a checkpoint's own copy of the
+    # backbone's tokenizer must share the backbone's features (the vocabulary is hashed above)
+    kwargs = {
+        k: v for k, v in getattr(tokenizer, "init_kwargs", {}).items()
+        if k != "name_or_path" and not k.endswith("_file")
+    }  # fmt: skip
     h.update(json.dumps(kwargs, sort_keys=True, default=str).encode())
-    backend = getattr(tokenizer, "backend_tokenizer", None)  # a fast tokenizer's whole pipeline (merges too)
-    if backend is not None and hasattr(backend, "to_str"):
-        h.update(backend.to_str().encode())
     return f"{type(tokenizer).__qualname__}:{len(tokenizer)}:{h.hexdigest()}"
 
 

@@ -53,7 +53,7 @@ class MemberHeads(nn.Module):
     >>> heads(torch.ones(2, 4)).shape
     torch.Size([2, 3])
     >>> mean, var = MemberHeads(4, 3, heteroscedastic=True).forward_with_variance(torch.ones(2, 4))
-    >>> mean.shape, round(float(var[0, 0]), 4)
+    >>> mean.shape, round(float(var[0, 0].detach()), 4)
     (torch.Size([2, 3]), 0.01)
     """
 

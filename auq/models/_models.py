@@ -346,6 +346,7 @@ class BaseRewardModel(UncertaintyState, nn.Module):
         )
         with _trunk_store.loading(trunk_file):
             model = target._build_from_saved(directory, config, backbone_config, tokenizer, trust_remote_code)
+        model.config.max_length = config.max_length  # the trained length: scoring truncates alike
         model._read_uncertainty(directory)
         model.eval()
         if device is not None:

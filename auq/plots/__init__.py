@@ -14,10 +14,13 @@ PNG.
 :func:`member_reward_plot`                  reward distribution of each ensemble member
 :func:`overoptimization_plot`               gold (solid) and proxy (dashed) reward vs KL
 :func:`ood_histogram`                       an out-of-distribution score, in-domain vs shifted pairs
+:func:`conformal_coverage_plot`             conformal set coverage vs α, with the 1 − α target
+:func:`guaranteed_risk_coverage_plot`       risk–coverage with the certified (LTT) operating point
 ==========================================  ==========================================================
 """
 
 from auq.plots._style import OKABE_ITO, PALETTE, PAPER_RC, paper_style, save_figure
+from auq.plots.conformal import conformal_coverage_plot, guaranteed_risk_coverage_plot
 from auq.plots.ood import ood_histogram
 from auq.plots.overoptimization import overoptimization_plot
 from auq.plots.reliability import ece_from_table, reliability_diagram
@@ -28,7 +31,9 @@ __all__ = [
     "OKABE_ITO",
     "PALETTE",
     "PAPER_RC",
+    "conformal_coverage_plot",
     "ece_from_table",
+    "guaranteed_risk_coverage_plot",
     "member_reward_plot",
     "ood_histogram",
     "overoptimization_plot",

@@ -1,23 +1,51 @@
-"""auq.training: losses (Bradley-Terry, DPO variants, penalised rewards, PPO) and trainers.
+"""auq.training: reward-model, DPO and online trainers, and the uncertainty-aware losses.
 
-* :mod:`auq.training.losses` -- differentiable loss functions (re-exported here);
 * :mod:`auq.training.reward_trainer` -- :class:`RewardModelTrainer`, the Accelerate-based
-  reward-model trainer, and its :class:`RewardTrainerConfig`;
-* :mod:`auq.training.dpo_trainer` -- uncertainty-aware DPO;
-* :mod:`auq.training.online` -- an RLOO / PPO loop and best-of-n against penalised rewards.
+  reward-model trainer, its :class:`RewardTrainerConfig` and :data:`HEADS_RECIPE`;
+* :mod:`auq.training.dpo_trainer` -- uncertainty-aware DPO (:class:`UncertaintyDPOTrainer`,
+  :func:`attach_uncertainty`);
+* :mod:`auq.training.online` -- an RLOO / PPO loop and best-of-n against penalised rewards;
+* :mod:`auq.training.losses` -- differentiable losses (Bradley-Terry, the DPO family, penalised
+  rewards, uncertainty weights; PPO pieces: ``ppo_loss``, ``value_loss``, ``kl_penalty``,
+  ``compute_gae``).
+
+``__all__`` lists the user-facing names. The building blocks (``sequence_logps``,
+``CausalLMPreferenceCollator``, ``dpo_logits``, the PPO pieces, ``whiten``, ``masked_mean``,
+``Rollout``, ``rloo_advantages``, ``bootstrap_counts``) are documented in their modules and,
+for compatibility, still importable from here.
 """
 
-from . import losses
+# Imported names missing from __all__ are building blocks documented in their modules; they stay
+# importable from here for compatibility (hence the noqa).
+from . import losses  # noqa: F401
 from ._spread import HEADS_RECIPE, DatasetSubset
-from .dpo_trainer import (
+from .dpo_trainer import (  # noqa: F401
     CausalLMPreferenceCollator,
     UncertaintyDPOConfig,
     UncertaintyDPOTrainer,
     attach_uncertainty,
     sequence_logps,
 )
-from .losses import *  # noqa: F403  (every name in losses.__all__)
-from .online import (
+from .losses import (  # noqa: F401
+    ImplicitRewards,
+    PolicyLossOutput,
+    bradley_terry_loss,
+    compute_gae,
+    dpo_implicit_rewards,
+    dpo_logits,
+    dpo_loss,
+    flip_rate_from_uncertainty,
+    ipo_loss,
+    kl_penalty,
+    masked_mean,
+    penalized_reward,
+    ppo_loss,
+    robust_dpo_loss,
+    uncertainty_weights,
+    value_loss,
+    whiten,
+)
+from .online import (  # noqa: F401
     BestOfNResult,
     OnlineConfig,
     OnlineHistory,
@@ -28,7 +56,7 @@ from .online import (
     ensemble_reward_fn,
     rloo_advantages,
 )
-from .reward_trainer import (
+from .reward_trainer import (  # noqa: F401
     RewardModelTrainer,
     RewardTrainerConfig,
     TrainResult,
@@ -37,27 +65,34 @@ from .reward_trainer import (
 )
 
 __all__ = [
+    # reward models
     "RewardModelTrainer",
     "RewardTrainerConfig",
     "TrainResult",
-    "bootstrap_counts",
-    "load_checkpoint_state",
     "HEADS_RECIPE",
     "DatasetSubset",
-    "CausalLMPreferenceCollator",
+    "load_checkpoint_state",
+    # DPO
     "UncertaintyDPOConfig",
     "UncertaintyDPOTrainer",
     "attach_uncertainty",
-    "sequence_logps",
+    # online RL and best-of-n
     "OnlineConfig",
     "OnlineTrainer",
     "OnlineHistory",
-    "Rollout",
-    "BestOfNResult",
     "best_of_n",
     "best_of_n_kl",
+    "BestOfNResult",
     "ensemble_reward_fn",
-    "rloo_advantages",
-    "losses",
-    *losses.__all__,
+    # losses
+    "bradley_terry_loss",
+    "dpo_loss",
+    "robust_dpo_loss",
+    "ipo_loss",
+    "dpo_implicit_rewards",
+    "ImplicitRewards",
+    "uncertainty_weights",
+    "flip_rate_from_uncertainty",
+    "penalized_reward",
 ]
+

@@ -70,7 +70,10 @@ class RewardTrainerConfig:
     save_total_limit : int or None
         Keep only the newest ``save_total_limit`` checkpoints.
     max_length : int, default 512
-        Token limit of the default collator (and part of the feature-cache key).
+        Token limit of the default collator (and part of the feature-cache key). When the trainer
+        builds the collator from the model, :meth:`RewardModelTrainer.train` records the length
+        (capped at the backbone's positions) on ``model.config.max_length``, so that scoring the
+        trained model truncates the same way; constructing a trainer leaves the model unchanged.
     disable_tqdm : bool, default False
         Hide the progress bar.
     dataloader_num_workers : int, default 0

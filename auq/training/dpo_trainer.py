@@ -30,6 +30,7 @@ import torch
 from auq._checks import check_choice, check_float, check_int
 from auq._io import atomic_write_json, remove_stale_temps, temp_path
 from auq._math import binary_entropy
+from auq.training._batching import _IndexedDataset
 from auq.training.losses import (
     dpo_implicit_rewards,
     dpo_loss,
@@ -65,7 +66,8 @@ class CausalLMPreferenceCollator:
 
     Returns a dict: ``input_ids``, ``attention_mask``, ``response_mask`` (long ``[2B, L]``, the B
     chosen sequences first, then the B rejected ones), ``targets``, ``weights`` (float ``[B]``,
-    1.0 when absent), ``index`` (long ``[B]``). ``n_truncated`` counts pairs that lost tokens.
+    1.0 when absent), ``index`` (long ``[B]``: the examples' ``index`` field, -1 when absent; the
+    trainer sets it to each pair's position). ``n_truncated`` counts pairs that lost tokens.
 
     Examples
     --------
@@ -462,14 +464,18 @@ class UncertaintyDPOTrainer:
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
         )
+        # Examples carry their position as ``index`` (whatever the data hold: a list of dicts or an
+        # HF Dataset has none), so precomputed reference log-probs are stored and read per pair.
+        self._train_indexed = _IndexedDataset(train_dataset)
         g = torch.Generator().manual_seed(config.seed)
         loader = torch.utils.data.DataLoader(
-            train_dataset, batch_size=config.batch_size, shuffle=config.shuffle, collate_fn=self.collator, generator=g
+            self._train_indexed, batch_size=config.batch_size, shuffle=config.shuffle, collate_fn=self.collator,
+            generator=g,
         )
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, self.optimizer, loader)
         self._ref_cache: dict[str, torch.Tensor] | None = None
         if config.precompute_ref_logps:
-            self._ref_cache = self._precompute_ref(train_dataset)
+            self._ref_cache = self._precompute_ref(self._train_indexed)
             self.ref_model = None
         self.global_step = 0
         self.epoch = 0.0
@@ -482,6 +488,7 @@ class UncertaintyDPOTrainer:
 
         n = len(dataset)
         out = torch.zeros(n, 2, dtype=torch.float64)
+        written = torch.zeros(n, dtype=torch.bool)
         loader = torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator)
         for batch in tqdm(loader, desc="reference log-probs", disable=not self.config.progress):
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
@@ -489,6 +496,9 @@ class UncertaintyDPOTrainer:
             b = batch["index"].shape[0]
             out[batch["index"].cpu(), 0] = lp[:b].double().cpu()
             out[batch["index"].cpu(), 1] = lp[b:].double().cpu()
+            written[batch["index"].cpu()] = True
+        if not bool(written.all()):  # each pair's own row: a missing or repeated index would leave one unwritten
+            raise RuntimeError("reference log-probs were not computed for every pair")
         return {"logps": out}
 
     def _ref_logps(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -600,7 +610,9 @@ class UncertaintyDPOTrainer:
             raise ValueError("with precompute_ref_logps only the training dataset can be evaluated")
         was_training = self.model.training
         self.model.eval()
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator)
+        loader = torch.utils.data.DataLoader(
+            _IndexedDataset(dataset), batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator
+        )
         sums: dict[str, float] = {}
         n = 0
         for batch in loader:

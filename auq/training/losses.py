@@ -452,7 +452,9 @@ def ipo_loss(
     ``h = (log π(c) - log π_ref(c))/len_c - (log π(r) - log π_ref(r))/len_r`` and per pair
     ``(h - (q - 1/2)/τ)^2``; with ``q = 1`` the target is ``1/(2τ)``. Without lengths ``len = 1``
     (sequence-level IPO, as in the paper). TRL's ``loss_type="ipo"`` (``beta = τ``) divides by the
-    number of completion tokens: pass ``chosen_lengths``/``rejected_lengths`` to match it.
+    number of completion tokens: pass ``chosen_lengths``/``rejected_lengths`` to match it. A length
+    of 0 (a response with no scored token, whose log-prob sum is 0) counts as 1; a negative length
+    is a ValueError.
 
     Examples
     --------
@@ -467,17 +469,22 @@ def ipo_loss(
     chosen = pc - rc
     rejected = pr - rr
     if chosen_lengths is not None:
-        lc = _tensor(chosen_lengths, "chosen_lengths", like=pc, ndim=1)
-        check_same_shape(pc, lc, "policy_chosen_logps", "chosen_lengths")
-        chosen = chosen / lc.clamp(min=1.0)
+        chosen = chosen / _ipo_lengths(chosen_lengths, "chosen_lengths", pc)
     if rejected_lengths is not None:
-        lr = _tensor(rejected_lengths, "rejected_lengths", like=pc, ndim=1)
-        check_same_shape(pc, lr, "policy_chosen_logps", "rejected_lengths")
-        rejected = rejected / lr.clamp(min=1.0)
+        rejected = rejected / _ipo_lengths(rejected_lengths, "rejected_lengths", pc)
     h = chosen - rejected
     w, q = _pair_options(h, weights, targets)
     target = 1 / (2 * tau) if q is None else (q - 0.5) / tau
     return _reduce((h - target) ** 2, w, reduction, normalize)
+
+
+def _ipo_lengths(lengths: Any, name: str, like: torch.Tensor) -> torch.Tensor:
+    """Per-pair token counts for IPO's length normalisation: non-negative, 0 counted as 1."""
+    n = _tensor(lengths, name, like=like, ndim=1)
+    check_same_shape(like, n, "policy_chosen_logps", name)
+    if bool((n < 0).any()):
+        raise ValueError(f"{name} must be non-negative token counts, got a value of {float(n.min())!r}")
+    return n.clamp(min=1.0)
 
 
 def _inverse_binary_entropy(h: torch.Tensor, n_iter: int = 60) -> torch.Tensor:
@@ -682,23 +689,44 @@ def penalized_reward(
 # --------------------------------------------------------------------------------------------
 
 
+def _broadcast_mask(x: torch.Tensor, mask: Any) -> torch.Tensor:
+    """``mask`` as ``x``'s dtype, broadcast to ``x``'s shape (a ValueError when it does not broadcast to it)."""
+    mask = torch.as_tensor(mask, device=x.device)
+    try:
+        shape = torch.broadcast_shapes(mask.shape, x.shape)
+    except RuntimeError:
+        shape = None
+    if shape != x.shape:
+        raise ValueError(
+            f"mask of shape {tuple(mask.shape)} does not broadcast to the shape {tuple(x.shape)} of x"
+        )
+    return mask.to(x.dtype).expand(x.shape)
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor | None = None, dim: int | None = None) -> torch.Tensor:
     """Mean of ``x`` over positions where ``mask`` is nonzero (all positions when ``mask`` is None).
+
+    ``mask`` may have fewer dimensions than ``x`` (e.g. ``[T]`` for ``x`` of shape ``[B, T]``): it is
+    broadcast to ``x``'s shape first, so every masked-in element of ``x`` counts once.
 
     Examples
     --------
     >>> float(masked_mean(torch.tensor([1.0, 2.0, 9.0]), torch.tensor([1, 1, 0])))
     1.5
+    >>> float(masked_mean(torch.ones(2, 3), torch.tensor([1, 1, 0])))  # 4 ones over 4 positions
+    1.0
     """
     if mask is None:
         return x.mean() if dim is None else x.mean(dim=dim)
-    mask = mask.to(x.dtype)
+    mask = _broadcast_mask(x, mask)
     if dim is None:
         return (x * mask).sum() / mask.sum().clamp(min=1.0)
     return (x * mask).sum(dim=dim) / mask.sum(dim=dim).clamp(min=1.0)
 
 
 def _masked_var(x: torch.Tensor, mask: torch.Tensor | None, unbiased: bool = True) -> torch.Tensor:
+    if mask is not None:
+        mask = _broadcast_mask(x, mask)
     mean = masked_mean(x, mask)
     var = masked_mean((x - mean) ** 2, mask)
     if unbiased:

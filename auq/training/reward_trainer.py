@@ -192,9 +192,12 @@ class RewardModelTrainer:
         self.config = config
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
+        # the max_length the model is trained with, recorded on model.config when train() starts
+        # (not here: constructing a trainer leaves the caller's model as it is)
+        self._train_max_length: int | None = None
         if collator is None and hasattr(model, "make_collator"):
             collator = model.make_collator(config.max_length)  # capped at the backbone's positions
-            model.config.max_length = collator.max_length  # scoring later truncates the same way
+            self._train_max_length = int(collator.max_length)
         elif collator is None:
             tokenizer = getattr(model, "tokenizer", None)
             if tokenizer is None:
@@ -488,7 +491,12 @@ class RewardModelTrainer:
         self._drop_stale_uncertainty()
         from ..models._heads import MemberHeads
 
-        for module in self.accelerator.unwrap_model(self.model).modules():
+        unwrapped = self.accelerator.unwrap_model(self.model)
+        if self._train_max_length is not None and getattr(unwrapped, "config", None) is not None:
+            # the trained model records the length it was trained with: score() and make_collator()
+            # then truncate the same way, and checkpoints written from here on store it
+            unwrapped.config.max_length = self._train_max_length
+        for module in unwrapped.modules():
             if isinstance(module, MemberHeads):
                 module.fresh = False  # trained from here on: no later trainer redraws them
         if self._closed_form:
