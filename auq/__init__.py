@@ -50,6 +50,7 @@ _EXPORTS = {
     "LaplaceRewardModel": "auq.models",
     "load_reward_model": "auq.models",
     "SequenceClassifierRewardModel": "auq.models",
+    "WrappedLaplaceRewardModel": "auq.models",
     "export_sequence_classifier": "auq.models",
     "score": "auq.models",
     "Predictions": "auq.models",

@@ -2,7 +2,9 @@
 
 ``auq wrap --model CLASSIFIER_DIR [--model DIR2 ...] --output DIR`` writes an auq checkpoint of
 trained ``AutoModelForSequenceClassification`` checkpoints (one member each, heads kept exactly),
-so ``auq score --model DIR`` works on them. ``auq export --model AUQ_DIR --output DIR
+so ``auq score --model DIR`` works on them; with ``--laplace PAIRS`` a Bayesian last layer over the
+checkpoint's own head is fitted on preference pairs (no retraining,
+:class:`~auq.models.WrappedLaplaceRewardModel`). ``auq export --model AUQ_DIR --output DIR
 [--member K | --mean]`` writes one reward of a saved auq model as a standard
 ``transformers`` sequence-classification folder (see :mod:`auq.models._export` for what is
 exportable exactly). Registered in :mod:`auq.cli`; errors are ``ValueError`` naming the option.
@@ -23,6 +25,19 @@ def add_wrap_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tokenizer", default=None, help="tokenizer folder or Hub id (default: the first --model's)")
     p.add_argument("--output", required=True, help="folder for the auq checkpoint")
     p.add_argument("--trust-remote-code", action="store_true", help="allow custom modelling code")
+    from auq.cli import _positive_int, _prior_precision
+
+    p.add_argument("--laplace", default=None, metavar="DATA",
+                   help="fit a Bayesian last layer over the checkpoint's own head on these preference pairs "
+                        "(file or Hub id; the classifier is not retrained): a Laplace posterior centred on the "
+                        "trained head, whose posterior-mean reward is the checkpoint's logit where the pairs "
+                        "say nothing, plus a feature density (one --model only)")
+    p.add_argument("--samples", type=_positive_int, default=32, help="--laplace: posterior draws used as members (default 32)")
+    p.add_argument("--prior-precision", type=_prior_precision, default="auto",
+                   help="--laplace: precision of the prior N(w_head, 1/alpha I), a positive number or 'auto' "
+                        "(maximise the evidence; default)")
+    p.add_argument("--rank", type=_positive_int, default=64,
+                   help="--laplace: principal directions of the training features the likelihood is fitted on (default 64)")
 
 
 def run_wrap(args: argparse.Namespace) -> int:
@@ -42,8 +57,31 @@ def run_wrap(args: argparse.Namespace) -> int:
         )
     except (ValueError, TypeError) as err:
         raise ValueError(f"--model: {err}") from None
+    if args.laplace is not None:
+        return _wrap_laplace(model, args)
+    for flag, default in (("samples", 32), ("prior_precision", "auto"), ("rank", 64)):
+        if getattr(args, flag) != default:
+            raise ValueError(f"--{flag.replace('_', '-')}: applies with --laplace only")
     model.save_pretrained(args.output)
     print(f"wrapped {model.n_members} checkpoint(s) ({model.config.backbone_model_type}) into {args.output}")
+    return 0
+
+
+def _wrap_laplace(wrapped: object, args: argparse.Namespace) -> int:
+    from auq.cli import _load_data
+
+    if len(args.model) != 1:
+        raise ValueError("--laplace: goes over one checkpoint's head; give one --model")
+    if args.prior_precision == 0:
+        raise ValueError("--prior-precision: a Laplace prior needs a positive precision or 'auto'")
+    data = _load_data(args.laplace, "--laplace", None)
+    model = wrapped.laplace(n_samples=args.samples, prior_precision=args.prior_precision, rank=args.rank)
+    post = model.fit(data, progress=not getattr(args, "no_progress", False))
+    model.save_pretrained(args.output)
+    print(
+        f"wrapped {args.model[0]} with a Laplace last layer fitted on {len(data)} pairs "
+        f"(prior precision {post.prior_precision:.4g}, {args.samples} posterior draws) into {args.output}"
+    )
     return 0
 
 

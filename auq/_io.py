@@ -199,14 +199,27 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     >>> atomic_write_text(p, "hi"); p.read_text()
     'hi'
     """
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (see :func:`atomic_write_text`).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> p = pathlib.Path(tempfile.mkdtemp()) / "a.bin"
+    >>> atomic_write_bytes(p, b"\\x00\\x01"); p.read_bytes()
+    b'\\x00\\x01'
+    """
     path = os.fspath(path)
     if os.path.isdir(path):
         raise IsADirectoryError(f"cannot write file {path!r}: it is an existing folder")
     remove_stale_temps(path)
     fd, tmp = _open_temp_file(os.path.abspath(path))
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)

@@ -38,8 +38,14 @@ PAIRS = {
 }
 
 
-def make_classifier(path, family: str, *, seed: int = 0, num_labels: int = 1, vocab_size: int = 400) -> str:
-    """A tiny random ``family`` ("gpt2"/"bert") sequence classifier + tokenizer saved to ``path``."""
+def make_classifier(
+    path, family: str, *, seed: int = 0, num_labels: int = 1, vocab_size: int = 400, initializer_range: float = 0.3,
+) -> str:
+    """A tiny random ``family`` ("gpt2"/"bert") sequence classifier + tokenizer saved to ``path``.
+
+    ``initializer_range`` (BERT): 0.3 gives rewards of order 1 from the encoder; it also makes the
+    random encoder so chaotic that its features no longer tell one input distribution from another
+    (a smooth encoder needs ~0.1; see tests/test_wrapped_laplace.py)."""
     from transformers import (
         BertConfig,
         BertForSequenceClassification,
@@ -60,7 +66,8 @@ def make_classifier(path, family: str, *, seed: int = 0, num_labels: int = 1, vo
         tok = _wordpiece_tokenizer()
         cfg = BertConfig(
             vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-            intermediate_size=64, max_position_embeddings=128, num_labels=num_labels, initializer_range=0.3,
+            intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
+            initializer_range=initializer_range,
         )
         cls = BertForSequenceClassification
     with torch.random.fork_rng(devices=[]):

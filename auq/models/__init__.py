@@ -7,7 +7,11 @@ Every model is an ``nn.Module`` returning member rewards ``[B, n_members]``:
   models) or ``"lora"`` (K PEFT LoRA adapters over one base);
 * :class:`MCDropoutRewardModel` -- T dropout samples, ``scope="head"`` or ``"full"``;
 * :class:`LaplaceRewardModel` -- a Bayesian last layer: closed-form Laplace posterior over a
-  linear head on frozen features (:func:`fit_laplace_posterior`), K posterior draws as members.
+  linear head on frozen features (:func:`fit_laplace_posterior`), K posterior draws as members;
+* :class:`SequenceClassifierRewardModel` -- trained ``AutoModelForSequenceClassification``
+  checkpoints as members, heads kept exactly; :class:`WrappedLaplaceRewardModel`
+  (``LaplaceRewardModel.from_sequence_classifier``) puts a Laplace posterior centred on such a
+  checkpoint's own head, fitted on preference pairs without retraining.
 
 :func:`score` turns a :class:`~auq.data.PreferenceDataset` into :class:`Predictions`
 (``rewards_chosen``/``rewards_rejected`` ``[n_pairs, n_members]``) for :mod:`auq.estimators` and
@@ -43,6 +47,7 @@ from auq.models._models import (
 from auq.models._protocol import MemberRewardModule, check_member_reward_module, infer_n_members
 from auq.models._scoring import Predictions, encode_dataset, score, score_features
 from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_head
+from auq.models._wrapped_laplace import WrappedLaplaceRewardModel
 
 __all__ = [
     "resolve_pooling",
@@ -56,6 +61,7 @@ __all__ = [
     "LaplacePosterior",
     "fit_laplace_posterior",
     "SequenceClassifierRewardModel",
+    "WrappedLaplaceRewardModel",
     "find_classifier_head",
     "export_sequence_classifier",
     "MemberRewardModule",

@@ -8,7 +8,7 @@ from typing import Any
 
 __all__ = ["RewardModelConfig", "MODEL_TYPES", "ENSEMBLE_KINDS", "MC_SCOPES"]
 
-MODEL_TYPES = ("reward_model", "reward_ensemble", "mc_dropout", "laplace", "sequence_classifier")
+MODEL_TYPES = ("reward_model", "reward_ensemble", "mc_dropout", "laplace", "sequence_classifier", "wrapped_laplace")
 ENSEMBLE_KINDS = ("heads", "independent", "lora")
 MC_SCOPES = ("head", "full")
 

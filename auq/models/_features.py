@@ -53,15 +53,20 @@ def trunk_fingerprint(model: Any) -> str:
     """SHA-256 over the parameters and buffers of the model's trunk modules (``model._trunk_modules()``).
 
     Only the backbone's weights and buffers count: heads, Laplace posteriors and reward offsets
-    may change while the features stay the same. Hashed afresh on every call (about 0.1 s for
+    may change while the features stay the same (a wrapped classifier's own head, inside its
+    trunk module, is left out through ``model._fingerprint_skip()``). Hashed afresh on every call (about 0.1 s for
     MiniLM): no cheap signal tells reliably that weights were changed in place.
     """
     modules = model._trunk_modules() if hasattr(model, "_trunk_modules") else [model]
+    # tensors of the trunk modules that the features do not depend on (a wrapped classifier's head)
+    skip = model._fingerprint_skip() if hasattr(model, "_fingerprint_skip") else set()
     h = hashlib.sha256()
     for i, module in enumerate(modules):
         named = dict(module.named_parameters())
         named.update(dict(module.named_buffers()))
         for name in sorted(named):
+            if f"{i}.{name}" in skip:
+                continue
             t = named[name]
             h.update(f"{i}.{name}:{t.dtype}:{tuple(t.shape)}".encode())
             h.update(_tensor_bytes(t))

@@ -142,7 +142,11 @@ class LaplaceRewardModel(BaseRewardModel):
         )
         super().__init__(config, tokenizer)
         self.backbone = backbone
-        h, f64 = config.hidden_size, torch.float64
+        self._register_posterior_buffers(config.hidden_size, n_samples)
+        self._apply_trunk_freeze()
+
+    def _register_posterior_buffers(self, h: int, n_samples: int) -> None:
+        f64 = torch.float64
         self.register_buffer("feature_mean", torch.zeros(h, dtype=f64))
         self.register_buffer("posterior_mean", torch.zeros(h, dtype=f64))
         self.register_buffer("posterior_covariance", torch.zeros(h, h, dtype=f64))
@@ -150,7 +154,6 @@ class LaplaceRewardModel(BaseRewardModel):
         # 0 until fitted (a fitted α is always > 0)
         self.register_buffer("fitted_prior_precision", torch.zeros((), dtype=f64))
         self.register_buffer("log_evidence", torch.zeros((), dtype=f64))
-        self._apply_trunk_freeze()
 
     @classmethod
     def from_backbone(
@@ -177,6 +180,40 @@ class LaplaceRewardModel(BaseRewardModel):
         return cls(
             backbone, tokenizer, n_samples=n_samples, prior_precision=prior_precision, rank=rank,
             seed=seed, pooling=pooling, backbone_name=_backbone_name(path_or_hub_id),
+        )
+
+    @classmethod
+    def from_sequence_classifier(
+        cls,
+        path_or_model: Any,
+        tokenizer: Any = None,
+        *,
+        n_samples: int = 32,
+        prior_precision: float | str = "auto",
+        rank: int | None = 64,
+        seed: int = 0,
+        trust_remote_code: bool = False,
+        **model_kwargs: Any,
+    ) -> LaplaceRewardModel:
+        """A Laplace posterior over a trained classifier's own head, centred on it (unfitted).
+
+        Returns a :class:`~auq.models.WrappedLaplaceRewardModel`; ``path_or_model`` and
+        ``tokenizer`` are as for :meth:`SequenceClassifierRewardModel.from_sequence_classifier`
+        (one checkpoint). Fit it with ``model.fit(pairs)`` or :class:`~auq.training.RewardModelTrainer`.
+
+        Examples
+        --------
+        >>> rm = LaplaceRewardModel.from_sequence_classifier("my-reward-model")  # doctest: +SKIP
+        >>> rm.fit(train_pairs)  # doctest: +SKIP
+        """
+        from ._wrapped import SequenceClassifierRewardModel
+        from ._wrapped_laplace import WrappedLaplaceRewardModel
+
+        wrapped = SequenceClassifierRewardModel.from_sequence_classifier(
+            path_or_model, tokenizer, trust_remote_code=trust_remote_code, **model_kwargs
+        )
+        return WrappedLaplaceRewardModel(
+            wrapped, n_samples=n_samples, prior_precision=prior_precision, rank=rank, seed=seed
         )
 
     @property
@@ -238,7 +275,7 @@ class LaplaceRewardModel(BaseRewardModel):
         mean = responses.mean(0)
         post = fit_laplace_posterior(
             fc - fr, targets, weights, prior_precision=self.config.prior_precision,
-            basis=self._basis(responses - mean),
+            basis=self._basis(responses - mean), prior_mean=self._prior_mean(),
         )
         with torch.no_grad():
             self.feature_mean.copy_(mean)
@@ -251,6 +288,10 @@ class LaplaceRewardModel(BaseRewardModel):
             logger.info("fit_features: the reward offsets of the previous fit are dropped (fit_uncertainty refits them)")
             self.reward_offsets = None
         return post
+
+    def _prior_mean(self) -> torch.Tensor | None:
+        """The prior mean of the head's weights (``None``: zero)."""
+        return None
 
     def _basis(self, centred: torch.Tensor) -> torch.Tensor | None:
         """Top-``rank`` right singular vectors of the centred training features (``None``: all)."""

@@ -2,8 +2,9 @@
 
 The model: pair ``i`` has a feature difference ``d_i = f(chosen_i) - f(rejected_i)`` and logit
 ``z_i = w·d_i`` (no bias: a per-response constant cancels in the difference), a soft target
-``q_i`` in [0, 1] and a non-negative weight ``c_i``; the prior is ``w ~ N(0, α⁻¹ I)``. The
-negative log joint is
+``q_i`` in [0, 1] and a non-negative weight ``c_i``; the prior is ``w ~ N(0, α⁻¹ I)`` (or
+``N(m₀, α⁻¹ I)`` with ``prior_mean``: the same fit of ``δ = w - m₀`` with logits offset by
+``d_i·m₀``). The negative log joint is
 
     J(w) = -Σ c_i [q_i log σ(z_i) + (1 - q_i) log σ(-z_i)] + α/2 |w|²,
 
@@ -137,8 +138,10 @@ class LaplacePosterior:
 class _Problem:
     """Data of one fit (float64) and the pieces every α reuses."""
 
-    def __init__(self, d: torch.Tensor, q: torch.Tensor, c: torch.Tensor, tol: float, max_iter: int):
+    def __init__(self, d: torch.Tensor, q: torch.Tensor, c: torch.Tensor, tol: float, max_iter: int,
+                 offset: torch.Tensor | None = None):
         self.d, self.q, self.c = d, q, c
+        self.offset = offset  # z_i = d_i·w + offset_i (a non-zero prior mean, see fit_laplace_posterior)
         self.n, self.p = d.shape
         self.max_iter = max_iter
         # absolute gradient tolerance, relative to the size the gradient's terms can reach
@@ -146,8 +149,12 @@ class _Problem:
         self.eye = torch.eye(self.p, dtype=d.dtype, device=d.device)
         self.w = torch.zeros(self.p, dtype=d.dtype, device=d.device)  # warm start across α
 
+    def logits(self, w: torch.Tensor) -> torch.Tensor:
+        z = self.d @ w
+        return z if self.offset is None else z + self.offset
+
     def nll_sum(self, w: torch.Tensor) -> torch.Tensor:
-        lp, ln = log_sigmoid_pair(self.d @ w)
+        lp, ln = log_sigmoid_pair(self.logits(w))
         return -(self.c * (self.q * lp + (1.0 - self.q) * ln)).sum()
 
     def objective(self, w: torch.Tensor, alpha: float) -> torch.Tensor:
@@ -155,7 +162,7 @@ class _Problem:
 
     def hessian(self, w: torch.Tensor, alpha: float) -> tuple[torch.Tensor, torch.Tensor]:
         """``(H, s)`` with ``s_i = c_i σ(z_i)σ(-z_i)``."""
-        lp, ln = log_sigmoid_pair(self.d @ w)
+        lp, ln = log_sigmoid_pair(self.logits(w))
         s = self.c * torch.exp(lp + ln)
         x = self.d * torch.sqrt(s)[:, None]
         return x.T @ x + alpha * self.eye, s
@@ -176,7 +183,7 @@ class _Problem:
         """Newton's method from the warm start; returns ``(w*, cholesky(H(w*)), iterations, converged)``."""
         w = self.w.clone()
         for it in range(self.max_iter + 1):
-            lp, _ = log_sigmoid_pair(self.d @ w)
+            lp, _ = log_sigmoid_pair(self.logits(w))
             grad = self.d.T @ (self.c * (torch.exp(lp) - self.q)) + alpha * w
             h, _ = self.hessian(w, alpha)
             chol = self.cholesky(h, alpha)
@@ -211,7 +218,7 @@ class _Problem:
         w, chol, _, _ = self.fit_map(alpha)
         cov = torch.cholesky_inverse(chol)
         v = -(cov @ w)  # dw*/dα
-        z = self.d @ w
+        z = self.logits(w)
         lp, ln = log_sigmoid_pair(z)
         sig, sig_neg = torch.exp(lp), torch.exp(ln)
         ds = self.c * sig * sig_neg * (sig_neg - sig)  # d(c σ(z)σ(-z))/dz
@@ -285,6 +292,7 @@ def fit_laplace_posterior(
     basis: Any = None,
     tol: float = 1e-10,
     max_iter: int = 100,
+    prior_mean: Any = None,
 ) -> LaplacePosterior:
     """Laplace posterior of a Bradley-Terry linear head ``z = w·d`` on feature differences.
 
@@ -307,6 +315,12 @@ def fit_laplace_posterior(
         Newton stops when ``|∇J| <= tol · (1 + Σ c_i |d_i|)``.
     max_iter : int, default 100
         Newton iterations per MAP fit (a warning is logged when they run out).
+    prior_mean : array-like or torch.Tensor, optional
+        ``m₀`` ``[P]``: the prior is ``N(m₀, α⁻¹ I)`` (default ``m₀ = 0``), e.g. the weights of a
+        trained head that the posterior should stay centred on. Fitted as ``w = m₀ + δ`` with
+        ``δ ~ N(0, α⁻¹ I)`` and logits ``d·m₀ + d·δ``, so the evidence and ``α`` are those of
+        ``δ``; with ``basis``, ``δ = V θ`` and the posterior mean is ``m₀`` exactly along the
+        directions ``V`` leaves out (``(I - V Vᵀ) mean = (I - V Vᵀ) m₀``).
 
     Returns
     -------
@@ -363,7 +377,15 @@ def fit_laplace_posterior(
         gram = v.T @ v
         if not torch.allclose(gram, torch.eye(v.shape[1], dtype=gram.dtype, device=gram.device), atol=1e-6):
             raise ValueError("basis must have orthonormal columns (Vᵀ V = I)")
-    prob = _Problem(d if v is None else d @ v, q, c, tol, max_iter)
+    m0 = None
+    if prior_mean is not None:
+        m0, _ = as_float_tensor(prior_mean, "prior_mean", ndim=1, like=d)
+        m0 = m0.detach().to(d)
+        if m0.shape[0] != d.shape[1]:
+            raise ValueError(
+                f"prior_mean must have {d.shape[1]} entries (the feature size), got {m0.shape[0]}"
+            )
+    prob = _Problem(d if v is None else d @ v, q, c, tol, max_iter, offset=None if m0 is None else d @ m0)
     if prior_precision == "auto":
         alpha = math.exp(prob.choose_log_alpha())
     else:
@@ -378,6 +400,8 @@ def fit_laplace_posterior(
         cov = v @ torch.cholesky_inverse(chol) @ v.T + outside / alpha
         cov = 0.5 * (cov + cov.T)
         chol = prob.cholesky(v @ (chol @ chol.T) @ v.T + alpha * outside, alpha)
+    if m0 is not None:  # the fit is of δ = w - m₀
+        w = m0 + w
     post = LaplacePosterior(
         mean=w,
         covariance=cov,

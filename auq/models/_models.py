@@ -19,7 +19,7 @@ from torch import nn
 
 from auq._checks import check_choice, check_device, check_float, check_int
 
-from . import _io
+from . import _io, _trunk_store
 from ._backbone import (
     backbone_from_config,
     ensure_pad_token,
@@ -216,24 +216,52 @@ class BaseRewardModel(UncertaintyState, nn.Module):
         """Write extra files (LoRA adapters); return their paths relative to ``directory``."""
         return []
 
-    def save_pretrained(self, save_directory: str | os.PathLike) -> None:
+    def save_pretrained(self, save_directory: str | os.PathLike, *, trunk_store: str | os.PathLike | None = None) -> None:
         """Save config, weights (safetensors), backbone config and tokenizer, atomically.
 
-        The directory is self-contained: :meth:`from_pretrained` rebuilds the model offline
-        without the original backbone path.
+        By default the directory is self-contained: :meth:`from_pretrained` rebuilds the model
+        offline without the original backbone path.
+
+        Parameters
+        ----------
+        save_directory : path
+        trunk_store : path, optional
+            A folder *outside* ``save_directory`` that keeps a frozen trunk once for many
+            checkpoints (what the reward trainer's ``checkpoint-*`` folders use): the trunk's
+            tensors go to ``trunk_store/trunk-<sha256>.safetensors`` (written only when no file of
+            that content is there), and ``save_directory`` keeps the other tensors and a
+            ``trunk.json`` reference (relative path + SHA-256, verified on loading). Ignored (the
+            folder is self-contained) when the trunk is trained.
 
         Examples
         --------
         >>> model.save_pretrained("rm")  # doctest: +SKIP
         >>> same = type(model).from_pretrained("rm")  # doctest: +SKIP
+        >>> model.save_pretrained("runs/step-10", trunk_store="runs/trunk")  # doctest: +SKIP
         """
         if not isinstance(save_directory, (str, os.PathLike)):
             raise TypeError(f"save_directory must be a path, got {type(save_directory).__name__}")
+        if trunk_store is not None:
+            if not isinstance(trunk_store, (str, os.PathLike)):
+                raise TypeError(f"trunk_store must be a path or None, got {type(trunk_store).__name__}")
+            _trunk_store.check_store_location(os.fspath(save_directory), os.fspath(trunk_store))
+
+        referenced: list[bool] = []
 
         def writer(tmp: str) -> None:
             weights = os.path.join(tmp, _io.WEIGHTS_NAME)
-            _io.save_weights(self._weights_state(), weights)
-            checksums = {_io.WEIGHTS_NAME: _io.sha256_file(weights)}
+            state = self._weights_state()
+            shared = _trunk_store.trunk_keys(self, state) if trunk_store is not None else []
+            checksums = {}
+            if trunk_store is not None and not shared:
+                logger.info("trunk_store: the trunk is trained (not frozen); saving a self-contained folder")
+            if shared:
+                path, sha = _trunk_store.write_trunk(self, os.fspath(trunk_store), {k: state.pop(k) for k in shared})
+                rel = _trunk_store.write_reference(tmp, os.fspath(save_directory), path, sha, len(shared))
+                checksums[rel] = _io.sha256_file(os.path.join(tmp, rel))
+                referenced.append(True)
+            _io.save_weights(state, weights)
+            checksums[_io.WEIGHTS_NAME] = _io.sha256_file(weights)
             for rel in self._write_extra(tmp):
                 checksums[rel] = _io.sha256_file(os.path.join(tmp, rel))
             rel = self._write_uncertainty(tmp)
@@ -247,6 +275,9 @@ class BaseRewardModel(UncertaintyState, nn.Module):
             _io.write_json(cfg, os.path.join(tmp, _io.CONFIG_NAME))  # last: marks a complete write
 
         _io.atomic_write_dir(save_directory, writer)
+        stray = os.path.join(os.fspath(save_directory), _trunk_store.TRUNK_REFERENCE_NAME)
+        if not referenced and os.path.exists(stray):  # carried over from an earlier save there
+            os.remove(stray)
         logger.info("saved %s to %s", type(self).__name__, os.fspath(save_directory))
 
     @classmethod
@@ -302,6 +333,9 @@ class BaseRewardModel(UncertaintyState, nn.Module):
         _io.check_files(directory, target._expected_files(config))
         if verify and config.checksums:
             _io.verify_checksums(directory, config.checksums)
+        trunk_file = None
+        if _trunk_store.TRUNK_REFERENCE_NAME in (config.checksums or {}):  # a shared trunk: present and intact
+            trunk_file = _trunk_store.resolve_reference(directory, verify=verify)
         from transformers import AutoConfig, AutoTokenizer
 
         backbone_config = AutoConfig.from_pretrained(
@@ -310,7 +344,8 @@ class BaseRewardModel(UncertaintyState, nn.Module):
         tokenizer = AutoTokenizer.from_pretrained(
             os.path.join(directory, _io.TOKENIZER_DIR), trust_remote_code=trust_remote_code
         )
-        model = target._build_from_saved(directory, config, backbone_config, tokenizer, trust_remote_code)
+        with _trunk_store.loading(trunk_file):
+            model = target._build_from_saved(directory, config, backbone_config, tokenizer, trust_remote_code)
         model.config.max_length = config.max_length  # the trained length: scoring truncates alike
         model._read_uncertainty(directory)
         model.eval()
@@ -324,7 +359,8 @@ class BaseRewardModel(UncertaintyState, nn.Module):
 
     def _load_weights_file(self, directory: str, allow_missing=None) -> None:
         path = os.path.join(directory, _io.WEIGHTS_NAME)
-        _io.load_state_into(self, _io.load_weights(path), path, allow_missing=allow_missing)
+        state = _trunk_store.merge_trunk(_io.load_weights(path), path)
+        _io.load_state_into(self, state, path, allow_missing=allow_missing)
 
 
 # ---------------------------------------------------------------------------------------------

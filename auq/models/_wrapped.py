@@ -261,6 +261,24 @@ class SequenceClassifierRewardModel(BaseRewardModel):
                 logger.info("%s has no pad_token_id; using the tokenizer's (%s)", path or "model", tokenizer.pad_token_id)
         return cls([m for m, _ in loaded], tokenizer, names=paths)
 
+    def laplace(
+        self, *, n_samples: int = 32, prior_precision: float | str = "auto", rank: int | None = 64, seed: int = 0,
+    ) -> Any:
+        """A Bayesian last layer over this checkpoint's own head (one checkpoint; modules shared).
+
+        Returns an unfitted :class:`~auq.models.WrappedLaplaceRewardModel` whose prior is
+        ``N(w_head, α⁻¹ I)``: its posterior-mean reward is this model's logit wherever the
+        preference set it is fitted on (``.fit(pairs)``) says nothing.
+
+        Examples
+        --------
+        >>> rm = SequenceClassifierRewardModel.from_sequence_classifier("my-reward-model").laplace()  # doctest: +SKIP
+        >>> rm.fit(train_pairs)  # doctest: +SKIP
+        """
+        from ._wrapped_laplace import WrappedLaplaceRewardModel
+
+        return WrappedLaplaceRewardModel(self, n_samples=n_samples, prior_precision=prior_precision, rank=rank, seed=seed)
+
     # -- properties ---------------------------------------------------------------------------
     @property
     def heads(self) -> list[nn.Linear]:
@@ -269,6 +287,13 @@ class SequenceClassifierRewardModel(BaseRewardModel):
 
     def _trunk_modules(self) -> list[nn.Module]:
         return list(self.members)
+
+    def _fingerprint_skip(self) -> set[str]:
+        """The heads' parameters, as ``trunk_fingerprint`` names them: the features (the heads'
+        input) do not depend on them, so classifiers sharing a trunk share cached features."""
+        return {
+            f"{k}.{name}.{p}" for k, name in enumerate(self._head_names) for p, _ in self.heads[k].named_parameters()
+        }
 
     def _backbone_config(self) -> Any:
         return self.members[0].config

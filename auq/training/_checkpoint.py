@@ -18,6 +18,8 @@ import torch
 __all__ = ["CHECKPOINT_PREFIX", "load_checkpoint_state"]
 
 CHECKPOINT_PREFIX = "checkpoint-"
+#: folder under ``output_dir`` keeping a frozen trunk once for all ``checkpoint-*/model`` folders
+TRUNK_STORE_DIR = "trunk"
 _CHECKPOINT_FORMAT_VERSION = 1
 
 
@@ -124,6 +126,19 @@ def _optimizer_state_from_files(tensors: Mapping[str, torch.Tensor], meta: Mappi
             g[k] = tuple(g[k])
         groups.append(g)
     return {"state": state, "param_groups": groups}
+
+
+def _trunk_store_kwargs(model: Any, output_dir: str) -> dict[str, str]:
+    """``{"trunk_store": <output_dir>/trunk}`` for an auq model with a frozen trunk, else ``{}``.
+
+    A checkpoint then holds its heads (a few KB) and a checksummed reference to the one trunk copy
+    instead of the trunk itself (87 MB for MiniLM); the final ``save_model`` stays self-contained.
+    """
+    from auq.models import BaseRewardModel
+
+    if isinstance(model, BaseRewardModel) and model.trunk_frozen:
+        return {"trunk_store": os.path.join(output_dir, TRUNK_STORE_DIR)}
+    return {}
 
 
 def _checkpoint_step(path: str) -> int | None:

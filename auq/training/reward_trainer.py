@@ -41,7 +41,9 @@ Design notes
   model's own ``save_pretrained``), the optimizer state (tensors in safetensors, structure in JSON),
   the scheduler state (JSON), every process's RNG states (safetensors + JSON) and the trainer state
   (step, epoch, batches seen in the epoch, log history). It is written to a temporary folder and
-  renamed into place, so an interrupted save never leaves a half-written checkpoint.
+  renamed into place, so an interrupted save never leaves a half-written checkpoint. A frozen trunk
+  is stored once, in ``<output_dir>/trunk/``, and each ``model/`` keeps its heads and a reference
+  to it (relative path + SHA-256, verified on resume); the final ``save_model`` is self-contained.
 * **Exact resume.** The data order is a function of ``(seed, epoch)`` only (accelerate's seedable
   sampler), the data loader never draws from the global RNG, and the RNG states are restored, so
   resuming from a mid-epoch checkpoint (the batches already seen are skipped) reproduces the
@@ -99,6 +101,7 @@ from ._checkpoint import (
     _optimizer_state_to_files,
     _read_json,
     _set_rng_state,
+    _trunk_store_kwargs,
     _write_json,
     load_checkpoint_state,
 )
@@ -868,7 +871,7 @@ class RewardModelTrainer:
         save_safetensors(rng_tensors, os.path.join(tmp, f"rng_state_{rank}.safetensors"))
         _write_json(os.path.join(tmp, f"rng_state_{rank}.json"), rng_meta)
         if acc.is_main_process:
-            self.model.save_pretrained(os.path.join(tmp, "model"))
+            self.model.save_pretrained(os.path.join(tmp, "model"), **_trunk_store_kwargs(self.model, out_dir))
             opt_tensors, opt_meta = _optimizer_state_to_files(self.optimizer.state_dict())
             save_safetensors(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
             _write_json(os.path.join(tmp, "optimizer.json"), opt_meta)
