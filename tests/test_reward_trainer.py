@@ -494,3 +494,41 @@ def test_two_process_run_matches_one_process(bert, tmp_path):
     for k in w1:
         if k not in invariant:
             torch.testing.assert_close(w2[k], w1[k], rtol=0, atol=1e-5, msg=k)
+
+
+def test_float32_trainer_after_a_bf16_accelerate_state_stays_float32(bert, tmp_path):
+    """TRL's configs initialise Accelerate with bf16; Accelerate's state is process-wide. An auq
+    trainer configured for float32 must still train and evaluate in float32 afterwards."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    train, test = synthetic_dataset(32, seed=1), synthetic_dataset(16, seed=2)
+
+    def run():
+        model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=2, seed=0)
+        cfg = RewardTrainerConfig(
+            output_dir=str(tmp_path / f"out{len(results)}"), max_steps=3, per_device_train_batch_size=8,
+            learning_rate=1e-2, max_length=32, disable_tqdm=True, fit_uncertainty=False,
+        )  # fmt: skip
+        trainer = RewardModelTrainer(model, cfg, train, eval_dataset=test)
+        trainer.use_features = False  # the token path: the trunk runs inside the prepared model
+        trainer.train()
+        return trainer, model
+
+    results: list = []
+    AcceleratorState._reset_state(True)
+    results.append(run())
+    AcceleratorState._reset_state(True)
+    try:
+        Accelerator(mixed_precision="bf16", cpu=True)  # what a TRL trainer leaves behind
+        assert AcceleratorState().mixed_precision == "bf16"
+        results.append(run())
+        (t0, m0), (t1, m1) = results
+        assert t1.accelerator.mixed_precision == "bf16" and not t1.accelerator.native_amp
+        for k, v in m0.state_dict().items():
+            torch.testing.assert_close(m1.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+        r0, r1 = t0.predict(test), t1.predict(test)
+        for a, b in zip(r1[:2], r0[:2]):  # member rewards of the chosen and the rejected sides
+            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+    finally:
+        AcceleratorState._reset_state(True)

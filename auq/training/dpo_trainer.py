@@ -30,6 +30,7 @@ import torch
 from auq._checks import check_choice, check_float, check_int
 from auq._io import atomic_write_json, remove_stale_temps, temp_path
 from auq._math import binary_entropy
+from auq.training._accelerate import respect_precision
 from auq.training._batching import _IndexedDataset
 from auq.training.losses import (
     dpo_implicit_rewards,
@@ -440,12 +441,7 @@ class UncertaintyDPOTrainer:
             # "no" leaves an already initialised Accelerate state (e.g. from another trainer) as it is
             mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
         )
-        if self.accelerator.mixed_precision != config.mixed_precision:
-            logger.warning(
-                "Accelerate was already initialised with mixed_precision=%r in this process; "
-                "config.mixed_precision=%r cannot override it",
-                self.accelerator.mixed_precision, config.mixed_precision,
-            )
+        respect_precision(self.accelerator, config.mixed_precision)
         self.collator = CausalLMPreferenceCollator(tokenizer, config.max_length, config.max_prompt_length)
         torch.manual_seed(config.seed)
         if config.disable_dropout:

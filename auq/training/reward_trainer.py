@@ -79,6 +79,7 @@ from torch import nn
 from .._checks import check_int
 from .._io import save_safetensors
 from ..models._features import FeatureCache
+from ._accelerate import respect_precision
 from ._batching import (
     _FEATURE_KEYS,
     _TOKEN_KEYS,
@@ -223,7 +224,7 @@ class RewardModelTrainer:
             cpu=cpu,
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             # "no" leaves an Accelerate state that another trainer (e.g. TRL's) already set up in
-            # this process as it is, instead of failing; a mismatch is logged below
+            # this process as it is, instead of failing; respect_precision then keeps float32
             mixed_precision=None if mixed == "no" else mixed,
             dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
             step_scheduler_with_optimizer=False,
@@ -233,12 +234,7 @@ class RewardModelTrainer:
                 )
             ],
         )
-        if self.accelerator.mixed_precision != mixed:
-            logger.warning(
-                "Accelerate was already initialised with mixed_precision=%r in this process; "
-                "this trainer's %r cannot override it (restart the process to change it)",
-                self.accelerator.mixed_precision, mixed,
-            )
+        respect_precision(self.accelerator, mixed)
         self.use_features = bool(getattr(model, "trunk_frozen", False)) and all(
             callable(getattr(model, a, None)) for a in ("encode", "forward_features")
         )
