@@ -229,6 +229,21 @@ def as_float_tensor(
     return t, _Restore(kind)
 
 
+
+def as_tensor_on(x: Any, name: str, *, like: Any = None, ndim: Any = None) -> Any:
+    """:func:`as_float_tensor` without the restore, moved to ``like``'s device (tensors included).
+
+    Examples
+    --------
+    >>> import torch
+    >>> as_tensor_on([1, 2], "x", like=torch.zeros(2, dtype=torch.float64)).dtype
+    torch.float64
+    """
+    t, _ = as_float_tensor(x, name, ndim=ndim, like=like)
+    if like is not None and is_tensor(like) and t.device != like.device:
+        t = t.to(like.device)
+    return t
+
 def check_probabilities(values: Any, name: str) -> None:
     """Raise ``ValueError`` naming ``name`` unless every value is finite and lies in [0, 1]."""
     _check_unit_interval(values, name, "probabilities")

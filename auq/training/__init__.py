@@ -6,8 +6,9 @@
   :func:`attach_uncertainty`);
 * :mod:`auq.training.online` -- an RLOO / PPO loop and best-of-n against penalised rewards;
 * :mod:`auq.training.losses` -- differentiable losses (Bradley-Terry, the DPO family, penalised
-  rewards, uncertainty weights; PPO pieces: ``ppo_loss``, ``value_loss``, ``kl_penalty``,
-  ``compute_gae``).
+  rewards, uncertainty weights);
+* :mod:`auq.training.rl` -- token-level RL utilities (``ppo_loss``, ``value_loss``,
+  ``kl_penalty``, ``compute_gae``, ``whiten``, ``masked_mean``).
 
 ``__all__`` lists the user-facing names. The building blocks (``sequence_logps``,
 ``CausalLMPreferenceCollator``, ``dpo_logits``, the PPO pieces, ``whiten``, ``masked_mean``,
@@ -17,7 +18,7 @@ for compatibility, still importable from here.
 
 # Imported names missing from __all__ are building blocks documented in their modules; they stay
 # importable from here for compatibility (hence the noqa).
-from . import losses  # noqa: F401
+from . import losses, rl  # noqa: F401
 from ._spread import HEADS_RECIPE, DatasetSubset
 from .dpo_trainer import (  # noqa: F401
     CausalLMPreferenceCollator,
@@ -28,22 +29,15 @@ from .dpo_trainer import (  # noqa: F401
 )
 from .losses import (  # noqa: F401
     ImplicitRewards,
-    PolicyLossOutput,
     bradley_terry_loss,
-    compute_gae,
     dpo_implicit_rewards,
     dpo_logits,
     dpo_loss,
     flip_rate_from_uncertainty,
     ipo_loss,
-    kl_penalty,
-    masked_mean,
     penalized_reward,
-    ppo_loss,
     robust_dpo_loss,
     uncertainty_weights,
-    value_loss,
-    whiten,
 )
 from .online import (  # noqa: F401
     BestOfNResult,
@@ -62,6 +56,15 @@ from .reward_trainer import (  # noqa: F401
     TrainResult,
     bootstrap_counts,
     load_checkpoint_state,
+)
+from .rl import (  # noqa: F401
+    PolicyLossOutput,
+    compute_gae,
+    kl_penalty,
+    masked_mean,
+    ppo_loss,
+    value_loss,
+    whiten,
 )
 
 __all__ = [

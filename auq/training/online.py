@@ -20,7 +20,7 @@ One step of :class:`OnlineTrainer`:
 5. advantages: **RLOO** (default) -- each completion's reward minus the mean of the other ``k - 1``
    completions of its prompt (so they sum to zero per prompt) -- or **PPO** with a scalar value
    head on the policy's last hidden state and GAE over tokens;
-6. clipped policy-gradient update (:func:`auq.training.losses.ppo_loss`, token-level masked mean)
+6. clipped policy-gradient update (:func:`auq.training.rl.ppo_loss`, token-level masked mean)
    with AdamW; with ``epochs=1`` and no minibatching the ratio is 1 and RLOO is plain REINFORCE
    with a leave-one-out baseline.
 
@@ -48,15 +48,8 @@ from torch import nn
 
 from auq._checks import as_float_tensor, check_choice, check_float, check_int
 from auq._io import follow_umask, remove_stale_temps
-from auq.training.losses import (
-    compute_gae,
-    kl_penalty,
-    masked_mean,
-    penalized_reward,
-    ppo_loss,
-    value_loss,
-    whiten,
-)
+from auq.training.losses import penalized_reward
+from auq.training.rl import compute_gae, kl_penalty, masked_mean, ppo_loss, value_loss, whiten
 
 logger = logging.getLogger(__name__)
 
