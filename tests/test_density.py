@@ -280,7 +280,7 @@ def test_scored_alone_or_pooled_gives_the_same_anchored_std(bert):
 
 
 def test_rl_reward_functions_use_training_offsets(bert):
-    from auq.training.online import _default_offsets, ensemble_reward_fn
+    from auq.training.best_of_n import _default_offsets, ensemble_reward_fn
 
     model = _build("heads", bert)
     fn = ensemble_reward_fn(model)

@@ -14,16 +14,10 @@ import pytest
 import torch
 
 from auq.data.synthetic import SyntheticPreferenceGenerator
+from auq.training._generation import _response_mask
+from auq.training.best_of_n import best_of_n, best_of_n_kl, ensemble_reward_fn
 from auq.training.losses import penalized_reward
-from auq.training.online import (
-    OnlineConfig,
-    OnlineTrainer,
-    _response_mask,
-    best_of_n,
-    best_of_n_kl,
-    ensemble_reward_fn,
-    rloo_advantages,
-)
+from auq.training.online import OnlineConfig, OnlineTrainer, rloo_advantages
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -360,7 +354,7 @@ def test_ensemble_reward_fn_matches_model(tmp_path):
 
 def test_trained_logprobs_are_the_samplers_with_left_padded_prompts(paths):
     """The log-probs the loss uses equal generate's own (left padding, position ids, EOS mask)."""
-    from auq.training.online import _token_logprobs, _tokenize_prompts
+    from auq.training._generation import _token_logprobs, _tokenize_prompts
 
     policy, tok = load(paths)
     prompts = ["<bos>", "<bos> " + " ".join(WORDS[:3])]

@@ -101,7 +101,7 @@ def response_features(model: Any, prompts: Sequence[Any], completions: Sequence[
     """Pooled features ``[n, H]`` (float64) of ``prompt + completion`` texts, as ``model`` sees them.
 
     The texts are built by the model's collator (as in training and in
-    :func:`auq.training.online.ensemble_reward_fn`); per-member features are averaged, as
+    :func:`auq.training.best_of_n.ensemble_reward_fn`); per-member features are averaged, as
     :func:`auq.models.encode_dataset` does. For the feature-density signal of the monitor.
     """
     if not callable(getattr(model, "encode", None)) or not callable(getattr(model, "make_collator", None)):

@@ -4,7 +4,8 @@
   reward-model trainer, its :class:`RewardTrainerConfig` and :data:`HEADS_RECIPE`;
 * :mod:`auq.training.dpo_trainer` -- uncertainty-aware DPO (:class:`UncertaintyDPOTrainer`,
   :func:`attach_uncertainty`);
-* :mod:`auq.training.online` -- an RLOO / PPO loop and best-of-n against penalised rewards;
+* :mod:`auq.training.online` -- an RLOO / PPO loop against penalised rewards;
+* :mod:`auq.training.best_of_n` -- best-of-n sampling and the ensemble reward functions;
 * :mod:`auq.training.losses` -- differentiable losses (Bradley-Terry, the DPO family, penalised
   rewards, uncertainty weights);
 * :mod:`auq.training.rl` -- token-level RL utilities (``ppo_loss``, ``value_loss``,
@@ -20,6 +21,7 @@ for compatibility, still importable from here.
 # importable from here for compatibility (hence the noqa).
 from . import losses, rl  # noqa: F401
 from ._spread import HEADS_RECIPE, DatasetSubset
+from .best_of_n import BestOfNResult, best_of_n, best_of_n_kl, ensemble_reward_fn
 from .dpo_trainer import (  # noqa: F401
     CausalLMPreferenceCollator,
     UncertaintyDPOConfig,
@@ -40,14 +42,10 @@ from .losses import (  # noqa: F401
     uncertainty_weights,
 )
 from .online import (  # noqa: F401
-    BestOfNResult,
     OnlineConfig,
     OnlineHistory,
     OnlineTrainer,
     Rollout,
-    best_of_n,
-    best_of_n_kl,
-    ensemble_reward_fn,
     rloo_advantages,
 )
 from .reward_trainer import (  # noqa: F401
