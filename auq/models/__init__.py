@@ -30,6 +30,7 @@ Examples
 
 # default_device, pool_hidden_states: importable from here for compatibility, not in __all__
 from auq.models._backbone import default_device, pool_hidden_states, resolve_pooling  # noqa: F401
+from auq.models._base import BaseRewardModel, load_reward_model
 from auq.models._config import RewardModelConfig
 from auq.models._density import FeatureDensity, fit_density, fit_feature_density, mahalanobis_scores
 from auq.models._export import export_sequence_classifier
@@ -37,13 +38,8 @@ from auq.models._features import FeatureCache
 from auq.models._heads import MemberHeads
 from auq.models._laplace import LaplaceRewardModel
 from auq.models._laplace_math import LaplacePosterior, fit_laplace_posterior
-from auq.models._models import (
-    BaseRewardModel,
-    MCDropoutRewardModel,
-    RewardEnsemble,
-    RewardModel,
-    load_reward_model,
-)
+from auq.models._mc_dropout import MCDropoutRewardModel
+from auq.models._models import RewardEnsemble, RewardModel
 from auq.models._protocol import MemberRewardModule, check_member_reward_module, infer_n_members
 from auq.models._scoring import Predictions, encode_dataset, score, score_features
 from auq.models._wrapped import SequenceClassifierRewardModel, find_classifier_head

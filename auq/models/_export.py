@@ -77,7 +77,8 @@ def _linear_heads(model: Any) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _resolve_export(model: Any, member: int | None, mean: bool) -> tuple[nn.Module | None, torch.Tensor | None, torch.Tensor | None, Any]:
     """Return (backbone, weight [H], bias [], ready_classifier) for the requested reward."""
-    from ._models import MCDropoutRewardModel, RewardEnsemble, RewardModel
+    from ._mc_dropout import MCDropoutRewardModel
+    from ._models import RewardEnsemble, RewardModel
     from ._wrapped import SequenceClassifierRewardModel
 
     k = model.n_members

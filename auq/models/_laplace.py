@@ -30,9 +30,9 @@ from ._backbone import (
     pool_hidden_states,
     resolve_pooling,
 )
+from ._base import _MODEL_CLASSES, BaseRewardModel, _backbone_name, _check_seed, _run_backbone
 from ._config import RewardModelConfig
 from ._laplace_math import LaplacePosterior, check_prior_precision, fit_laplace_posterior
-from ._models import _MODEL_CLASSES, BaseRewardModel, _backbone_name, _check_seed, _run_backbone
 
 logger = logging.getLogger(__name__)
 

@@ -36,8 +36,8 @@ import torch
 from torch import nn
 
 from ._backbone import ensure_pad_token, is_decoder_config
+from ._base import _MODEL_CLASSES, BaseRewardModel
 from ._config import RewardModelConfig
-from ._models import _MODEL_CLASSES, BaseRewardModel
 
 logger = logging.getLogger(__name__)
 

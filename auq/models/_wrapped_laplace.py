@@ -55,10 +55,10 @@ import torch
 
 from auq._checks import check_int
 
+from ._base import _MODEL_CLASSES, BaseRewardModel, _check_seed
 from ._config import RewardModelConfig
 from ._laplace import LaplaceRewardModel
 from ._laplace_math import LaplacePosterior, check_prior_precision
-from ._models import _MODEL_CLASSES, BaseRewardModel, _check_seed
 from ._wrapped import MEMBERS_DIR, SequenceClassifierRewardModel
 
 logger = logging.getLogger(__name__)
