@@ -1,6 +1,7 @@
 """Reward-model trainer on Hugging Face Accelerate (settings in :mod:`._trainer_config`, batches in
 :mod:`._batching`, checkpoint files in :mod:`._checkpoint`, anchors and early stopping in
-:mod:`._spread`).
+:mod:`._spread`; its methods for checkpoints, evaluation and fitting in :mod:`._trainer_ckpt`,
+:mod:`._trainer_eval` and :mod:`._trainer_fit`).
 
 :class:`RewardModelTrainer` fits any auq reward model (an ``nn.Module`` whose
 ``forward(input_ids, attention_mask)`` returns member rewards ``[batch, n_members]``) to preference
@@ -37,17 +38,7 @@ Design notes
   them. With ``feature_cache_dir`` they are stored per text in an :class:`auq.models.FeatureCache`,
   keyed by the trunk's weights, the tokenizer, ``max_length``, the pooling and the text: other
   seeds, member counts, kinds and data subsets on the same trunk cost no trunk pass.
-* **Checkpoints without pickle.** ``checkpoint-<step>/`` holds the model (``model/``, through the
-  model's own ``save_pretrained``), the optimizer state (tensors in safetensors, structure in JSON),
-  the scheduler state (JSON), every process's RNG states (safetensors + JSON) and the trainer state
-  (step, epoch, batches seen in the epoch, log history). It is written to a temporary folder and
-  renamed into place, so an interrupted save never leaves a half-written checkpoint. A frozen trunk
-  is stored once, in ``<output_dir>/trunk/``, and each ``model/`` keeps its heads and a reference
-  to it (relative path + SHA-256, verified on resume); the final ``save_model`` is self-contained.
-* **Exact resume.** The data order is a function of ``(seed, epoch)`` only (accelerate's seedable
-  sampler), the data loader never draws from the global RNG, and the RNG states are restored, so
-  resuming from a mid-epoch checkpoint (the batches already seen are skipped) reproduces the
-  uninterrupted run exactly on CPU.
+* **Checkpoints and exact resume**: see :mod:`._trainer_ckpt`.
 
 Examples
 --------
@@ -67,17 +58,13 @@ from __future__ import annotations
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Mapping
 from typing import Any
 
-import numpy as np
 import torch
-from safetensors.torch import load_file
 from torch import nn
 
 from .._checks import check_int
-from .._io import save_safetensors
 from ..models._features import FeatureCache
 from ._accelerate import respect_precision
 from ._batching import (
@@ -87,33 +74,23 @@ from ._batching import (
     _FeatureDataset,
     _FeatureForward,
     _IndexedDataset,
-    _pair_columns,
     _PairForward,
     _stack_collate,
     bootstrap_counts,
 )
 from ._checkpoint import (
-    _CHECKPOINT_FORMAT_VERSION,
-    CHECKPOINT_PREFIX,
-    _get_rng_state,
-    _jsonable,
-    _list_checkpoints,
-    _optimizer_state_from_files,
-    _optimizer_state_to_files,
-    _read_json,
-    _set_rng_state,
-    _trunk_store_kwargs,
-    _write_json,
     load_checkpoint_state,
 )
 from ._spread import (
     EarlyStoppingState,
-    anchor_penalty,
     draw_anchors_from_prior,
     head_parameters,
     split_eval_slice,
 )
+from ._trainer_ckpt import _CheckpointMixin
 from ._trainer_config import RewardTrainerConfig, TrainResult
+from ._trainer_eval import _EvaluationMixin
+from ._trainer_fit import _FitMixin
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +107,7 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-class RewardModelTrainer:
+class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
     """Train an auq reward model (ensemble, MC dropout or single) with the Bradley-Terry loss.
 
     Parameters
@@ -386,44 +363,6 @@ class RewardModelTrainer:
 
     # ----------------------------------------------------------------------------- features
 
-    def _features(self, which: str) -> _FeatureDataset:
-        if which in self._feature_cache:
-            return self._feature_cache[which]
-        indexed = self._train_indexed if which == "train" else self._eval_indexed
-        ds = self._feature_dataset(indexed)
-        self._feature_cache[which] = ds
-        return ds
-
-    def _feature_dataset(self, indexed: _IndexedDataset) -> _FeatureDataset:
-        """Trunk features of ``indexed`` from :attr:`feature_store` plus its per-pair columns."""
-        cfg, acc = self.config, self.accelerator
-        # in float32 even under bf16 training: one pass over a frozen trunk, and the features then
-        # serve score() (float32) and the density as they are
-        with acc.main_process_first():
-            fc, fr = self.feature_store.features(
-                self.model,
-                indexed.dataset,
-                collator=self.collator,
-                batch_size=cfg.per_device_eval_batch_size,
-                device=acc.device,
-                progress=not cfg.disable_tqdm and acc.is_local_main_process,
-            )
-        tensors = {"features_chosen": torch.from_numpy(fc), "features_rejected": torch.from_numpy(fr)}
-        tensors.update(_pair_columns(indexed))
-        return _FeatureDataset(tensors)
-
-
-    def feature_cache_key(self, dataset: Any = None) -> str:
-        """Folder name of this model's trunk in ``feature_cache_dir`` (see :class:`auq.models.FeatureCache`).
-
-        It depends on the trunk's weights, the tokenizer, ``max_length`` and the pooling (features
-        are computed in float32), not on the data, the heads, their number or seeds: every model on the same
-        frozen trunk shares the stored features (``dataset`` is accepted for compatibility).
-        """
-        return self.feature_store.key(self.model, self.collator)
-
-    # ----------------------------------------------------------------------------- loss
-
     def _rewards(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         keys = _FEATURE_KEYS if self.use_features else _TOKEN_KEYS
         out = self.forward_module(*(batch[k] for k in keys))
@@ -613,124 +552,6 @@ class RewardModelTrainer:
             log_history=tuple(dict(e) for e in self.log_history),
         )
 
-    def _train_closed_form(self) -> TrainResult:
-        """Fit a closed-form model on the cached training features (targets and weights honoured;
-        bootstrap, epochs, learning rate and checkpoints to resume from do not apply)."""
-        cfg = self.config
-        if cfg.margin is not None:
-            raise ValueError("margin: a closed-form model (e.g. LaplaceRewardModel) is fitted without a margin")
-        ignored = [name for name, on in (
-            ("early_stopping_patience", cfg.early_stopping_patience is not None),
-            ("load_best_model_at_end", cfg.load_best_model_at_end),
-            ("prior_precision", bool(cfg.prior_precision)),
-            ("bootstrap", cfg.bootstrap),
-        ) if on]  # fmt: skip
-        if ignored:
-            logger.warning("%s: not used by a closed-form model (its prior is the model's own prior_precision)",
-                           ", ".join(ignored))
-        self._prepare()
-        t = self._features("train").tensors
-        post = self.accelerator.unwrap_model(self.model).fit_features(
-            t["features_chosen"], t["features_rejected"], targets=t["targets"], weights=t["weights"]
-        )
-        self._epoch_float = 1.0
-        self._log({
-            "loss": float(post.nll), "prior_precision": float(post.prior_precision),
-            "log_evidence": float(post.log_evidence), "newton_iterations": int(post.n_iter),
-            "epoch": 1.0, "step": 0,
-        })  # fmt: skip
-        metrics = self.evaluate() if self.eval_loader is not None else {}
-        if self.config.fit_uncertainty:
-            self._fit_uncertainty()
-        self.accelerator.wait_for_everyone()
-        return TrainResult(
-            global_step=0, training_loss=float(post.nll), metrics=dict(metrics),
-            log_history=tuple(dict(e) for e in self.log_history),
-        )
-
-    def anchor_penalty(self) -> torch.Tensor:
-        """The anchored-ensembling prior term added to the training loss (0 when off).
-
-        ``prior_precision/(2N) · mean_k ||θ_k − θ_k⁰||²`` over the reward-head parameters, ``N``
-        the number of training pairs (see :func:`auq.training._spread.anchor_penalty`).
-        """
-        if not self._anchors:
-            return torch.zeros(())
-        params = head_parameters(self.accelerator.unwrap_model(self.model))
-        return anchor_penalty(
-            params, self._anchors, self.config.prior_precision, len(self.train_dataset), self._anchor_members
-        )
-
-    def _early_stopping_update(self, metrics: Mapping[str, float]) -> bool:
-        """Track the best evaluation (and its parameters); True when patience has run out."""
-        cfg = self.config
-        if cfg.early_stopping_patience is None and not cfg.load_best_model_at_end:
-            return False
-        key = cfg.metric_for_best_model
-        if key not in metrics:
-            raise ValueError(f"metric_for_best_model: {key!r} is not among the metrics {sorted(metrics)}")
-        if self._early.update(metrics[key], self.global_step) and cfg.load_best_model_at_end:
-            model = self.accelerator.unwrap_model(self.model)
-            self._best_params = {
-                n: p.detach().to("cpu").clone() for n, p in model.named_parameters() if p.requires_grad
-            }
-        patience = cfg.early_stopping_patience
-        return patience is not None and self._early.bad_evals >= patience
-
-    @torch.no_grad()
-    def _restore_best(self) -> None:
-        model = self.accelerator.unwrap_model(self.model)
-        for n, p in model.named_parameters():
-            if n in self._best_params:
-                p.copy_(self._best_params[n].to(p.device))
-    def _drop_stale_uncertainty(self) -> None:
-        """Training changes the rewards (and a trained trunk its features): a density and reward
-        offsets fitted before would be applied silently to the new model, so they go now (and are
-        fitted afresh at the end when ``fit_uncertainty``)."""
-        model = self.accelerator.unwrap_model(self.model)
-        if getattr(model, "density", None) is None and getattr(model, "reward_offsets", None) is None:
-            return
-        logger.info(
-            "the model's feature density and reward offsets describe it before this training: %s",
-            "refitted at the end" if self.config.fit_uncertainty else "dropped (fit_uncertainty=False)",
-        )
-        model.density, model.reward_offsets = None, None
-
-    @torch.no_grad()
-    def _fit_uncertainty(self) -> None:
-        """Fit ``model.density`` and ``model.reward_offsets`` on the training pairs (after training).
-
-        Frozen trunk: from the cached features (``forward_features`` on them, no trunk pass).
-        Otherwise one pass of ``model.fit_uncertainty``. Too few training responses for a density:
-        a warning, ``density`` stays None, the offsets are fitted.
-        """
-        model = self.model
-        if not callable(getattr(model, "fit_uncertainty_from_features", None)):
-            return
-        dev = self.accelerator.device
-        if self.use_features:
-            ds = self._features("train")
-            fc, fr = ds.tensors["features_chosen"], ds.tensors["features_rejected"]
-            was_training = model.training
-            model.eval()
-            bs = self.config.per_device_eval_batch_size
-            def rewards(f: torch.Tensor) -> torch.Tensor:
-                return torch.cat([model.forward_features(f[i : i + bs].to(dev)).float().cpu() for i in range(0, len(f), bs)])
-
-            try:
-                rc, rr = rewards(fc), rewards(fr)
-            finally:
-                model.train(was_training)
-            model.fit_uncertainty_from_features(fc, fr, rc, rr, strict=False)
-        else:
-            model.fit_uncertainty(
-                self._train_indexed.dataset, batch_size=self.config.per_device_eval_batch_size, device=dev,
-                progress=not self.config.disable_tqdm and self.accelerator.is_local_main_process,
-                collator=self.collator, strict=False,
-            )
-        logger.info("fitted feature density (%s) and training reward offsets",
-                    "none: too few responses" if model.density is None else f"{model.density.n_features} dims")
-
     def _log(self, entry: dict[str, Any]) -> None:
         self.log_history.append(entry)
         if self.accelerator.is_main_process:
@@ -738,243 +559,4 @@ class RewardModelTrainer:
 
     # ----------------------------------------------------------------------------- evaluation
 
-    @torch.no_grad()
-    def predict(self, dataset: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Member rewards of a dataset (default: the eval set), gathered from all processes.
-
-        With a frozen trunk the features come from :attr:`feature_store` (no trunk pass for texts
-        it holds).
-
-        Returns
-        -------
-        rewards_chosen, rewards_rejected : numpy.ndarray
-            float64 ``[n_pairs, n_members]``, in dataset order.
-        targets, weights : numpy.ndarray
-            float64 ``[n_pairs]``.
-        """
-        self._prepare()
-        if dataset is None:
-            if self.eval_loader is None:
-                raise ValueError("dataset: no dataset given and the trainer has no eval_dataset")
-            loader = self.eval_loader
-        else:
-            self._check_dataset(dataset, "dataset")
-            margin_column = self.config.margin if isinstance(self.config.margin, str) else None
-            indexed = _IndexedDataset(dataset, margin_column)
-            if self.use_features:
-                ds, collate = self._feature_dataset(indexed), _stack_collate
-            else:
-                ds, collate = indexed, _CollateWithExtras(self.collator)
-            loader = self.accelerator.prepare(
-                self._make_loader(ds, self.config.per_device_eval_batch_size, False, collate)
-            )
-        module = self.forward_module
-        was_training = module.training
-        module.eval()
-        parts: list[tuple[torch.Tensor, ...]] = []
-        for batch in loader:
-            with self.accelerator.autocast():
-                rc, rr = self._rewards(batch)
-            noise = batch.get("noise_var", torch.zeros_like(rc))  # heteroscedastic models' v_c + v_r
-            gathered = self.accelerator.gather_for_metrics(
-                (rc, rr, batch["targets"].float(), batch["weights"].float(), batch["index"], noise.float())
-            )
-            parts.append(tuple(t.cpu() for t in gathered))
-        module.train(was_training)
-        rc, rr, t, w, idx, nv = (torch.cat([p[i] for p in parts]) for i in range(6))
-        order = torch.argsort(idx)
-        #: the pairs' learned noise variance (v_c + v_r) of the last predict(), for evaluate()
-        self._last_noise_var = nv[order].double().numpy() if getattr(self.model, "heteroscedastic", False) else None
-        return tuple(x[order].double().numpy() for x in (rc, rr, t, w))  # type: ignore[return-value]
-
-    def evaluate(self, eval_dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """Evaluate on held-out pairs.
-
-        Returns a dict (keys prefixed with ``metric_key_prefix + "_"``): ``loss`` (Bradley-Terry,
-        no bootstrap weights), ``accuracy`` (preference accuracy of the ensemble probability),
-        ``nll``, ``ece`` (order-free pairwise ECE), ``epistemic`` (mean mutual information),
-        ``margin_std`` (mean std over members of the margin); plus ``epoch`` and ``step``.
-        The entry is also appended to ``log_history``.
-        """
-        from ..calibration import (
-            negative_log_likelihood,
-            pairwise_calibration_error,
-            preference_accuracy,
-        )
-        from ..estimators import decompose
-
-        rc, rr, targets, weights = self.predict(eval_dataset)
-        tc, tr = torch.from_numpy(rc), torch.from_numpy(rr)
-        batch = {
-            "targets": torch.from_numpy(targets),
-            "weights": torch.from_numpy(weights),
-        }
-        if isinstance(self.config.margin, str):
-            batch["margin"] = self._eval_margins(eval_dataset)
-        noise = self._last_noise_var  # heteroscedastic: the objective trained on, as score() sees it
-        if noise is not None:
-            batch["noise_var"] = torch.from_numpy(noise)
-        loss = float(self._loss(tc, tr, batch, bootstrap=False))
-        dec = decompose(rc - rr, noise_var=noise)
-        prob = np.asarray(dec.prob, dtype=np.float64)
-        p = metric_key_prefix + "_"
-        metrics = {
-            p + "loss": loss,
-            p + "accuracy": float(preference_accuracy(prob, targets)),
-            p + "nll": float(negative_log_likelihood(prob, targets)),
-            p + "ece": float(pairwise_calibration_error(prob, targets, n_bins=self.config.ece_bins)),
-            p + "epistemic": float(np.mean(dec.epistemic)),
-            p + "margin_std": float(np.mean(dec.margin_std)),
-            "epoch": float(getattr(self, "_epoch_float", 0.0)),
-            "step": int(self.global_step),
-        }
-        self._log(metrics)
-        return metrics
-
-    def _eval_margins(self, dataset: Any) -> torch.Tensor:
-        indexed = (
-            self._eval_indexed
-            if dataset is None
-            else _IndexedDataset(dataset, self.config.margin)  # type: ignore[arg-type]
-        )
-        return torch.tensor([indexed[i]["__margin__"] for i in range(len(indexed))], dtype=torch.float64)
-
-    # ----------------------------------------------------------------------------- saving
-
-    def save_model(self, output_dir: str | os.PathLike | None = None) -> str:
-        """Save the trained model with its ``save_pretrained`` (main process only).
-
-        Returns the folder written (default ``config.output_dir``).
-        """
-        out = os.fspath(output_dir) if output_dir is not None else self.config.output_dir
-        if self.accelerator.is_main_process:
-            self.accelerator.unwrap_model(self.model).save_pretrained(out)
-        self.accelerator.wait_for_everyone()
-        return out
-
-    def _save_checkpoint(self, epoch: int, batches_in_epoch: int) -> str:
-        acc = self.accelerator
-        out_dir = self.config.output_dir
-        final = os.path.join(out_dir, f"{CHECKPOINT_PREFIX}{self.global_step}")
-        tmp = os.path.join(out_dir, f".tmp-{CHECKPOINT_PREFIX}{self.global_step}")
-        if acc.is_main_process:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp)
-            os.makedirs(tmp)
-        acc.wait_for_everyone()
-        rank = acc.process_index
-        rng_tensors, rng_meta = _get_rng_state()
-        save_safetensors(rng_tensors, os.path.join(tmp, f"rng_state_{rank}.safetensors"))
-        _write_json(os.path.join(tmp, f"rng_state_{rank}.json"), rng_meta)
-        if acc.is_main_process:
-            self.model.save_pretrained(os.path.join(tmp, "model"), **_trunk_store_kwargs(self.model, out_dir))
-            opt_tensors, opt_meta = _optimizer_state_to_files(self.optimizer.state_dict())
-            save_safetensors(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
-            _write_json(os.path.join(tmp, "optimizer.json"), opt_meta)
-            _write_json(os.path.join(tmp, "scheduler.json"), _jsonable(self.scheduler.state_dict()))
-            if self._anchors:
-                save_safetensors({n: t.cpu().contiguous() for n, t in self._anchors.items()},
-                                 os.path.join(tmp, "anchors.safetensors"))
-            if self._best_params is not None:
-                save_safetensors(self._best_params, os.path.join(tmp, "best_params.safetensors"))
-            _write_json(
-                os.path.join(tmp, "trainer_state.json"),
-                {
-                    "format_version": _CHECKPOINT_FORMAT_VERSION,
-                    "global_step": self.global_step,
-                    "epoch": epoch,
-                    "batches_in_epoch": batches_in_epoch,
-                    "total_steps": self.total_steps,
-                    "data_seed": self.config.seed,
-                    "num_processes": acc.num_processes,
-                    "n_members": self.n_members,
-                    "log_history": self.log_history,
-                    "early_stopping": self._early.to_dict(),
-                    "config": self.config.to_dict(),
-                },
-            )
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            if os.path.exists(final):
-                old = final + ".old"
-                os.replace(final, old)
-                os.replace(tmp, final)
-                shutil.rmtree(old)
-            else:
-                os.replace(tmp, final)
-            self._rotate_checkpoints()
-            logger.info("saved checkpoint %s", final)
-        acc.wait_for_everyone()
-        return final
-
-    def _rotate_checkpoints(self) -> None:
-        limit = self.config.save_total_limit
-        if not limit:
-            return
-        ckpts = _list_checkpoints(self.config.output_dir)
-        for old in ckpts[: max(0, len(ckpts) - limit)]:
-            shutil.rmtree(old, ignore_errors=True)
-
-    def _resolve_checkpoint(self, resume: str | os.PathLike | bool) -> str:
-        if resume is True:
-            ckpts = _list_checkpoints(self.config.output_dir)
-            if not ckpts:
-                raise ValueError(
-                    f"resume_from_checkpoint=True but {self.config.output_dir!r} holds no "
-                    f"{CHECKPOINT_PREFIX}<step> folder"
-                )
-            return ckpts[-1]
-        if not isinstance(resume, (str, os.PathLike)):
-            raise TypeError(
-                f"resume_from_checkpoint must be a path, True or None, got {type(resume).__name__}"
-            )
-        return os.fspath(resume)
-
-    def _load_checkpoint(self, ckpt: str) -> dict[str, Any]:
-        state = load_checkpoint_state(ckpt)
-        acc = self.accelerator
-        model = acc.unwrap_model(self.model)
-        loaded = type(model).from_pretrained(os.path.join(ckpt, "model"))
-        model.load_state_dict(loaded.state_dict())
-        del loaded
-        opt_tensors = load_file(os.path.join(ckpt, "optimizer.safetensors"))
-        opt_meta = _read_json(os.path.join(ckpt, "optimizer.json"))
-        self.optimizer.load_state_dict(_optimizer_state_from_files(opt_tensors, opt_meta))
-        self.scheduler.load_state_dict(_read_json(os.path.join(ckpt, "scheduler.json")))
-        rank = acc.process_index
-        rng_st = os.path.join(ckpt, f"rng_state_{rank}.safetensors")
-        rng_js = os.path.join(ckpt, f"rng_state_{rank}.json")
-        if not os.path.exists(rng_st):
-            logger.warning(
-                "checkpoint %s has no RNG state for process %d (saved with %s processes); "
-                "using process 0's",
-                ckpt,
-                rank,
-                state.get("num_processes"),
-            )
-            rng_st = os.path.join(ckpt, "rng_state_0.safetensors")
-            rng_js = os.path.join(ckpt, "rng_state_0.json")
-        if not (os.path.exists(rng_st) and os.path.exists(rng_js)):
-            raise ValueError(
-                f"resume_from_checkpoint: checkpoint {ckpt!r} is incomplete, "
-                f"{os.path.basename(rng_st)!r} or {os.path.basename(rng_js)!r} is missing"
-            )
-        _set_rng_state(load_file(rng_st), _read_json(rng_js))
-        self.global_step = int(state["global_step"])
-        self.log_history = list(state.get("log_history", []))
-        self._early.load(state.get("early_stopping", {}))
-        anchors_path = os.path.join(ckpt, "anchors.safetensors")
-        if self._anchors and os.path.exists(anchors_path):
-            self._anchors = load_file(anchors_path)
-        best_path = os.path.join(ckpt, "best_params.safetensors")
-        self._best_params = load_file(best_path) if os.path.exists(best_path) else None
-        if int(state.get("num_processes", acc.num_processes)) != acc.num_processes:
-            logger.warning(
-                "checkpoint %s was written by %s processes, resuming on %d: the data position "
-                "is approximate",
-                ckpt,
-                state.get("num_processes"),
-                acc.num_processes,
-            )
-        return state
 
