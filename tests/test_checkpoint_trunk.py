@@ -134,6 +134,12 @@ def test_missing_or_modified_trunk_is_a_clear_error(bert, tmp_path):
     json.dump(ref, open(tmp_path / "rm" / "trunk.json", "w"))
     with pytest.raises(ValueError, match="'trunk.json'.*checksum"):
         load_reward_model(tmp_path / "rm")
+    # even unverified, a reference can only name a relative, content-named trunk file
+    for bad in ("/etc/hostname", "../../elsewhere/model.safetensors", f"../store/{trunk}x"):
+        ref["path"] = bad
+        json.dump(ref, open(tmp_path / "rm" / "trunk.json", "w"))
+        with pytest.raises(ValueError, match="must be a relative path to trunk-0000000000000000.safetensors"):
+            load_reward_model(tmp_path / "rm", verify=False)
 
 
 def test_trunk_store_inside_the_folder_and_bad_types_are_refused(bert, tmp_path):

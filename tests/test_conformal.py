@@ -265,6 +265,12 @@ def test_predictions_input_equals_the_array_path():
         b = ConformalSelector(0.45, 0.3).fit(getattr(dec, score), pair_correctness(dec.prob, t))
         assert a.threshold_ == b.threshold_
         np.testing.assert_array_equal(a.predict_predictions(preds), b.predict(getattr(dec, score)))
+        # fitted on raw scores, the selector cannot know which column to read: an error, not a guess
+        with pytest.raises(RuntimeError, match="fitted on raw scores"):
+            b.predict_predictions(preds)
+        a.fit(getattr(dec, score), pair_correctness(dec.prob, t))  # a refit on raw scores forgets the column
+        with pytest.raises(RuntimeError, match="fitted on raw scores"):
+            a.predict_predictions(preds)
     sp = PairSetPredictor(0.3).fit_predictions(preds)
     assert sp.quantile_ == PairSetPredictor(0.3).fit(dec.prob, t).quantile_
     np.testing.assert_array_equal(sp.predict_predictions(preds).size, sp.predict(dec.prob).size)

@@ -408,3 +408,9 @@ def test_trl_trainer_stops_when_the_monitor_asks(kind, fitted_ensemble, tmp_path
     assert mon.alarm_step == 0
     assert trainer.state.global_step == 1  # of 5
     assert any("monitor/alarm" in h and h["monitor/alarm"] == 1.0 for h in trainer.state.log_history)
+
+
+def test_alarm_on_ood_without_a_density_is_refused():
+    train = np.random.default_rng(0).normal(size=(200, 4))
+    with pytest.raises(ValueError, match="alarm_on: 'ood' needs a feature density"):
+        RewardHackingMonitor.from_training(train, alarm_on=("ood",))

@@ -39,12 +39,14 @@ where ``n_min`` is the smallest ``n`` with ``P(Binomial(n, α) <= 0) = (1-α)^n 
 certified: ``λ̂ = -inf`` (answer nothing, coverage 0), ``certified`` is False and a warning is
 logged.
 
-What is exact and what is not. With thresholds fixed before seeing the calibration data (a grid on
-the score's range, e.g. ``np.linspace(0, log 2, 200)`` for the ``total`` entropy in nats), and
-starts that answer at least ``n_min`` pairs, the guarantee is the finite-sample theorem above. The
-default candidate set (every distinct calibration score) and the start positions depend on the
-calibration *scores*, though not on their labels; this is the usual practice, and
-``benchmarks/conformal_validity.py`` measures the violation rate on real pairs.
+What is exact and what is not. The p-values, the fixed-sequence walk and the Bonferroni split over
+chains are the finite-sample Learn-then-Test construction, exact for candidate thresholds *and*
+walk starts fixed before seeing the calibration data. Here the start positions (and, by default,
+the candidates: every distinct calibration score) are chosen from the calibration *scores* (never
+their labels), so at a chosen index the error count is a sum of binomials with different risks
+rather than one ``Bin(n, R(λ))``: the guarantee is then approximate, as in the usual practice.
+``thresholds=`` fixes the candidates; ``benchmarks/conformal_validity.py`` measures the violation
+rate on real pairs for both (at most 10.0 ± 2.1% of 200 splits at δ = 0.1).
 
 Measured (``benchmarks/conformal_validity.py``: all 1,734 bundled hh-rlhf pairs, MiniLM features,
 a Laplace last layer, every pair scored by a 5-fold cross-fitted model, 200 random half/half
@@ -350,6 +352,7 @@ class ConformalSelector:
 
     def fit(self, scores: Any, correct: Any) -> ConformalSelector:
         """Certify a threshold on calibration ``scores`` and ``correct``; returns ``self``."""
+        self.score_ = None  # raw scores: which Predictions column they were is unknown
         self.result_ = selective_threshold(
             scores, correct, self.alpha, self.delta, method=self.method, thresholds=self.thresholds,
             starts=self.starts,
@@ -359,8 +362,9 @@ class ConformalSelector:
     def fit_predictions(self, predictions: Any, score: str = "total") -> ConformalSelector:
         """:meth:`fit` on scored calibration pairs (:class:`~auq.models.Predictions`)."""
         s, prob, targets = pair_scores(predictions, score)
+        self.fit(s, pair_correctness(prob, targets))
         self.score_ = score
-        return self.fit(s, pair_correctness(prob, targets))
+        return self
 
     def _fitted(self) -> SelectiveResult:
         if self.result_ is None:
@@ -379,5 +383,11 @@ class ConformalSelector:
 
     def predict_predictions(self, predictions: Any) -> np.ndarray:
         """:meth:`predict` on scored pairs, with the score used in :meth:`fit_predictions`."""
-        s, _, _ = pair_scores(predictions, self.score_ or "total")
+        self._fitted()
+        if self.score_ is None:
+            raise RuntimeError(
+                "predict_predictions: the selector was fitted on raw scores (fit), so which column "
+                "to read is unknown; fit it with fit_predictions(predictions, score=...) or call predict(scores)"
+            )
+        s, _, _ = pair_scores(predictions, self.score_)
         return self.predict(s)

@@ -62,8 +62,9 @@ class LaplaceRewardModel(BaseRewardModel):
         Fit the likelihood on the top-``rank`` principal directions of the training responses'
         features (where the training data vary) and keep the prior ``N(0, α⁻¹)`` along the other
         directions, so a response that leaves the training subspace gets the prior's variance
-        there. The Hessian is then ``rank x rank`` instead of ``H x H`` (for wide backbones, e.g.
-        ``H = 4096``). ``None`` (or ``rank >= H``) fits all ``H`` directions. See Notes.
+        there. Newton's method and the evidence then work on ``rank x rank`` matrices; the lifted
+        posterior is still stored as a full ``H x H`` covariance. ``None`` (or ``rank >= H``) fits
+        all ``H`` directions. See Notes.
     seed : int, default 0
         Seed of the posterior draws.
     pooling : {"auto", "last", "mean", "cls"}

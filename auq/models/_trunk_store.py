@@ -140,6 +140,14 @@ def resolve_reference(directory: str, *, verify: bool = True) -> str | None:
         rel, sha = data["path"], data["sha256"]
         if not (isinstance(rel, str) and rel and isinstance(sha, str) and len(sha) == 64):
             raise ValueError("'path' must be a non-empty string and 'sha256' a 64-digit hex string")
+        # only ever a relative path to a content-named trunk file: a reference cannot point a
+        # loader at an arbitrary file
+        name = rel.replace("\\", "/").rsplit("/", 1)[-1]
+        if os.path.isabs(rel) or rel.startswith(("/", "\\")) or name != f"{TRUNK_FILE_PREFIX}{sha[:16]}.safetensors":
+            raise ValueError(
+                f"'path' must be a relative path to {TRUNK_FILE_PREFIX}{sha[:16]}.safetensors (the "
+                f"content-named trunk file), got {rel!r}"
+            )
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"trunk reference {ref!r} is not valid ({type(err).__name__}: {err})") from None
     path = os.path.normpath(os.path.join(directory, rel))

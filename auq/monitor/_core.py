@@ -257,6 +257,11 @@ class RewardHackingMonitor:
         if not alarm_on:
             raise ValueError(f"alarm_on must name at least one of {SIGNALS}")
         self.alarm_on = tuple(s for s in alarm_on if s != "ood" or ood is not None)
+        if not self.alarm_on:
+            raise ValueError(
+                "alarm_on: 'ood' needs a feature density (pass density=, or a model fitted with "
+                "fit_uncertainty); without one the monitor could never alarm"
+            )
         self.stop_on_alarm = bool(stop_on_alarm)
         self.warn = bool(warn)
         self.baseline_steps = check_int(baseline_steps, "baseline_steps", minimum=0)

@@ -80,7 +80,14 @@ class RewardHackingCallback(TrainerCallback):
             reward_func.collect_features = True
         reward_func.observers.append(self._observe)
 
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, **kwargs: Any) -> Any:
+        self._policy = model
+        return control
+
     def _observe(self, fn: Any, prompts: Sequence[Any], completions: Sequence[Any], kwargs: dict) -> None:
+        policy = getattr(self, "_policy", None)
+        if policy is not None and not policy.training:  # TRL also scores its evaluation generations
+            return
         feats = fn.last_features if self.monitor.ood is not None else None
         step = self.monitor.update(fn.last_member_rewards, features=feats, gold=_gold(self.gold_fn, prompts, completions))
         self.last = step

@@ -16,7 +16,9 @@ def respect_precision(accelerator: Any, requested: str) -> None:
     inherits bf16 autocast, so an auq trainer configured for float32 would silently train and
     evaluate under bf16 (rewards differing by ~1e-2 from the float32 ones). When ``requested`` is
     ``"no"`` this turns the instance's native AMP off, so neither ``prepare(model)`` nor
-    ``accelerator.autocast()`` casts; a requested bf16/fp16 that the state cannot give is logged.
+    ``accelerator.autocast()`` casts (``accelerator.mixed_precision`` still names the process
+    state). Asking for bf16/fp16 where another precision is set already makes ``Accelerator(...)``
+    itself raise a ``ValueError`` (accelerate 1.15); other versions may accept it, which is logged.
     """
     state = accelerator.mixed_precision
     if state == requested:
