@@ -336,3 +336,16 @@ def test_bad_input_gives_clear_errors():
         run_active_learning(learner, a, b, SimulatedOracle(y), ta, tb, acquisition="BALD")
     with pytest.raises(TypeError, match="model must be MemberHeads"):
         HeadsLearner(torch.nn.Linear(2, 1))
+
+
+def test_loop_picks_do_not_depend_on_which_side_a_pair_stores_first():
+    """Acquisition scores and the k-center points are orientation-free, so swapping the sides of
+    pool pairs (and flipping their labels) picks the same pairs: the order cannot leak labels."""
+    a, b, y, ta, tb, tp = _linear_problem(n_pool=120, n_test=30, d=8)
+    swap = np.random.default_rng(7).random(len(y)) < 0.5
+    a2, b2 = np.where(swap[:, None], b, a), np.where(swap[:, None], a, b)
+    y2 = np.where(swap, 1.0 - y, y)
+    kw = dict(acquisition="bald", n_initial=8, batch_size=6, n_rounds=3, seed=3, diversity="k_center")
+    first = run_active_learning(LaplaceLearner(_tiny_laplace(8)), a, b, SimulatedOracle(y), ta, tb, tp, **kw)
+    second = run_active_learning(LaplaceLearner(_tiny_laplace(8)), a2, b2, SimulatedOracle(y2), ta, tb, tp, **kw)
+    np.testing.assert_array_equal(first.labelled, second.labelled)

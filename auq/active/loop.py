@@ -135,9 +135,11 @@ def run_active_learning(
     n_rounds : int, default 10
         Acquisition rounds after the start; ``n_initial + n_rounds·batch_size <= n_pool``.
     diversity, candidate_factor :
-        As for :func:`auq.active.select_batch`; the pairs' feature differences ``f(a) - f(b)``
-        are the points k-center spreads. ``acquisition="random"`` always draws its batch
-        uniformly (no k-center), so that it stays the plain baseline.
+        As for :func:`auq.active.select_batch`; the pairs' feature *sums* ``f(a) + f(b)`` (where
+        a pair lies, whichever side is stored first) are the points k-center spreads. The
+        difference ``f(a) - f(b)`` would leak the label: in hh-rlhf ``a`` is always the chosen
+        side. ``acquisition="random"`` always draws its batch uniformly (no k-center), so that it
+        stays the plain baseline.
     kappa : float
         The ``"ucb"`` width.
     seed : int, default 0
@@ -185,7 +187,7 @@ def run_active_learning(
             f"batch_size: n_initial + n_rounds * batch_size = {n_initial} + {n_rounds} * {batch_size} "
             f"exceeds the pool of {n} pairs"
         )
-    diff = a - b
+    where = a + b  # orientation-free: swapping the sides of a pair does not move it
     labelled = list(np.random.default_rng(seed).choice(n, size=n_initial, replace=False))
     targets = list(oracle.query(np.asarray(labelled, dtype=np.int64)))
     if acquisition == "random":
@@ -207,7 +209,7 @@ def run_active_learning(
                 margin_mean=pred.get("margin_mean"), margin_var=pred.get("margin_var"),
                 kappa=kappa, seed=seed * 1000 + r,
             )
-            pick = pool[select_batch(scores, batch_size, features=diff[pool], diversity=diversity,
+            pick = pool[select_batch(scores, batch_size, features=where[pool], diversity=diversity,
                                      candidate_factor=candidate_factor)]
             labelled.extend(int(i) for i in pick)
             targets.extend(oracle.query(pick))
