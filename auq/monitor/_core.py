@@ -183,10 +183,15 @@ class RewardHackingMonitor:
       one-sided binomial test at level ``alpha`` (0.01). Why both: a binomial test alone fires on
       practically irrelevant excesses once batches are large (1.3% vs 1% over 10^4 responses),
       and a ratio alone fires on noise with small batches (1 of 32 responses is 3%); on training-
-      like responses the test bounds the false-alarm rate per step by ``alpha``.
+      like responses the test bounds the false-alarm rate per step by ``alpha`` *if the responses
+      are independent*. GRPO/RLOO sample several completions per prompt, whose exceedances come
+      in clusters, so there the per-step rate is above ``alpha``; the disputed cutoff is also set
+      on the responses the members were trained on (in sample, so the members agree more there
+      than on new responses). Both push towards false alarms (3 of 5 control runs in
+      ``benchmarks/reward_hacking_monitor.py``); ``baseline_steps`` corrects for them.
     * the alarm fires when some signal of ``alarm_on`` has been over its threshold for
       ``patience`` consecutive steps (default 2: per-step false alarms at rate ``alpha`` become
-      about ``alpha²`` per step pair). It then stays on, issues a :class:`RewardHackingWarning`
+      about ``alpha²`` per step pair and signal, so roughly ``T·alpha²`` over ``T`` steps). It then stays on, issues a :class:`RewardHackingWarning`
       and a log warning, and, with ``stop_on_alarm``, sets :attr:`should_stop`, which the
       integrations hand to the trainer.
 
