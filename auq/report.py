@@ -492,17 +492,8 @@ def write_report(
         auroc = metrics["ood"]["auroc"].get("ood")
         keep("ood", _figure_of(plots.ood_histogram(scores, auroc=auroc)) if scores else None)
     if {"aleatoric", "epistemic"} <= set(df.columns):
-        from .estimators import Decomposition
-
-        dec = Decomposition(
-            prob=probs,
-            total=df["total"].to_numpy(dtype=np.float64) if "total" in df else df["aleatoric"].to_numpy() + df["epistemic"].to_numpy(),
-            aleatoric=df["aleatoric"].to_numpy(dtype=np.float64),
-            epistemic=df["epistemic"].to_numpy(dtype=np.float64),
-            margin_mean=df["margin_mean"].to_numpy(dtype=np.float64) if "margin_mean" in df else _logit(probs),
-            margin_std=df["margin_std"].to_numpy(dtype=np.float64) if "margin_std" in df else np.zeros_like(probs),
-        )
-        keep("decomposition", _figure_of(plots.uncertainty_decomposition_plot(dec)))
+        # the plot reads the two columns it draws; nothing missing is filled in
+        keep("decomposition", _figure_of(plots.uncertainty_decomposition_plot(df[["aleatoric", "epistemic"]])))
 
     metrics_path = out / "metrics.json"
     atomic_write_text(metrics_path, json.dumps(metrics, indent=2, sort_keys=False))

@@ -185,3 +185,15 @@ def test_brier_terms_named_honestly_and_the_binning_term_can_be_negative(tmp_pat
     html = rep.html_path.read_text()
     assert "<td>binning_term</td>" in html and "within_bin_variance" not in html
     assert "can be negative" in html
+
+
+def test_report_from_a_minimal_predictions_table(tmp_path):
+    """A predictions table with only prob, target, aleatoric and epistemic: the report is written
+    and the decomposition figure drawn from those two columns."""
+    rng = np.random.default_rng(0)
+    p = rng.uniform(0.05, 0.95, 60)
+    df = pd.DataFrame({"prob": p, "target": (rng.random(60) < p).astype(float),
+                       "aleatoric": rng.uniform(0.3, 0.69, 60), "epistemic": rng.uniform(0, 0.02, 60)})
+    rep = write_report(df, tmp_path, n_resamples=0)
+    assert "decomposition" in rep.figures and rep.figures["decomposition"].stat().st_size > 0
+    assert rep.metrics["n_pairs"] == 60 and {"aleatoric", "epistemic"} <= set(rep.metrics["uncertainty"])
