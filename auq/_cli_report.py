@@ -14,7 +14,7 @@ __all__ = ["add_report_arguments", "run_report", "add_demo_arguments", "run_demo
 # --------------------------------------------------------------------------------------------
 
 
-def _add_report_arguments(p: argparse.ArgumentParser) -> None:
+def add_report_arguments(p: argparse.ArgumentParser) -> None:
     from auq.cli import _fraction, _non_negative_int, _positive_int
 
     src = p.add_mutually_exclusive_group(required=True)
@@ -49,7 +49,7 @@ def _bins_arg(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
 
-def _run_report(args: argparse.Namespace) -> int:
+def run_report(args: argparse.Namespace) -> int:
     from auq.cli import CLIError, _check_model_folder, _load_data, _load_model_option
     from auq.report import write_report
 
@@ -110,7 +110,7 @@ def _run_report(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------------
 
 
-def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
+def add_demo_arguments(p: argparse.ArgumentParser) -> None:
     from auq.cli import _non_negative_int, _positive_int
 
     p.add_argument("--output", default="auq-demo", help="folder for the model, predictions and report (default: auq-demo)")
@@ -123,7 +123,7 @@ def _add_demo_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-resamples", type=_non_negative_int, default=1000, help="bootstrap resamples in the report (default: 1000)")
 
 
-def _run_demo(args: argparse.Namespace) -> int:
+def run_demo(args: argparse.Namespace) -> int:
     from auq.demo import run_demo
 
     result = run_demo(
@@ -164,7 +164,3 @@ def _run_demo(args: argparse.Namespace) -> int:
     lines += [f"  finished in {result.seconds:.0f} s", f"report: {result.report_html}"]
     print("\n".join(lines))
     return 0
-
-
-add_report_arguments, run_report = _add_report_arguments, _run_report
-add_demo_arguments, run_demo = _add_demo_arguments, _run_demo

@@ -25,23 +25,21 @@ from ._backbone import (
     pool_hidden_states,
     resolve_pooling,
 )
-from ._base import (  # noqa: F401  (re-exported: they lived here before)
+from ._base import (
     _MODEL_CLASSES,
     BaseRewardModel,
     _backbone_name,
     _check_head_hidden,
     _check_seed,
     _run_backbone,
-    load_reward_model,
 )
 from ._config import ENSEMBLE_KINDS, RewardModelConfig
 from ._heads import MemberHeads
 from ._hetero import HeteroscedasticMixin, check_heteroscedastic
-from ._mc_dropout import MCDropoutRewardModel  # noqa: F401
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["BaseRewardModel", "RewardModel", "RewardEnsemble", "MCDropoutRewardModel", "load_reward_model"]
+__all__ = ["RewardModel", "RewardEnsemble"]
 
 
 # ---------------------------------------------------------------------------------------------
