@@ -156,7 +156,7 @@ def _check_device_option(device: str | None) -> None:
 
 
 def _prior_precision(text: str) -> float | str:
-    return text if text == "auto" else _non_negative_float(text)
+    return text if text in ("auto", "unit") else _non_negative_float(text)
 
 
 
@@ -259,10 +259,11 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
         "--prior-precision",
         type=_prior_precision,
         default=None,
-        help="precision of the Gaussian prior on the reward-head weights. laplace: a positive number or 'auto' "
-        "(maximise the evidence; default). heads: anchored ensembling, each member pulled to its own draw from "
-        "the prior with a weight that falls as 1/N, so the spread shrinks with data (default 30 on a frozen "
-        "trunk; 0 turns it off)",
+        help="precision of the Gaussian prior on the reward-head weights: a positive number or 'unit' (the mean "
+        "squared norm of the training pairs' feature differences, so a typical pair's prior margin is N(0, 1); "
+        "the default for laplace and for heads on a frozen trunk). laplace also takes 'auto' (maximise the "
+        "evidence). heads: anchored ensembling, each member pulled to its own draw from the prior with a weight "
+        "that falls as 1/N, so the spread shrinks with data (0 turns it off)",
     )
     p.add_argument(
         "--rank",
@@ -292,12 +293,12 @@ def _build_model(args: argparse.Namespace) -> Any:
                 if given:
                     raise CLIError(f"{flag}: does not apply to --kind laplace (a closed-form fit, no optimiser steps)")
             if args.prior_precision == 0:
-                raise CLIError("--prior-precision: a laplace prior needs a positive precision or 'auto'")
+                raise CLIError("--prior-precision: a laplace prior needs a positive precision, 'unit' or 'auto'")
             if args.train_trunk:
                 raise CLIError("--train-trunk: a laplace model keeps its trunk frozen (a Bayesian last layer)")
             return LaplaceRewardModel.from_backbone(
                 backbone, n_samples=args.members,
-                prior_precision="auto" if args.prior_precision is None else args.prior_precision,
+                prior_precision="unit" if args.prior_precision is None else args.prior_precision,
                 rank=getattr(args, "rank", None),
                 seed=args.seed, pooling=args.pooling, trust_remote_code=args.trust_remote_code,
             )

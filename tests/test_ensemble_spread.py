@@ -122,6 +122,39 @@ def test_anchored_heads_stay_closer_to_their_anchors(tmp_path):
     assert torch.all(dist[50.0] < 0.8 * dist[None]), dist
 
 
+def test_unit_prior_is_the_mean_squared_feature_difference_and_anchors_are_prior_draws(tmp_path):
+    table, data = _world(300, dim=64, scale=0.5)
+    tr = _trainer(table, data, tmp_path, prior_precision="unit", n_members=8)
+    assert tr.prior_precision is None and not tr._anchors  # resolved from the features when prepared
+    tr._prepare()
+    d = table[:300].double() - table[300:].double()
+    lam = float((d * d).sum(1).mean())  # 2 · dim · scale² = 32 in expectation
+    assert tr.prior_precision == pytest.approx(lam, rel=1e-6) and 28 < lam < 36
+    # every member's anchor is a draw from N(0, 1/λ) per weight, and the penalty uses λ
+    w0 = tr._anchors["heads.weight"]
+    assert float(w0.std()) == pytest.approx(lam ** -0.5, rel=0.05)
+    with torch.no_grad():
+        tr.model.heads.weight.add_(1.0)
+    expected = lam / (2 * 300) / 8 * w0.numel()
+    assert float(tr.anchor_penalty()) == pytest.approx(expected, rel=1e-5)
+    # the value is not a knob of the labels: the same features with flipped labels give the same λ
+    flipped = [dict(e, c=e["r"], r=e["c"]) for e in data]
+    tr2 = _trainer(table, flipped, tmp_path / "flip", prior_precision="unit")
+    tr2._prepare()
+    assert tr2.prior_precision == pytest.approx(lam, rel=1e-6)
+
+
+def test_unit_prior_needs_cached_features(tmp_path):
+    table, data = _world(20)
+    model = FeatureHeads(table)
+    model.trunk_frozen = False  # a trained trunk: the features move, no single scale
+    with pytest.raises(ValueError, match="prior_precision: 'unit'"):
+        RewardModelTrainer(model, RewardTrainerConfig(output_dir=str(tmp_path), prior_precision="unit"), data,
+                           collator=_collate)
+    with pytest.raises(ValueError, match="prior_precision"):
+        RewardTrainerConfig(prior_precision="evidence")
+
+
 # ------------------------------------------------------------------------------ early stopping
 
 

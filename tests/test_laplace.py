@@ -26,6 +26,7 @@ from auq.models import (
     load_reward_model,
     score,
 )
+from auq.models._laplace_math import unit_prior_precision
 from auq.training import RewardModelTrainer, RewardTrainerConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -205,7 +206,9 @@ def test_trainer_fits_from_cached_features_and_checkpoint_round_trips(bert, tmp_
     # the posterior is the closed-form fit of the cached features, targets and weights
     t = trainer._features("train").tensors
     assert not torch.all(t["weights"] == 1) and not torch.all(t["targets"] == 1)
-    ref = fit_laplace_posterior(t["features_chosen"].double() - t["features_rejected"].double(), t["targets"], t["weights"])
+    d = t["features_chosen"].double() - t["features_rejected"].double()
+    ref = fit_laplace_posterior(d, t["targets"], t["weights"], prior_precision="unit")  # the model's default
+    assert ref.prior_precision == pytest.approx(float((d * d).sum(1).mean()), rel=1e-12)
     torch.testing.assert_close(model.posterior_mean, ref.mean, rtol=0, atol=1e-10)
     assert float(model.fitted_prior_precision) == pytest.approx(ref.prior_precision, rel=1e-12)
     assert result.training_loss == pytest.approx(ref.nll, rel=1e-12)
@@ -240,6 +243,24 @@ def test_fixed_prior_precision_is_kept(bert):
     post = model.fit_features(fc, fr)
     assert post.prior_precision == 2.5 and model.prior_precision == 2.5
     assert model.config.prior_precision == 2.5
+
+
+def test_unit_prior_precision_is_label_free_and_fits_like_the_fixed_value(bert):
+    rng = np.random.default_rng(1)
+    fc, fr = rng.normal(size=(80, 32)), rng.normal(size=(80, 32))
+    alpha = float(((fc - fr) ** 2).sum(1).mean())
+    assert unit_prior_precision(fc - fr) == pytest.approx(alpha, rel=1e-12)
+    q = expit((fc - fr) @ rng.normal(size=32) / 4)
+    unit, fixed = fit_laplace_posterior(fc - fr, q, prior_precision="unit"), fit_laplace_posterior(fc - fr, q, prior_precision=alpha)
+    assert unit.prior_precision == fixed.prior_precision
+    torch.testing.assert_close(unit.covariance, fixed.covariance, rtol=0, atol=0)
+    # the model's default; flipping every label leaves the prior where it was
+    model = LaplaceRewardModel.from_backbone(bert, n_samples=4)
+    assert model.config.prior_precision == "unit"
+    assert model.fit_features(fc, fr, targets=q).prior_precision == pytest.approx(alpha, rel=1e-12)
+    assert model.fit_features(fc, fr, targets=1 - q).prior_precision == pytest.approx(alpha, rel=1e-12)
+    with pytest.raises(ValueError, match="unit prior needs a non-zero scale"):
+        fit_laplace_posterior(np.zeros((4, 3)), prior_precision="unit")
 
 
 @pytest.mark.parametrize("bad, err", [(0, ValueError), (-1, ValueError), (float("nan"), ValueError), ("x", ValueError), (None, TypeError)])
@@ -393,7 +414,7 @@ def test_rank_fits_the_top_principal_directions(bert, tmp_path):
     # the basis is the top-4 right singular vectors of the centred training responses
     x = np.r_[fc, fr]
     v = np.linalg.svd(x - x.mean(0), full_matrices=False)[2][:4].T
-    ref = fit_laplace_posterior(fc - fr, q, prior_precision="auto", basis=v)
+    ref = fit_laplace_posterior(fc - fr, q, prior_precision="unit", basis=v)  # the model's default
     torch.testing.assert_close(model.posterior_mean, ref.mean, rtol=0, atol=1e-8)
     torch.testing.assert_close(model.posterior_covariance, ref.covariance, rtol=0, atol=1e-8)
     assert post.prior_precision == pytest.approx(ref.prior_precision, rel=1e-6)

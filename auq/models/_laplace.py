@@ -56,8 +56,12 @@ class LaplaceRewardModel(BaseRewardModel):
         ``K``, the posterior draws used as reward columns (``n_members = K``). 32 draws put the
         Monte-Carlo error of a sample variance at about 25% (sqrt(2/K)), at the cost of one
         ``[B, H] @ [H, K]`` matmul; the exact variance is :meth:`predictive_reward`.
-    prior_precision : float or "auto", default "auto"
-        ``α`` of the prior ``N(0, α⁻¹ I)`` on the head; ``"auto"`` maximises the Laplace evidence.
+    prior_precision : float, "unit" or "auto", default "unit"
+        ``α`` of the prior ``N(0, α⁻¹ I)`` on the head. ``"unit"`` sets ``α`` to the mean squared
+        norm of the training pairs' feature differences, so a typical training pair's prior margin
+        is ``N(0, 1)`` (:func:`~auq.models._laplace_math.unit_prior_precision`): fixed by the
+        features, not the labels, so the epistemic part shrinks as labelled data grow.
+        ``"auto"`` maximises the Laplace evidence (see Notes for why it is not the default).
     rank : int or None, default None
         Fit the likelihood on the top-``rank`` principal directions of the training responses'
         features (where the training data vary) and keep the prior ``N(0, α⁻¹)`` along the other
@@ -117,7 +121,7 @@ class LaplaceRewardModel(BaseRewardModel):
         tokenizer: Any,
         *,
         n_samples: int = 32,
-        prior_precision: float | str = "auto",
+        prior_precision: float | str = "unit",
         rank: int | None = None,
         seed: int = 0,
         pooling: str = "auto",
@@ -162,7 +166,7 @@ class LaplaceRewardModel(BaseRewardModel):
         path_or_hub_id: str | os.PathLike,
         *,
         n_samples: int = 32,
-        prior_precision: float | str = "auto",
+        prior_precision: float | str = "unit",
         rank: int | None = None,
         seed: int = 0,
         pooling: str = "auto",

@@ -85,14 +85,17 @@ class RewardTrainerConfig:
     ddp_find_unused_parameters : bool or None
         Passed to DistributedDataParallel; ``None`` means True (backbones often hold parameters,
         such as BERT's pooler, that a reward head never uses).
-    prior_precision : float or None, default None
+    prior_precision : float, "unit" or None, default None
         Anchored ensembling (randomised priors): precision ``λ`` of a Gaussian prior on every
         reward-head parameter (:class:`auq.models.MemberHeads`), centred on the member's own
         initial draw. Adds ``λ/(2N)·mean_k ||θ_k − θ_k⁰||²`` (``N`` training pairs) to the training
         loss, so the prior's weight falls as data grows and the members' spread shrinks with
         ``N``; see ``anchor_init`` for how the anchors are drawn from the prior. Trained trunks
-        and LoRA adapters are not anchored. ``None`` or 0: off. :data:`auq.training.HEADS_RECIPE`
-        uses 30. See :mod:`auq.training._spread`.
+        and LoRA adapters are not anchored. ``"unit"`` (frozen trunks, features cached): ``λ`` is
+        the mean squared norm of the training pairs' feature differences, so a typical training
+        pair's prior margin is ``N(0, 1)``, as for a Laplace model's default prior; the value in
+        use is :attr:`RewardModelTrainer.prior_precision`. ``None`` or 0: off.
+        :data:`auq.training.HEADS_RECIPE` uses ``"unit"``. See :mod:`auq.training._spread`.
     anchor_init : {"prior", "model"}, default "prior"
         With ``prior_precision``: ``"prior"`` rescales the heads' initial weights (drawn with std
         ``1/sqrt(fan_in)`` by ``MemberHeads``) to std ``1/sqrt(prior_precision)`` when the trainer
@@ -153,7 +156,7 @@ class RewardTrainerConfig:
     feature_cache_dir: str | None = None
     ece_bins: int = 15
     ddp_find_unused_parameters: bool | None = None
-    prior_precision: float | None = None
+    prior_precision: float | str | None = None
     anchor_init: str = "prior"
     early_stopping_patience: int | None = None
     early_stopping_threshold: float = 0.0
@@ -195,7 +198,10 @@ class RewardTrainerConfig:
         check_choice(self.ddp_find_unused_parameters, "ddp_find_unused_parameters", (None, True, False))
         if self.feature_cache_dir is not None:
             self.feature_cache_dir = os.fspath(self.feature_cache_dir)
-        if self.prior_precision is not None:
+        if isinstance(self.prior_precision, str):
+            if self.prior_precision != "unit":
+                raise ValueError(f"prior_precision must be a number, 'unit' or None, got {self.prior_precision!r}")
+        elif self.prior_precision is not None:
             self.prior_precision = check_float(self.prior_precision, "prior_precision", minimum=0.0)
         check_choice(self.anchor_init, "anchor_init", ("prior", "model"))
         if self.early_stopping_patience is not None:

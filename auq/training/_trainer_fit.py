@@ -103,7 +103,7 @@ class _FitMixin:
             return torch.zeros(())
         params = head_parameters(self.accelerator.unwrap_model(self.model))
         return anchor_penalty(
-            params, self._anchors, self.config.prior_precision, len(self.train_dataset), self._anchor_members
+            params, self._anchors, self.prior_precision, len(self.train_dataset), self._anchor_members
         )
 
     def _early_stopping_update(self, metrics: Mapping[str, float]) -> bool:

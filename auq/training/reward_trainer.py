@@ -66,6 +66,7 @@ from torch import nn
 
 from .._checks import check_int
 from ..models._features import FeatureCache
+from ..models._laplace_math import unit_prior_precision
 from ._accelerate import respect_precision
 from ._batching import (
     _FEATURE_KEYS,
@@ -231,20 +232,18 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
         )
         # anchored ensembling: each member's head parameters are pulled to their initial draw
         self._anchors: dict[str, torch.Tensor] = {}
-        if config.prior_precision:
-            if config.anchor_init == "prior":
-                draw_anchors_from_prior(model, config.prior_precision)
-            self._anchors = {n: p.detach().clone() for n, p in head_parameters(model).items()}
-            from ..models._heads import MemberHeads
-
-            # the loss averages over the reward columns: K heads behind K columns weigh 1/K each, one
-            # MC-dropout head behind T columns weighs 1; dividing the prior by the heads' member
-            # count gives each head its own MAP objective with prior weight λ/(2N)
-            heads = [m for m in model.modules() if isinstance(m, MemberHeads)]
-            self._anchor_members = heads[0].n_members if heads else self.n_members
-            if not self._anchors:
-                logger.warning("prior_precision=%g: the model has no MemberHeads; nothing is anchored",
-                               config.prior_precision)
+        self._anchor_members = self.n_members
+        #: the anchors' prior precision λ in use (``"unit"`` is resolved from the training
+        #: features when the trainer is prepared)
+        self.prior_precision: float | None = None
+        if config.prior_precision == "unit":
+            if not self.use_features:
+                raise ValueError(
+                    "prior_precision: 'unit' is measured on the trunk features of the training pairs and needs "
+                    "a model with a frozen trunk whose features are cached; give a number"
+                )
+        elif config.prior_precision:
+            self._set_up_anchors(float(config.prior_precision))
         greater = config.greater_is_better
         if greater is None:
             greater = not config.metric_for_best_model.endswith(("loss", "nll", "ece"))
@@ -296,11 +295,32 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
             return self._features(which), _stack_collate
         return indexed, _CollateWithExtras(self.collator)
 
+    def _set_up_anchors(self, prior_precision: float) -> None:
+        model, config = self.model, self.config
+        self.prior_precision = prior_precision
+        if config.anchor_init == "prior":
+            draw_anchors_from_prior(model, prior_precision)
+        self._anchors = {n: p.detach().clone() for n, p in head_parameters(model).items()}
+        from ..models._heads import MemberHeads
+
+        # the loss averages over the reward columns: K heads behind K columns weigh 1/K each, one
+        # MC-dropout head behind T columns weighs 1; dividing the prior by the heads' member
+        # count gives each head its own MAP objective with prior weight λ/(2N)
+        heads = [m for m in model.modules() if isinstance(m, MemberHeads)]
+        self._anchor_members = heads[0].n_members if heads else self.n_members
+        if not self._anchors:
+            logger.warning("prior_precision=%g: the model has no MemberHeads; nothing is anchored", prior_precision)
+
     def _prepare(self) -> None:
         if self._prepared:
             return
         cfg = self.config
         self.model.to(self.accelerator.device)
+        if cfg.prior_precision == "unit" and self.prior_precision is None and not self._closed_form:
+            t = self._features("train").tensors
+            lam = unit_prior_precision(t["features_chosen"] - t["features_rejected"])
+            logger.info("prior_precision='unit': λ = mean |f(chosen) - f(rejected)|² = %.6g", lam)
+            self._set_up_anchors(lam)
         if self.use_features:
             forward = _FeatureForward(self.model)
         else:
@@ -431,12 +451,12 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
             # the trained model records the length it was trained with: score() and make_collator()
             # then truncate the same way, and checkpoints written from here on store it
             unwrapped.config.max_length = self._train_max_length
+        if self._closed_form:
+            return self._train_closed_form()
+        self._prepare()  # draws the anchors of prior_precision="unit" from the prior
         for module in unwrapped.modules():
             if isinstance(module, MemberHeads):
                 module.fresh = False  # trained from here on: no later trainer redraws them
-        if self._closed_form:
-            return self._train_closed_form()
-        self._prepare()
 
         start_epoch, skip_batches = 0, 0
         self.global_step = 0
