@@ -3,9 +3,20 @@
 import inspect
 import warnings
 
+import numpy as np
 import pytest
+import torch
 
 from auq._checks import renamed_kwarg, renamed_kwargs
+from auq.conformal import conformal_weights
+from auq.training import (
+    dpo_loss,
+    flip_rate_from_uncertainty,
+    ipo_loss,
+    kl_penalty,
+    robust_dpo_loss,
+    uncertainty_weights,
+)
 
 
 @renamed_kwargs(tau="temperature", scheme="method")
@@ -57,3 +68,82 @@ class TestHelper:
         assert kw == {"lr": 1.0}
         with pytest.raises(TypeError, match="Cfg got both num_epochs="):
             renamed_kwarg({"num_epochs": 3}, "num_epochs", "num_train_epochs", where="Cfg", new_given=True)
+
+
+# ------------------------------------------------------------------------------------------
+# every rename: the new name works, the old one warns and gives the identical value, both fail
+# ------------------------------------------------------------------------------------------
+
+def _logps():
+    g = torch.Generator().manual_seed(0)
+    return tuple(torch.randn(5, generator=g, dtype=torch.float64) for _ in range(4))
+
+
+def _conformal_sets():
+    from auq.conformal import PairSetPredictor
+
+    return PairSetPredictor(alpha=0.25).fit([0.9, 0.8, 0.3, 0.6, 0.7], [1, 1, 1, 0, 1])
+
+
+_W = torch.tensor([0.2, 1.0, 3.0, 0.5, 0.0], dtype=torch.float64)
+_U = np.array([0.05, 0.3, 0.9, 0.4, 0.2])
+
+# (function, positional args, keyword args besides the renamed one, old name, new name, value);
+# each value differs from the default, so a rename that silently dropped it would change the result
+RENAMES = [
+    ("uncertainty_weights", lambda: uncertainty_weights, lambda: (_U,), {"normalize": None},
+     "scheme", "method", "linear"),
+    ("uncertainty_weights", lambda: uncertainty_weights, lambda: (_U,), {"normalize": None},
+     "tau", "temperature", 0.25),
+    ("flip_rate_from_uncertainty", lambda: flip_rate_from_uncertainty, lambda: (_U,), {"max_rate": 0.49},
+     "kind", "input", "entropy"),
+    ("kl_penalty", lambda: kl_penalty, lambda: _logps()[:2], {}, "kind", "estimator", "k3"),
+    ("dpo_loss", lambda: dpo_loss, _logps, {"beta": 0.3, "weights": _W}, "normalize",
+     "weight_normalization", "n"),
+    ("robust_dpo_loss", lambda: robust_dpo_loss, _logps, {"beta": 0.3, "epsilon": 0.2, "weights": _W},
+     "normalize", "weight_normalization", "n"),
+    ("ipo_loss", lambda: ipo_loss, _logps, {"weights": _W}, "normalize", "weight_normalization", "n"),
+    ("ipo_loss", lambda: ipo_loss, _logps, {}, "tau", "beta", 0.7),
+    ("conformal_weights", lambda: conformal_weights, lambda: (_conformal_sets(), [0.75, 0.6, 0.95],
+     [1.0, 0.0, 1.0]), {"normalize": None}, "scheme", "method", "set_size"),
+]
+
+
+def _same(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    else:
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "get_fn, get_args, extra, old, new, value", [r[1:] for r in RENAMES], ids=[f"{r[0]}-{r[4]}-to-{r[5]}" for r in RENAMES]
+)
+def test_rename(get_fn, get_args, extra, old, new, value):
+    fn, args = get_fn(), get_args()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the new name never warns
+        got_new = fn(*args, **extra, **{new: value})
+        default = fn(*args, **extra)
+    # the value reaches the formula: it changes the result from the default
+    assert not np.allclose(np.asarray(got_new), np.asarray(default))
+    with pytest.warns(FutureWarning, match=rf"{fn.__name__}\(\): {old}= is deprecated .* use {new}= instead"):
+        got_old = fn(*args, **extra, **{old: value})
+    _same(got_old, got_new)
+    with pytest.raises(TypeError, match=rf"got both {old}= \(deprecated\) and {new}="):
+        fn(*args, **extra, **{old: value, new: value})
+    assert new in inspect.signature(fn).parameters and old not in inspect.signature(fn).parameters
+
+
+def test_positional_calls_keep_working():
+    # parameters that were positional stay at their place
+    u = _U
+    _same(uncertainty_weights(u, "rank", normalize=None), uncertainty_weights(u, method="rank", normalize=None))
+    lp, ref = _logps()[:2]
+    _same(kl_penalty(lp, ref, "k2"), 0.5 * (lp - ref) ** 2)
+    xs = _logps()
+    _same(ipo_loss(*xs, 0.7), ipo_loss(*xs, beta=0.7))
+    args = (*xs, 0.3, _W, None, "mean", "n")  # dpo_loss(..., beta, weights, targets, reduction, weight_normalization)
+    _same(dpo_loss(*args), dpo_loss(*xs, beta=0.3, weights=_W, weight_normalization="n"))
+    with pytest.raises(TypeError, match="got both normalize="):
+        dpo_loss(*args, normalize="n")
