@@ -317,6 +317,11 @@ def score(
     variance (``noise_var_chosen``/``noise_var_rejected``), which :meth:`Predictions.decompose`
     integrates into the aleatoric term.
 
+    Under ``accelerate launch`` (or ``torchrun``) with several processes, each process scores one
+    contiguous block of the pairs on its own device (``device=None``: the process's device) and the
+    blocks are gathered back in dataset order: every process returns the same full
+    :class:`Predictions`, equal row for row to a single-process run (see ``auq.models._sharding``).
+
     Parameters
     ----------
     model : reward model
@@ -346,6 +351,25 @@ def score(
     >>> preds = score(ensemble, dataset, batch_size=16)  # doctest: +SKIP
     >>> preds.to_pandas()[["prob", "epistemic", "ood"]].head()  # doctest: +SKIP
     """
+    from ._sharding import process_state, score_sharded
+
+    state = process_state()
+    if state is not None:
+        from auq.data.dataset import check_pairs
+
+        check_pairs(dataset, "dataset")
+        if len(dataset) == 0:
+            raise ValueError("dataset is empty; nothing to score")
+        return score_sharded(state, _score_local, model, dataset, device, progress, batch_size=batch_size,
+                             collator=collator, feature_cache=feature_cache)
+    return _score_local(model, dataset, batch_size=batch_size, device=device, progress=progress,
+                        collator=collator, feature_cache=feature_cache)
+
+
+def _score_local(
+    model: Any, dataset: Any, *, batch_size: int, device: Any, progress: bool, collator: Any, feature_cache: Any,
+) -> Predictions:
+    """:func:`score` in this process alone."""
     batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
