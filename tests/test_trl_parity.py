@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from _grad_helpers import assert_same, random_logps, value_and_grad
-from _tiny_lm import load_tiny_lm
+from _tiny_models import load_tiny_lm
 
 from auq.data import PreferenceDataset
 from auq.training.dpo_trainer import UncertaintyDPOConfig, UncertaintyDPOTrainer
