@@ -35,6 +35,11 @@ Examples
 Data-parallel training runs the same command under ``accelerate launch``::
 
     accelerate launch --multi_gpu --num_processes 4 -m auq.cli train ...
+
+and scoring too: each process scores a block of the pairs, the rows are gathered in dataset
+order and the main process writes the file (the same rows as a single-process run)::
+
+    accelerate launch --multi_gpu --num_processes 4 -m auq.cli score --model rm/ --data test.jsonl --output scores.parquet
 """
 
 from __future__ import annotations
@@ -451,6 +456,11 @@ def _run_score(args: argparse.Namespace) -> int:
         model, data, batch_size=args.batch_size, device=args.device, progress=not args.no_progress,
         feature_cache=cache,
     )
+    from auq.models._sharding import process_state
+
+    state = process_state()  # under `accelerate launch` every process holds all rows: one writes
+    if state is not None and not state.is_main_process:
+        return 0
     folder = os.path.dirname(os.path.abspath(out))
     os.makedirs(folder, exist_ok=True)
     suffix = ".csv" if out.endswith(".csv") else ".parquet"

@@ -50,7 +50,7 @@ def main() -> None:
     resp = torch.zeros_like(ids)
     resp[:, n // 2 :] = 1  # second half of each sequence is the response
     u = torch.rand(b, device=dev)
-    weights = uncertainty_weights(u, "exp", tau=0.5)
+    weights = uncertainty_weights(u, "exp", temperature=0.5)
     targets = 1.0 - 0.3 * u
 
     def step(weighted: bool) -> float:

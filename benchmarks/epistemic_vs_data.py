@@ -125,9 +125,11 @@ def main(argv: list[str] | None = None) -> None:
                 t0 = time.perf_counter()
                 result = trainer.train()
                 # member rewards through the trainer: slices of the cached hh-rlhf / MT-Bench features
-                rc, rr, _, _ = trainer.predict(test_ds)
-                mc, mr, _, _ = trainer.predict(mt_ds)
-                tr_c, tr_r, _, _ = trainer.predict(trainer.train_dataset)
+                p_test, p_mt = trainer.predict(test_ds), trainer.predict(mt_ds)
+                p_train = trainer.predict(trainer.train_dataset)
+                rc, rr = p_test.rewards_chosen, p_test.rewards_rejected
+                mc, mr = p_mt.rewards_chosen, p_mt.rewards_rejected
+                tr_c, tr_r = p_train.rewards_chosen, p_train.rewards_rejected
                 if seed == 0 and size == sizes[0]:  # the cached-feature path equals auq.models.score
                     preds = score(model, hh.select(test_idx[:8]), batch_size=8, progress=False)
                     np.testing.assert_allclose(preds.rewards_chosen, rc[:8], atol=2e-4)

@@ -25,7 +25,7 @@ Setup (all synthetic, all offline, CPU):
   ``plain`` DPO; ``weighted`` (``uncertainty_weights(total_entropy, "exp")``, mean by ``Σw``);
   ``soft_target`` (``targets`` = the ensemble's probability that the recorded chosen wins);
   ``robust`` (rDPO, global ``ε`` = the true flip rate); ``robust_per_pair`` (``ε_i`` =
-  ``flip_rate_from_uncertainty(total_entropy, kind="entropy", max_rate=0.4)``, a label-agnostic
+  ``flip_rate_from_uncertainty(total_entropy, input="entropy", max_rate=0.4)``, a label-agnostic
   flip prior as rDPO assumes); and ``clean`` (plain DPO on the same pairs
   without flips: the ceiling).
 * Metric: held-out *clean* preference accuracy of the implicit reward
@@ -268,7 +268,7 @@ def run_seed(seed: int, a: argparse.Namespace) -> dict:
         # label-agnostic per-pair flip prior (rDPO assumes the flip probability does not depend on
         # the recorded label): the ensemble's total entropy mapped back to a minority probability
         "eps_pair": torch.as_tensor(
-            flip_rate_from_uncertainty(u, kind="entropy", max_rate=a.max_pair_rate), dtype=torch.float32
+            flip_rate_from_uncertainty(u, input="entropy", max_rate=a.max_pair_rate), dtype=torch.float32
         ),
     }
     results = {}

@@ -53,8 +53,8 @@ def main() -> None:
 
     trainer._loss = recording_loss  # type: ignore[method-assign]
     result = trainer.train()
-    rc, rr, _, _ = trainer.predict(synthetic_pairs(32, seed=11))
-    margins = (rc - rr).tolist()
+    preds = trainer.predict(synthetic_pairs(32, seed=11))  # Predictions, gathered in dataset order
+    margins = preds.margins.tolist()
     if trainer.accelerator.is_main_process:
         from safetensors.torch import save_file
 

@@ -1,7 +1,7 @@
-"""Shared helpers for the trainer and CLI tests: a tiny BERT backbone, synthetic pairs, a minimal model.
+"""Shared helpers for the trainer and CLI tests: synthetic pairs over a word vocabulary, a minimal model.
 
-The backbone is built from a config (hidden 32, 2 layers) with a word-level vocabulary and saved to
-a folder, so that it is loaded by path through the same code a user calls with a Hub id.
+The tiny BERT over that vocabulary (``make_tiny_bert``) lives with the other test backbones in
+``_tiny_models``; it is re-exported here for the tests that import it from this module.
 """
 
 from __future__ import annotations
@@ -12,34 +12,9 @@ import os
 import random
 
 import torch
+from _tiny_models import FILLER, NEGATIVE, POSITIVE, VOCAB, make_tiny_bert  # noqa: F401  (re-exported)
 from safetensors.torch import load_file, save_file
 from torch import nn
-
-POSITIVE = ["good", "great", "helpful", "kind", "clear", "correct", "polite", "useful"]
-NEGATIVE = ["bad", "rude", "wrong", "harmful", "vague", "useless", "false", "mean"]
-FILLER = ["the", "a", "answer", "is", "it", "this", "reply", "and", "of", "to", "you", "we"]
-SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-VOCAB = SPECIAL + POSITIVE + NEGATIVE + FILLER
-
-
-def make_tiny_bert(path: str, *, dropout: float = 0.0, seed: int = 0) -> str:
-    """Save a tiny BERT (hidden 32, 2 layers) and its word-level tokenizer to ``path``."""
-    from transformers import BertConfig, BertModel, BertTokenizer
-
-    torch.manual_seed(seed)
-    config = BertConfig(
-        vocab_size=len(VOCAB),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    BertModel(config).save_pretrained(path)
-    BertTokenizer(vocab={w: i for i, w in enumerate(VOCAB)}).save_pretrained(path)
-    return path
 
 
 def synthetic_pairs(n: int, seed: int = 0, noise: float = 0.0) -> list[dict]:

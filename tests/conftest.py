@@ -27,7 +27,7 @@ def one_thread():
 
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> str:
-    """Folder of a tiny offline GPT-2 and its tokenizer (``_tiny_lm.build_tiny_lm``), built once per session."""
-    from _tiny_lm import build_tiny_lm
+    """Folder of a tiny offline GPT-2 and its tokenizer (``_tiny_models.build_tiny_lm``), built once per session."""
+    from _tiny_models import build_tiny_lm
 
     return build_tiny_lm(str(tmp_path_factory.mktemp("tiny_lm")))

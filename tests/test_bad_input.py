@@ -76,8 +76,9 @@ def test_missing_absolute_backbone_path_is_named(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory):
+    from _tiny_models import make_tiny_backbone
+
     from auq.models import RewardEnsemble
-    from auq.models._testing import make_tiny_backbone
 
     path = make_tiny_backbone(str(tmp_path_factory.mktemp("bb") / "bert"), "bert")
     return RewardEnsemble.from_backbone(path, kind="heads", n_members=2, seed=0)

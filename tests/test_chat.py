@@ -30,9 +30,8 @@ REJECTED = [{"role": "assistant", "content": "the dog"}]
 def gpt2_tok():
     import tempfile
 
+    from _tiny_models import make_tiny_backbone
     from transformers import AutoTokenizer
-
-    from auq.models._testing import make_tiny_backbone
 
     path = make_tiny_backbone(tempfile.mkdtemp() + "/gpt2", "gpt2")
     return AutoTokenizer.from_pretrained(path)

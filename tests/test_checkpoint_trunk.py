@@ -11,11 +11,11 @@ import shutil
 
 import pytest
 import torch
+from _tiny_models import TEXTS
 from _trainer_fixtures import make_tiny_bert, synthetic_dataset
 from safetensors.torch import load_file
 
 from auq.models import LaplaceRewardModel, RewardEnsemble, load_reward_model
-from auq.models._testing import TEXTS
 from auq.training import RewardModelTrainer, RewardTrainerConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")

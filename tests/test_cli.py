@@ -162,3 +162,45 @@ def test_console_process_exit_status(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 2
     assert "auq score: error: --model" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.slow
+def test_score_under_accelerate_launch_matches_one_process(files, trained, tmp_path):
+    """`accelerate launch` with 2 CPU processes (gloo): each scores a block of the pairs, the rows come
+    back in dataset order without the padding copy, only the main process writes: the file equals a
+    1-process run row for row."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = _write_jsonl(tmp_path / "odd.jsonl", synthetic_pairs(23, seed=5))  # 23 = 12 + 11 (+1 padding)
+    one, two = str(tmp_path / "one.csv"), str(tmp_path / "two.csv")
+    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
+    env.pop("WORLD_SIZE", None)
+    launch = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
+        "-m", "auq.cli", "score", "--model", trained, "--data", data, "--output", two,
+        "--batch-size", "4", "--no-progress",
+    ]  # fmt: skip
+    p2 = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert main(["score", "--model", trained, "--data", data, "--output", one, "--batch-size", "4",
+                     "--no-progress", "-q"]) == 0
+    finally:
+        out = p2.communicate(timeout=300)[0].decode(errors="replace")
+    assert p2.returncode == 0, out[-3000:]
+    # both processes scored their own block; one of them wrote
+    assert "scored 12 of 23 pairs on process 0 of 2" in out and "scored 11 of 23 pairs on process 1 of 2" in out, out[-3000:]
+    assert out.count("wrote 23 scored pairs") == 1, out[-3000:]
+    d1, d2 = pd.read_csv(one), pd.read_csv(two)
+    assert list(d2.columns) == list(d1.columns) and len(d2) == len(d1) == 23
+    assert {"ood", "reward_chosen_0"} <= set(d1.columns) and d1["anchored"].all()
+    assert d2["id"].tolist() == d1["id"].tolist()
+    np.testing.assert_array_equal(d2["target"], d1["target"])
+    numeric = [c for c in d1.columns if c not in ("id", "anchored")]
+    np.testing.assert_allclose(d2[numeric].to_numpy(float), d1[numeric].to_numpy(float), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(d2["anchored"], d1["anchored"])

@@ -232,9 +232,9 @@ def test_conformal_weights_plug_into_the_dpo_losses():
     # a label the model contradicts gets a smaller weight than one it agrees with
     w2 = conformal_weights(sets, [0.9, 0.9], [1.0, 0.0], normalize=None)
     assert w2[0] > w2[1]
-    in_set = conformal_weights(sets, p_train, t_train, scheme="in_set", normalize=None)
+    in_set = conformal_weights(sets, p_train, t_train, method="in_set", normalize=None)
     np.testing.assert_array_equal(in_set, (raw > 0.2).astype(float))
-    size = conformal_weights(sets, p_train, scheme="set_size", normalize=None)
+    size = conformal_weights(sets, p_train, method="set_size", normalize=None)
     np.testing.assert_allclose(size, 1.0 / np.maximum(sets.predict(p_train).size, 1))
     # the weights go straight into auq's DPO losses as weights=
     g = torch.Generator().manual_seed(0)
@@ -243,10 +243,10 @@ def test_conformal_weights_plug_into_the_dpo_losses():
     wt = torch.as_tensor(w)
     got = dpo_loss(pc, pr, rc, rr, beta=0.5, weights=w)
     assert float(got) == pytest.approx(float((wt * per_pair).sum() / wt.sum()), rel=1e-12)
-    got_n = dpo_loss(pc, pr, rc, rr, beta=0.5, weights=torch.as_tensor(w), normalize="n")
+    got_n = dpo_loss(pc, pr, rc, rr, beta=0.5, weights=torch.as_tensor(w), weight_normalization="n")
     assert float(got_n) == pytest.approx(float((wt * per_pair).mean()), rel=1e-12)
-    ipo = ipo_loss(pc, pr, rc, rr, tau=0.5, weights=w)
-    per_ipo = ipo_loss(pc, pr, rc, rr, tau=0.5, reduction="none")
+    ipo = ipo_loss(pc, pr, rc, rr, beta=0.5, weights=w)
+    per_ipo = ipo_loss(pc, pr, rc, rr, beta=0.5, reduction="none")
     assert float(ipo) == pytest.approx(float((wt * per_ipo).sum() / wt.sum()), rel=1e-12)
 
 

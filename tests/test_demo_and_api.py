@@ -29,7 +29,7 @@ def _readme_python_blocks() -> list[str]:
 
 def test_readme_examples_run(monkeypatch, tmp_path):
     """Every ```python block of the README runs (the reward-model block on a tiny local backbone)."""
-    from auq.models._testing import make_tiny_backbone
+    from _tiny_models import make_tiny_backbone
 
     backbone = make_tiny_backbone(tmp_path / "backbone", "bert")
     monkeypatch.chdir(tmp_path)

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _tiny_models import make_tiny_backbone
 
 from auq.calibration import ood_auroc
 from auq.models import (
@@ -23,7 +24,6 @@ from auq.models import (
     score,
 )
 from auq.models._density import _gaussian, ledoit_wolf_shrinkage
-from auq.models._testing import make_tiny_backbone
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

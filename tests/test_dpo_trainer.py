@@ -9,7 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from _tiny_lm import load_tiny_lm
+from _tiny_models import load_tiny_lm
 
 from auq.data import PreferenceDataset
 from auq.training.dpo_trainer import (
@@ -229,9 +229,10 @@ def test_checkpoint_is_safetensors_and_json(tiny_lm_dir, tokenizer, tmp_path):
 
 
 def test_attach_uncertainty_votes_and_ensemble(tmp_path):
+    from _tiny_models import make_tiny_backbone
+
     from auq.estimators import label_uncertainty
     from auq.models import RewardEnsemble
-    from auq.models._testing import make_tiny_backbone
 
     votes = np.array([[3, 0], [2, 1], [1, 1], [4, 1]])
     ds = _dataset(4, votes=votes)

@@ -207,10 +207,9 @@ def test_eval_fraction_carves_a_held_out_slice_and_bad_settings_fail(tmp_path):
     held = {ex["c"] for ex in tr.eval_dataset}
     assert held.isdisjoint(ex["c"] for ex in tr.train_dataset)
     # predict on a DatasetSubset slices the parent's features: same rewards as the rows themselves
-    full_c, full_r, _, _ = tr.predict(data)
-    sub_c, sub_r, _, _ = tr.predict(DatasetSubset(data, [7, 3, 41]))
-    np.testing.assert_array_equal(sub_c, full_c[[7, 3, 41]])
-    np.testing.assert_array_equal(sub_r, full_r[[7, 3, 41]])
+    full, sub = tr.predict(data), tr.predict(DatasetSubset(data, [7, 3, 41]))
+    np.testing.assert_array_equal(sub.rewards_chosen, full.rewards_chosen[[7, 3, 41]])
+    np.testing.assert_array_equal(sub.rewards_rejected, full.rewards_rejected[[7, 3, 41]])
     a, b = split_eval_slice(data, 0.2, seed=0)
     assert list(a.indices) == list(split_eval_slice(data, 0.2, seed=0)[0].indices)
     assert len(b) == 10 and isinstance(a, DatasetSubset)

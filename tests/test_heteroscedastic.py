@@ -16,6 +16,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from _tiny_models import make_tiny_backbone
 from _trainer_fixtures import make_tiny_bert, synthetic_pairs
 from scipy.special import expit
 from scipy.stats import spearmanr
@@ -30,7 +31,6 @@ from auq.models import (
     RewardModel,
     load_reward_model,
 )
-from auq.models._testing import make_tiny_backbone
 from auq.training.losses import bradley_terry_loss
 
 pytestmark = pytest.mark.usefixtures("one_thread")

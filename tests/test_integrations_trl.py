@@ -14,6 +14,8 @@ import torch
 trl = pytest.importorskip("trl")
 datasets = pytest.importorskip("datasets")
 
+from _tiny_models import SENTENCES, build_tiny_lm  # noqa: E402
+
 from auq.integrations.trl import (  # noqa: E402
     WeightedDPOConfig,
     WeightedDPOTrainer,
@@ -21,7 +23,6 @@ from auq.integrations.trl import (  # noqa: E402
     uncertainty_penalized_reward_func,
 )
 from auq.training.losses import dpo_loss, penalized_reward  # noqa: E402
-from tests._tiny_lm import SENTENCES, build_tiny_lm  # noqa: E402
 
 PROMPTS = ["please tell me", "what is the capital", "the weather today", "a helpful answer"]
 GOOD = ["sure here is a simple recipe for bread", "it is paris", "is sunny with light wind", "is short and kind"]
@@ -284,8 +285,9 @@ def test_bad_input(lm_path, tokenizer, tmp_path):
 
 @pytest.fixture(scope="module")
 def ensemble(tmp_path_factory):
+    from _tiny_models import make_tiny_backbone
+
     from auq.models import RewardEnsemble
-    from auq.models._testing import make_tiny_backbone
 
     path = make_tiny_backbone(tmp_path_factory.mktemp("rm"), "gpt2", seed=0)
     ens = RewardEnsemble.from_backbone(path, kind="heads", n_members=4, seed=0)

@@ -43,7 +43,7 @@ def test_unit_weights_and_targets_reduce_to_plain_dpo():
     for fn in (
         lambda *a: dpo_loss(*a, beta=0.1, weights=ones, targets=ones),
         lambda *a: dpo_loss(*a, beta=0.1, weights=ones * 3.0, targets=1.0),
-        lambda *a: dpo_loss(*a, beta=0.1, weights=ones, normalize="n"),
+        lambda *a: dpo_loss(*a, beta=0.1, weights=ones, weight_normalization="n"),
         lambda *a: robust_dpo_loss(*a, beta=0.1, epsilon=0.0, weights=ones),
         lambda *a: robust_dpo_loss(*a, beta=0.1, epsilon=torch.zeros(6, dtype=torch.float64)),
     ):
@@ -58,12 +58,12 @@ def test_weight_normalisation():
     w = torch.tensor([0.5, 2.0, 0.0, 1.0, 3.0, 0.5], dtype=torch.float64)
     per = dpo_loss(*xs, beta=0.1, reduction="none").detach()
     by_w = dpo_loss(*xs, beta=0.1, weights=w)
-    by_n = dpo_loss(*xs, beta=0.1, weights=w, normalize="n")
+    by_n = dpo_loss(*xs, beta=0.1, weights=w, weight_normalization="n")
     assert float(by_w) == pytest.approx(float((w * per).sum() / w.sum()), rel=1e-12)
     assert float(by_n) == pytest.approx(float((w * per).sum() / 6), rel=1e-12)
     # Σw normalisation is invariant to rescaling the weights, n normalisation is not
     assert float(dpo_loss(*xs, beta=0.1, weights=7 * w)) == pytest.approx(float(by_w), rel=1e-12)
-    assert float(dpo_loss(*xs, beta=0.1, weights=7 * w, normalize="n")) == pytest.approx(7 * float(by_n))
+    assert float(dpo_loss(*xs, beta=0.1, weights=7 * w, weight_normalization="n")) == pytest.approx(7 * float(by_n))
     torch.testing.assert_close(dpo_loss(*xs, beta=0.1, weights=w, reduction="none"), w * per)
     # a pair with weight 0 gets no gradient
     grads = torch.autograd.grad(by_w, xs)
@@ -105,7 +105,7 @@ def test_extreme_logits_finite(sign):
         lambda a, b: dpo_loss(a, b, b, b, beta=1.0),
         lambda a, b: dpo_loss(a, b, b, b, beta=1.0, targets=torch.tensor([0.0, 0.3, 1.0]), weights=torch.tensor([1.0, 2.0, 0.0])),
         lambda a, b: robust_dpo_loss(a, b, b, b, beta=1.0, epsilon=torch.tensor([0.0, 0.2, 0.4])),
-        lambda a, b: ipo_loss(a, b, b, b, tau=0.1),
+        lambda a, b: ipo_loss(a, b, b, b, beta=0.1),
         lambda a, b: bradley_terry_loss(a, b, targets=torch.tensor([0.2, 0.9, 1.0]), margin=1.0),
     ]
     for fn in fns:
@@ -150,11 +150,11 @@ def test_bradley_terry_members_and_bootstrap_weights():
 # ------------------------------------------------------------------------------------------
 
 
-def test_uncertainty_weights_schemes():
+def test_uncertainty_weights_methods():
     u = np.array([0.0, 0.5, 1.0, 2.0])
-    w = uncertainty_weights(u, "exp", tau=0.5, normalize=None)
+    w = uncertainty_weights(u, "exp", temperature=0.5, normalize=None)
     np.testing.assert_allclose(w, np.exp(-u / 0.5))
-    w = uncertainty_weights(u, "exp", normalize=None)  # tau = mean(u) = 0.875
+    w = uncertainty_weights(u, "exp", normalize=None)  # temperature = mean(u) = 0.875
     np.testing.assert_allclose(w, np.exp(-u / 0.875))
     np.testing.assert_allclose(uncertainty_weights(u, "linear", normalize=None), [1, 0.75, 0.5, 0])
     np.testing.assert_allclose(uncertainty_weights(u, "linear", u_max=1.0, normalize=None), [1, 0.5, 0, 0])
@@ -168,29 +168,29 @@ def test_uncertainty_weights_schemes():
     wm = uncertainty_weights(u, "linear")
     np.testing.assert_allclose(wm, np.array([1, 0.75, 0.5, 0]) / 0.5625)
     assert wm.mean() == pytest.approx(1.0)
-    assert uncertainty_weights(u, "exp", tau=1.0, normalize="sum").sum() == pytest.approx(1.0)
+    assert uncertainty_weights(u, "exp", temperature=1.0, normalize="sum").sum() == pytest.approx(1.0)
     # torch in, torch out
-    t = uncertainty_weights(torch.tensor(u), "exp", tau=1.0)
+    t = uncertainty_weights(torch.tensor(u), "exp", temperature=1.0)
     assert isinstance(t, torch.Tensor) and float(t.mean()) == pytest.approx(1.0)
     with pytest.raises(ValueError, match="all weights are zero"):
         uncertainty_weights(u, "threshold", threshold=-1.0)
     with pytest.raises(TypeError, match="threshold"):
         uncertainty_weights(u, "threshold")
-    with pytest.raises(ValueError, match="tau"):
-        uncertainty_weights(u, "exp", tau=0.0)
-    with pytest.raises(ValueError, match="scheme"):
+    with pytest.raises(ValueError, match="temperature must be > 0"):
+        uncertainty_weights(u, "exp", temperature=0.0)
+    with pytest.raises(ValueError, match="method must be one of"):
         uncertainty_weights(u, "cosine")
 
 
 def test_uncertainty_weights_exp_no_overflow_or_underflow():
-    # exp(-u/tau) of u = -1000 (tau defaults to 1 when mean(u) <= 0) overflowed to inf -> NaN
-    # weights; u in [10, 20] with tau = 0.01 underflowed to all zeros -> "all weights are zero"
+    # exp(-u/T) of u = -1000 (the temperature T defaults to 1 when mean(u) <= 0) overflowed to inf -> NaN
+    # weights; u in [10, 20] with T = 0.01 underflowed to all zeros -> "all weights are zero"
     w = uncertainty_weights(np.array([-1000.0, 0.0]), "exp")
     np.testing.assert_allclose(w, [2.0, 0.0], atol=1e-300)
     u = np.array([10.0, 10.005, 20.0])
     expect = np.exp(-(u - 10.0) / 0.01)
-    np.testing.assert_allclose(uncertainty_weights(u, "exp", tau=0.01, normalize="sum"), expect / expect.sum())
-    t = uncertainty_weights(torch.tensor([-1e4, -1e4 + 1.0]), "exp", tau=1.0)
+    np.testing.assert_allclose(uncertainty_weights(u, "exp", temperature=0.01, normalize="sum"), expect / expect.sum())
+    t = uncertainty_weights(torch.tensor([-1e4, -1e4 + 1.0]), "exp", temperature=1.0)
     assert bool(torch.isfinite(t).all()) and float(t.mean()) == pytest.approx(1.0)
 
 
@@ -198,8 +198,8 @@ def test_flip_rate_from_uncertainty():
     np.testing.assert_allclose(flip_rate_from_uncertainty(np.array([1.0, 0.9, 0.5, 0.1])), [0, 0.1, 0.45, 0.45])
     p = np.array([0.01, 0.1, 0.3, 0.45])
     h = -(p * np.log(p) + (1 - p) * np.log(1 - p))
-    np.testing.assert_allclose(flip_rate_from_uncertainty(h, kind="entropy", max_rate=0.49), p, atol=1e-9)
-    np.testing.assert_allclose(flip_rate_from_uncertainty(np.array([0.0, 1.0]), kind="entropy"), [0.0, 0.45])
+    np.testing.assert_allclose(flip_rate_from_uncertainty(h, input="entropy", max_rate=0.49), p, atol=1e-9)
+    np.testing.assert_allclose(flip_rate_from_uncertainty(np.array([0.0, 1.0]), input="entropy"), [0.0, 0.45])
     with pytest.raises(ValueError, match="u must be"):
         flip_rate_from_uncertainty(np.array([1.2]))
     with pytest.raises(ValueError, match="max_rate"):
@@ -329,11 +329,11 @@ def test_masked_mean_and_whiten_broadcast_a_lower_rank_mask():
 def test_ipo_lengths_must_be_non_negative():
     pc, pr = torch.tensor([-2.0, -4.0]), torch.tensor([-3.0, -1.0])
     rc, rr = torch.tensor([-2.5, -3.0]), torch.tensor([-2.0, -2.0])
-    tau = 0.5
+    beta = 0.5
     # hand computation with lengths (2, 0) and (4, 1): a length of 0 counts as 1
     h = [(-2.0 + 2.5) / 2 - (-3.0 + 2.0) / 4, (-4.0 + 3.0) / 1 - (-1.0 + 2.0) / 1]
-    expected = sum((v - 1 / (2 * tau)) ** 2 for v in h) / 2
-    got = ipo_loss(pc, pr, rc, rr, tau=tau, chosen_lengths=[2.0, 0.0], rejected_lengths=[4.0, 1.0])
+    expected = sum((v - 1 / (2 * beta)) ** 2 for v in h) / 2
+    got = ipo_loss(pc, pr, rc, rr, beta=beta, chosen_lengths=[2.0, 0.0], rejected_lengths=[4.0, 1.0])
     assert float(got) == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="chosen_lengths must be non-negative token counts, got a value of -3.0"):
         ipo_loss(pc, pr, rc, rr, chosen_lengths=[-3.0, 2.0])
@@ -359,8 +359,8 @@ def test_bad_input_errors_name_the_argument():
         dpo_loss(x, x, x, x, beta=0.0)
     with pytest.raises(ValueError, match="beta must be > 0"):
         dpo_logits(x, x, x, x, beta=-1.0)
-    with pytest.raises(ValueError, match="tau must be > 0"):
-        ipo_loss(x, x, x, x, tau=0.0)
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        ipo_loss(x, x, x, x, beta=0.0)
     with pytest.raises(ValueError, match="coef must be >= 0"):
         penalized_reward(np.ones((3, 2)), "lcb", coef=-1.0)
     with pytest.raises(ValueError, match="epsilon"):
@@ -379,8 +379,8 @@ def test_bad_input_errors_name_the_argument():
         bradley_terry_loss(torch.zeros(3), torch.zeros(3), targets=torch.ones(3, 1))
     with pytest.raises(ValueError, match="reduction"):
         dpo_loss(x, x, x, x, reduction="avg")
-    with pytest.raises(ValueError, match="normalize"):
-        dpo_loss(x, x, x, x, normalize="batch")
+    with pytest.raises(ValueError, match="weight_normalization must be one of"):
+        dpo_loss(x, x, x, x, weight_normalization="batch")
     with pytest.raises(ValueError, match="method"):
         penalized_reward(np.ones((3, 2)), "median")
     with pytest.raises(ValueError, match="member_offsets"):
@@ -389,7 +389,7 @@ def test_bad_input_errors_name_the_argument():
         ppo_loss(x, x, x, clip_range=0.0)
     with pytest.raises(ValueError, match="logprobs and advantages must have the same shape"):
         ppo_loss(x, x, torch.zeros(4))
-    with pytest.raises(ValueError, match="kind"):
+    with pytest.raises(ValueError, match="estimator must be one of"):
         kl_penalty(x, x, "k4")
     with pytest.raises(ValueError, match="lam must be <= 1"):
         compute_gae(x[None], x[None], lam=1.5)

@@ -9,6 +9,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _tiny_models import TEXTS, make_tiny_backbone
 
 from auq.models import (
     MCDropoutRewardModel,
@@ -23,7 +24,6 @@ from auq.models import (
     resolve_pooling,
     score,
 )
-from auq.models._testing import TEXTS, make_tiny_backbone
 
 FAMILIES = ("bert", "gpt2", "llama")
 

@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
+from _tiny_models import TEXTS, make_tiny_backbone
 
 import auq.models._io as io_mod
 from auq.models import (
@@ -18,7 +19,6 @@ from auq.models import (
     load_reward_model,
     score,
 )
-from auq.models._testing import TEXTS, make_tiny_backbone
 
 
 @pytest.fixture(scope="module")

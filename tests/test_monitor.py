@@ -325,9 +325,10 @@ def test_online_monitor_sees_the_rewards_the_trainer_used(online_paths):
 
 @pytest.fixture(scope="module")
 def fitted_ensemble(tmp_path_factory):
+    from _tiny_models import TEXTS, make_tiny_backbone
+
     from auq.data import PreferenceDataset
     from auq.models import RewardEnsemble
-    from auq.models._testing import TEXTS, make_tiny_backbone
 
     path = make_tiny_backbone(tmp_path_factory.mktemp("rm_monitor"), "gpt2", seed=0)
     ens = RewardEnsemble.from_backbone(path, kind="heads", n_members=4, seed=0).eval()
@@ -344,9 +345,8 @@ def fitted_ensemble(tmp_path_factory):
 def _grpo(tmp_path, fn, callback, max_steps, kind="grpo"):
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
+    from _tiny_models import SENTENCES, build_tiny_lm
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tests._tiny_lm import SENTENCES, build_tiny_lm
 
     lm = build_tiny_lm(str(tmp_path / "lm"), seed=0)
     ds = datasets.Dataset.from_dict({"prompt": [s.split(" ", 3)[-1] for s in SENTENCES[:8]]})

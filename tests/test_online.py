@@ -323,9 +323,10 @@ def test_best_of_n_picks_argmax_of_penalised_objective(paths):
 
 
 def test_ensemble_reward_fn_matches_model(tmp_path):
+    from _tiny_models import make_tiny_backbone
+
     from auq.data import PreferenceCollator
     from auq.models import RewardEnsemble
-    from auq.models._testing import make_tiny_backbone
 
     path = make_tiny_backbone(tmp_path / "bert", "bert", hidden_dropout=0.0)
     ens = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=0)
@@ -374,8 +375,9 @@ def test_trained_logprobs_are_the_samplers_with_left_padded_prompts(paths):
 
 
 def test_ensemble_reward_fn_caps_max_length_at_the_backbone(tmp_path):
+    from _tiny_models import make_tiny_backbone
+
     from auq.models import RewardEnsemble
-    from auq.models._testing import make_tiny_backbone
 
     ens = RewardEnsemble.from_backbone(make_tiny_backbone(tmp_path / "gpt2", "gpt2"), kind="heads", n_members=2)
     assert ens.max_positions == 128

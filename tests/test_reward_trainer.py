@@ -525,7 +525,7 @@ def test_float32_trainer_after_a_bf16_accelerate_state_stays_float32(bert, tmp_p
         for k, v in m0.state_dict().items():
             torch.testing.assert_close(m1.state_dict()[k], v, rtol=1e-6, atol=1e-7)
         r0, r1 = t0.predict(test), t1.predict(test)
-        for a, b in zip(r1[:2], r0[:2]):  # member rewards of the chosen and the rejected sides
-            np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-6, atol=1e-7)
+        for side in ("rewards_chosen", "rewards_rejected"):
+            np.testing.assert_allclose(getattr(r1, side), getattr(r0, side), rtol=1e-6, atol=1e-7)
     finally:
         AcceleratorState._reset_state(True)

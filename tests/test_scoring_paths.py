@@ -7,8 +7,17 @@ import pytest
 import torch
 from _trainer_fixtures import make_tiny_bert, synthetic_dataset
 
+from auq.calibration import negative_log_likelihood, preference_accuracy
+from auq.data import PreferenceDataset
 from auq.estimators import decompose
-from auq.models import FeatureCache, RewardEnsemble, encode_dataset, score, score_features
+from auq.models import (
+    FeatureCache,
+    Predictions,
+    RewardEnsemble,
+    encode_dataset,
+    score,
+    score_features,
+)
 from auq.training import RewardModelTrainer, RewardTrainerConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -77,6 +86,54 @@ def test_heteroscedastic_noise_reaches_predictions_and_the_aleatoric_term(bert, 
     # the cached-feature path carries the noise too
     cached = score(model, test, progress=False, feature_cache=cache)
     np.testing.assert_allclose(cached.noise_var_rejected, preds.noise_var_rejected, rtol=1e-5, atol=1e-7)
+
+
+def test_trainer_predict_returns_the_predictions_score_returns(bert, tmp_path):
+    """RewardModelTrainer.predict and auq.models.score: one return type, the same values."""
+    model = RewardEnsemble.from_backbone(bert, kind="heads", n_members=3, seed=0, heteroscedastic=True)
+    cfg = RewardTrainerConfig(
+        output_dir=str(tmp_path / "out"), max_steps=4, per_device_train_batch_size=8, learning_rate=5e-2,
+        bootstrap=True, max_length=32, disable_tqdm=True, per_device_eval_batch_size=5,
+    )
+    trainer = RewardModelTrainer(model, cfg, synthetic_dataset(24, seed=1))
+    trainer.train()
+    base = synthetic_dataset(12, seed=5).to_dict()
+    rng = np.random.default_rng(0)
+    base["target"] = rng.uniform(0.5, 1.0, 12).round(3).tolist()  # soft labels, exact in float64
+    base["weight"] = rng.uniform(0.1, 2.0, 12).tolist()
+    base["id"] = [f"pair-{i}" for i in range(12)]
+    test = PreferenceDataset.from_dict(base)
+    preds, ref = trainer.predict(test), score(model, test, progress=False)
+    assert isinstance(preds, Predictions) and model.anchored and preds.anchored == ref.anchored
+    np.testing.assert_allclose(preds.rewards_chosen, ref.rewards_chosen, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(preds.rewards_rejected, ref.rewards_rejected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(preds.noise_var_chosen, ref.noise_var_chosen, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(preds.noise_var_rejected, ref.noise_var_rejected, rtol=1e-5, atol=1e-7)
+    # targets and ids as score gives them; the weights column carried (score has none)
+    np.testing.assert_array_equal(preds.targets, test.targets)
+    np.testing.assert_array_equal(preds.targets, ref.targets)
+    assert preds.ids == ref.ids == base["id"]
+    np.testing.assert_array_equal(preds.weights, test.weights)
+    assert ref.weights is None and "weight" not in ref.to_pandas() and "weight" in preds.to_pandas()
+    preds.save(tmp_path / "p.csv")
+    back = Predictions.load(tmp_path / "p.csv")
+    np.testing.assert_array_equal(back.weights, preds.weights)
+    np.testing.assert_array_equal(back.rewards_chosen, preds.rewards_chosen)
+    # evaluate reads the same Predictions: its metrics are score()'s probabilities' metrics
+    m = trainer.evaluate(test)
+    prob = ref.decompose().prob
+    assert m["eval_accuracy"] == pytest.approx(preference_accuracy(prob, test.targets))
+    assert m["eval_nll"] == pytest.approx(negative_log_likelihood(prob, test.targets), rel=1e-4)
+    # a plain list of dicts (no ids, no columns): positions as ids, collated targets, unit weights
+    plain = [test[i] for i in range(4)]
+    for ex in plain:
+        ex.pop("target", None)
+        ex.pop("weight", None)
+    listed = trainer.predict(plain)
+    assert listed.ids == [0, 1, 2, 3]
+    np.testing.assert_array_equal(listed.weights, np.ones(4))
+    np.testing.assert_array_equal(listed.targets, np.ones(4))
+    np.testing.assert_allclose(listed.rewards_chosen, ref.rewards_chosen[:4], rtol=1e-5, atol=1e-6)
 
 
 def test_score_features_rejects_bad_input(bert, tmp_path):
@@ -192,5 +249,5 @@ def test_an_index_field_in_the_data_does_not_steer_the_trainer(bert, tmp_path):
         )
         trainer = RewardModelTrainer(model, cfg, data)  # token path: the trunk trains
         trainer.train()
-        out.append(trainer.predict(data)[0])
+        out.append(trainer.predict(data).rewards_chosen)
     np.testing.assert_allclose(out[0], out[1], rtol=1e-6, atol=1e-6)

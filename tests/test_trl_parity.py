@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import torch
 from _grad_helpers import assert_same, random_logps, value_and_grad
-from _tiny_lm import load_tiny_lm
+from _tiny_models import load_tiny_lm
 
 from auq.data import PreferenceDataset
 from auq.training.dpo_trainer import UncertaintyDPOConfig, UncertaintyDPOTrainer
@@ -130,7 +130,7 @@ def test_dpo_equals_trl_sigmoid_value_and_grad(make_trl_dpo):
     ones = torch.ones(6, dtype=torch.float64)
     unit = value_and_grad(lambda *a: dpo_loss(*a, beta=0.3, weights=ones, targets=ones), xs)
     assert_same(unit, ref)
-    unit_n = value_and_grad(lambda *a: dpo_loss(*a, beta=0.3, weights=ones, normalize="n"), xs)
+    unit_n = value_and_grad(lambda *a: dpo_loss(*a, beta=0.3, weights=ones, weight_normalization="n"), xs)
     assert_same(unit_n, ref)
     # a nontrivial loss: the test would notice a sign or beta error
     assert float(ref[0]) != pytest.approx(math.log(2), abs=1e-3)
@@ -179,16 +179,16 @@ def test_ipo_equals_trl_ipo(make_trl_dpo):
     ref = value_and_grad(lambda *a: trl_loss(trainer, *a, lengths_c=lc, lengths_r=lr), xs)
     ours = value_and_grad(
         lambda *a: ipo_loss(
-            *a, tau=0.5, chosen_lengths=torch.tensor(lc), rejected_lengths=torch.tensor(lr)
+            *a, beta=0.5, chosen_lengths=torch.tensor(lc), rejected_lengths=torch.tensor(lr)
         ),
         xs,
     )
     assert_same(ours, ref)
     # sequence-level IPO (no lengths) is TRL's with every completion one token long
     ref1 = value_and_grad(lambda *a: trl_loss(trainer, *a), xs)
-    assert_same(value_and_grad(lambda *a: ipo_loss(*a, tau=0.5), xs), ref1)
+    assert_same(value_and_grad(lambda *a: ipo_loss(*a, beta=0.5), xs), ref1)
     ones = torch.ones(6, dtype=torch.float64)
-    assert_same(value_and_grad(lambda *a: ipo_loss(*a, tau=0.5, targets=ones, weights=ones), xs), ref1)
+    assert_same(value_and_grad(lambda *a: ipo_loss(*a, beta=0.5, targets=ones, weights=ones), xs), ref1)
 
 
 def test_bradley_terry_margin_equals_trl_reward_trainer(tiny_lm_dir, tmp_path):

@@ -11,6 +11,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from _tiny_models import bpe_tokenizer, make_tiny_backbone, wordpiece_tokenizer
 from torch import nn
 
 from auq.data import PreferenceCollator, PreferenceDataset
@@ -23,7 +24,6 @@ from auq.models import (
     load_reward_model,
     score,
 )
-from auq.models._testing import _bpe_tokenizer, _wordpiece_tokenizer, make_tiny_backbone
 
 TEXTS = [
     "Human: How do I bake bread? Assistant: Mix flour, water, salt and yeast, then bake it.",
@@ -55,7 +55,7 @@ def make_classifier(
 
     path = os.fspath(path)
     if family == "gpt2":
-        tok = _bpe_tokenizer(vocab_size)
+        tok = bpe_tokenizer(vocab_size)
         tok.pad_token = tok.eos_token  # the usual GPT-2 reward-model setup
         cfg = GPT2Config(
             vocab_size=len(tok), n_embd=32, n_layer=2, n_head=2, n_positions=128, num_labels=num_labels,
@@ -63,7 +63,7 @@ def make_classifier(
         )
         cls = GPT2ForSequenceClassification
     else:
-        tok = _wordpiece_tokenizer()
+        tok = wordpiece_tokenizer()
         cfg = BertConfig(
             vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
             intermediate_size=64, max_position_embeddings=128, num_labels=num_labels,
@@ -347,9 +347,8 @@ def test_export_errors(tmp_path, gpt2_heads):
 def test_grpo_trainer_runs_with_the_exported_folder_as_reward(gpt2_heads, tmp_path):
     trl = pytest.importorskip("trl")
     datasets = pytest.importorskip("datasets")
+    from _tiny_models import SENTENCES, build_tiny_lm
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tests._tiny_lm import SENTENCES, build_tiny_lm
 
     folder = str(tmp_path / "reward")
     export_sequence_classifier(gpt2_heads, folder, mean=True)

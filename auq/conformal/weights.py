@@ -4,6 +4,8 @@ A reward model (not trained on the calibration pairs) scores the calibration pai
 :class:`~auq.conformal.PairSetPredictor` fitted on them then turns the reward model's view of any
 other pair (e.g. the DPO training pairs) into a weight:
 
+The ``method`` chooses the weight:
+
 * ``"p_value"``: ``w = π(x, labelled side)``, the conformal p-value of the side the data set says
   is preferred (``target >= 0.5``: chosen). A label the reward model finds atypical among the
   calibration labels (a small p-value: it confidently prefers the other side) is down-weighted;
@@ -15,7 +17,7 @@ other pair (e.g. the DPO training pairs) into a weight:
   reward model cannot tell the sides apart at level ``α``). This one ignores the label.
 
 ``normalize="mean"`` (default) rescales to mean 1 as :func:`auq.training.uncertainty_weights`
-does, so a weighted DPO loss with ``normalize="n"`` keeps the plain loss's scale and the
+does, so a weighted DPO loss with ``weight_normalization="n"`` keeps the plain loss's scale and the
 ``Σw``-normalised mean is unchanged by the rescaling. The weights go to
 ``auq.training.dpo_loss(..., weights=w)`` (and ``robust_dpo_loss``, ``ipo_loss``), or into a
 :class:`~auq.data.PreferenceDataset`'s ``weights`` column for the DPO trainer.
@@ -26,9 +28,9 @@ not to a model trained with the weights.
 Examples
 --------
 >>> sets = PairSetPredictor(alpha=0.25).fit([0.9, 0.8, 0.3, 0.6, 0.7], [1, 1, 1, 0, 1])
->>> conformal_weights(sets, [0.75, 0.75], [1.0, 0.0], scheme="p_value", normalize=None).round(4)
+>>> conformal_weights(sets, [0.75, 0.75], [1.0, 0.0], method="p_value", normalize=None).round(4)
 array([0.6667, 0.1667])
->>> conformal_weights(sets, [0.95, 0.5], [1.0, 1.0], scheme="set_size", normalize=None)
+>>> conformal_weights(sets, [0.95, 0.5], [1.0, 1.0], method="set_size", normalize=None)
 array([1. , 0.5])
 """
 
@@ -38,22 +40,23 @@ from typing import Any
 
 import numpy as np
 
-from auq._checks import check_choice
+from auq._checks import check_choice, renamed_kwargs
 
 from ._common import check_level, check_prob, check_targets, true_side_is_chosen
 from .sets import PairSetPredictor
 
 __all__ = ["conformal_weights"]
 
-_SCHEMES = ("p_value", "in_set", "set_size")
+_METHODS = ("p_value", "in_set", "set_size")
 
 
+@renamed_kwargs(scheme="method")
 def conformal_weights(
     sets: PairSetPredictor,
     prob: Any,
     targets: Any = None,
     *,
-    scheme: str = "p_value",
+    method: str = "p_value",
     alpha: float | None = None,
     normalize: str | None = "mean",
 ) -> np.ndarray:
@@ -67,7 +70,9 @@ def conformal_weights(
         The reward model's P(chosen preferred) for the pairs to weight.
     targets : array-like, shape [n], optional
         Their labels (default 1.0: chosen preferred, as in hh-rlhf); not used by ``"set_size"``.
-    scheme : {"p_value", "in_set", "set_size"}
+    method : {"p_value", "in_set", "set_size"}
+        How a pair's conformal p-values become its weight (see the module docstring); the
+        deprecated name ``scheme=`` is accepted with a ``FutureWarning`` for one release.
     alpha : float in (0, 1), optional
         Level of ``"in_set"`` and ``"set_size"``; default ``sets.alpha``.
     normalize : {"mean", None}
@@ -85,23 +90,23 @@ def conformal_weights(
     """
     if not isinstance(sets, PairSetPredictor):
         raise TypeError(f"sets must be a fitted PairSetPredictor, got {type(sets).__name__}")
-    check_choice(scheme, "scheme", _SCHEMES)
+    check_choice(method, "method", _METHODS)
     check_choice(normalize, "normalize", ("mean", None))
     level = sets.alpha if alpha is None else check_level(alpha, "alpha")
     p = check_prob(prob)
     t = np.ones_like(p) if targets is None else check_targets(targets, p.shape[0])
     pi_chosen, pi_rejected = sets.p_values(p)
-    if scheme == "set_size":
+    if method == "set_size":
         size = (pi_chosen > level).astype(np.float64) + (pi_rejected > level)
         w = 1.0 / np.maximum(size, 1.0)  # an empty set counts as the model's preferred side alone
     else:
         pi_label = np.where(true_side_is_chosen(t), pi_chosen, pi_rejected)
-        w = pi_label if scheme == "p_value" else (pi_label > level).astype(np.float64)
+        w = pi_label if method == "p_value" else (pi_label > level).astype(np.float64)
     if normalize == "mean":
         total = w.sum()
         if not total > 0:
             raise ValueError(
-                f"all weights are zero under scheme={scheme!r} (no labelled side is in its "
+                f"all weights are zero under method={method!r} (no labelled side is in its "
                 f"{1 - level:g} set); nothing to normalise"
             )
         w = w * (w.shape[0] / total)

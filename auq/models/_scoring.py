@@ -43,6 +43,9 @@ class Predictions:
     noise_var_chosen, noise_var_rejected : numpy.ndarray, float64, shape [n_pairs, n_members], optional
         Learned aleatoric reward variance of each response and member (heteroscedastic heads);
         ``None`` for models without a variance head.
+    weights : numpy.ndarray, float64, shape [n_pairs], optional
+        Per-pair weights of the scored dataset (its ``weights`` column, as the trainer's
+        :meth:`~auq.training.RewardModelTrainer.predict` carries them); ``None`` from :func:`score`.
     anchored : bool, default False
         True when each member's rewards are already centred on that member's mean reward over
         the *training* responses (the model's ``reward_offsets``); per-response statistics are
@@ -65,6 +68,7 @@ class Predictions:
     noise_var_chosen: np.ndarray | None = None
     noise_var_rejected: np.ndarray | None = None
     anchored: bool = False
+    weights: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         c = as_float_array(self.rewards_chosen, "rewards_chosen", ndim=(1, 2))
@@ -105,6 +109,13 @@ class Predictions:
                 if (v < 0).any():
                     raise ValueError(f"{name} must be non-negative (a variance)")
                 object.__setattr__(self, name, v)
+        if self.weights is not None:
+            w = as_float_array(self.weights, "weights", ndim=1)
+            if w.shape[0] != c.shape[0]:
+                raise ValueError(f"weights has {w.shape[0]} values for {c.shape[0]} pairs")
+            if (w < 0).any():
+                raise ValueError(f"weights must be non-negative, got a value of {float(w.min())!r}")
+            object.__setattr__(self, "weights", w)
         if not isinstance(self.anchored, (bool, np.bool_)):
             raise TypeError(f"anchored must be a bool, got {type(self.anchored).__name__}")
         object.__setattr__(self, "anchored", bool(self.anchored))
@@ -145,7 +156,8 @@ class Predictions:
     def to_pandas(self):
         """One row per pair: ``id``, ``prob``, ``total``, ``aleatoric``, ``epistemic``,
         ``margin_mean``, ``margin_std``, ``reward_mean_chosen``, ``reward_std_chosen``,
-        ``reward_mean_rejected``, ``reward_std_rejected`` (members centred) and ``target``.
+        ``reward_mean_rejected``, ``reward_std_rejected`` (members centred) and ``target``
+        (then ``weight`` when the predictions carry weights).
 
         The entropy columns answer *how uncertain is this preference*; the per-response reward
         std columns answer *do the members agree about each response* (the better signal for
@@ -163,6 +175,8 @@ class Predictions:
             df["ood_rejected"] = self.ood_rejected
             df["ood"] = self.ood
         df["target"] = self.targets
+        if self.weights is not None:
+            df["weight"] = self.weights
         return df
 
     def save(self, path: str | os.PathLike) -> None:
@@ -219,6 +233,8 @@ class Predictions:
         if all(c in df.columns for c in nc + nr):
             kw["noise_var_chosen"] = df[nc].to_numpy(np.float64)
             kw["noise_var_rejected"] = df[nr].to_numpy(np.float64)
+        if "weight" in df.columns:
+            kw["weights"] = df["weight"].to_numpy(np.float64)
         if "anchored" in df.columns and len(df):
             kw["anchored"] = bool(df["anchored"].iloc[0])
         return cls(df[cc].to_numpy(np.float64), df[rc].to_numpy(np.float64), df["target"].to_numpy(np.float64), df["id"].tolist(), **kw)
@@ -301,6 +317,11 @@ def score(
     variance (``noise_var_chosen``/``noise_var_rejected``), which :meth:`Predictions.decompose`
     integrates into the aleatoric term.
 
+    Under ``accelerate launch`` (or ``torchrun``) with several processes, each process scores one
+    contiguous block of the pairs on its own device (``device=None``: the process's device) and the
+    blocks are gathered back in dataset order: every process returns the same full
+    :class:`Predictions`, equal row for row to a single-process run (see ``auq.models._sharding``).
+
     Parameters
     ----------
     model : reward model
@@ -330,6 +351,25 @@ def score(
     >>> preds = score(ensemble, dataset, batch_size=16)  # doctest: +SKIP
     >>> preds.to_pandas()[["prob", "epistemic", "ood"]].head()  # doctest: +SKIP
     """
+    from ._sharding import process_state, score_sharded
+
+    state = process_state()
+    if state is not None:
+        from auq.data.dataset import check_pairs
+
+        check_pairs(dataset, "dataset")
+        if len(dataset) == 0:
+            raise ValueError("dataset is empty; nothing to score")
+        return score_sharded(state, _score_local, model, dataset, device, progress, batch_size=batch_size,
+                             collator=collator, feature_cache=feature_cache)
+    return _score_local(model, dataset, batch_size=batch_size, device=device, progress=progress,
+                        collator=collator, feature_cache=feature_cache)
+
+
+def _score_local(
+    model: Any, dataset: Any, *, batch_size: int, device: Any, progress: bool, collator: Any, feature_cache: Any,
+) -> Predictions:
+    """:func:`score` in this process alone."""
     batch_size, device, collator = _resolve(model, dataset, batch_size, device, collator)
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
@@ -437,8 +477,11 @@ def score_features(
     return _predictions(model, cols, labels, ids)
 
 
-def _predictions(model: Any, cols: dict[str, Any], labels: np.ndarray, ids: list) -> Predictions:
-    """The one place raw pass outputs become :class:`Predictions` (ood, anchoring, noise)."""
+def _predictions(
+    model: Any, cols: dict[str, Any], labels: np.ndarray, ids: list, weights: np.ndarray | None = None
+) -> Predictions:
+    """The one place raw pass outputs become :class:`Predictions` (ood, anchoring, noise);
+    :func:`score`, :func:`score_features` and ``RewardModelTrainer.predict`` all end here."""
     rc, rr = cols["rc"], cols["rr"]
     kw: dict[str, Any] = {}
     density = getattr(model, "density", None)
@@ -449,7 +492,7 @@ def _predictions(model: Any, cols: dict[str, Any], labels: np.ndarray, ids: list
     if getattr(model, "anchored", False):
         rc, rr = model.anchor(rc), model.anchor(rr)
         kw["anchored"] = True
-    return Predictions(rc, rr, labels, ids, **kw)
+    return Predictions(rc, rr, labels, ids, weights=weights, **kw)
 
 
 def _rewards_from_features(model: Any, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:

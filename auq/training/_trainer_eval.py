@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..models._scoring import Predictions, _predictions
 from ._batching import (
     _CollateWithExtras,
     _IndexedDataset,
@@ -17,28 +18,46 @@ from ._batching import (
 logger = logging.getLogger("auq.training.reward_trainer")
 
 
+def _column(dataset: Any, name: str, n: int, collated: torch.Tensor) -> np.ndarray:
+    """The dataset's own float64 column ``name`` (as :func:`auq.models.score` reads it: no float32
+    round trip through the collator) when it has one of length ``n``; else the collated values."""
+    values = getattr(dataset, name, None)
+    if values is not None and len(values) == n:
+        return np.asarray(values, dtype=np.float64)
+    return collated.numpy()
+
+
 class _EvaluationMixin:
     """Methods of :class:`~auq.training.RewardModelTrainer` (not used on its own)."""
 
     @torch.no_grad()
-    def predict(self, dataset: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Member rewards of a dataset (default: the eval set), gathered from all processes.
+    def predict(self, dataset: Any = None) -> Predictions:
+        """Score a dataset (default: the eval set) across all processes: :class:`~auq.models.Predictions`.
 
-        With a frozen trunk the features come from :attr:`feature_store` (no trunk pass for texts
-        it holds).
+        The same object :func:`auq.models.score` returns, built by the same code (anchoring by the
+        model's training offsets, learned noise variances of heteroscedastic models), in dataset
+        order, plus the pairs' ``weights``. Under ``accelerate launch`` each process scores its
+        share of the pairs and every process gets all of them (the even-sharding duplicates
+        dropped). With a frozen trunk the features come from :attr:`feature_store` (no trunk pass
+        for texts it holds). Out-of-distribution scores are not computed here (use ``score``).
 
         Returns
         -------
-        rewards_chosen, rewards_rejected : numpy.ndarray
-            float64 ``[n_pairs, n_members]``, in dataset order.
-        targets, weights : numpy.ndarray
-            float64 ``[n_pairs]``.
+        Predictions
+            ``rewards_chosen``/``rewards_rejected`` float64 ``[n_pairs, n_members]``; ``targets`` and
+            ``weights`` float64 ``[n_pairs]`` (the dataset's own float64 columns where it has them);
+            ``ids`` the dataset's ``ids`` (else ``0..n-1``).
+
+        Examples
+        --------
+        >>> preds = trainer.predict(test)                     # doctest: +SKIP
+        >>> preds.decompose().epistemic.mean()                # doctest: +SKIP
         """
         self._prepare()
         if dataset is None:
             if self.eval_loader is None:
                 raise ValueError("dataset: no dataset given and the trainer has no eval_dataset")
-            loader = self.eval_loader
+            loader, dataset = self.eval_loader, self.eval_dataset
         else:
             self._check_dataset(dataset, "dataset")
             margin_column = self.config.margin if isinstance(self.config.margin, str) else None
@@ -57,17 +76,30 @@ class _EvaluationMixin:
         for batch in loader:
             with self.accelerator.autocast():
                 rc, rr = self._rewards(batch)
-            noise = batch.get("noise_var", torch.zeros_like(rc))  # heteroscedastic models' v_c + v_r
+            zeros = torch.zeros_like(rc)
+            vc = batch.get("noise_var_chosen", zeros)  # heteroscedastic models' learned variances
+            vr = batch.get("noise_var_rejected", zeros)
             gathered = self.accelerator.gather_for_metrics(
-                (rc, rr, batch["targets"].float(), batch["weights"].float(), batch["index"], noise.float())
+                (rc, rr, batch["targets"].float(), batch["weights"].float(), batch["index"], vc.float(), vr.float())
             )
             parts.append(tuple(t.cpu() for t in gathered))
         module.train(was_training)
-        rc, rr, t, w, idx, nv = (torch.cat([p[i] for p in parts]) for i in range(6))
+        rc, rr, t, w, idx, vc, vr = (torch.cat([p[i] for p in parts]).double() for i in range(7))
         order = torch.argsort(idx)
-        #: the pairs' learned noise variance (v_c + v_r) of the last predict(), for evaluate()
-        self._last_noise_var = nv[order].double().numpy() if getattr(self.model, "heteroscedastic", False) else None
-        return tuple(x[order].double().numpy() for x in (rc, rr, t, w))  # type: ignore[return-value]
+        hetero = getattr(self.model, "heteroscedastic", False)
+        cols = {
+            "rc": rc[order].numpy(), "rr": rr[order].numpy(),
+            "vc": vc[order].numpy() if hetero else None, "vr": vr[order].numpy() if hetero else None,
+        }
+        n = len(order)
+        ids = getattr(dataset, "ids", None)
+        return _predictions(
+            self.model,
+            cols,
+            _column(dataset, "targets", n, t[order]),
+            list(ids) if ids is not None and len(ids) == n else list(range(n)),
+            weights=_column(dataset, "weights", n, w[order]),
+        )
 
     def evaluate(self, eval_dataset: Any = None, metric_key_prefix: str = "eval") -> dict[str, float]:
         """Evaluate on held-out pairs.
@@ -83,21 +115,17 @@ class _EvaluationMixin:
             pairwise_calibration_error,
             preference_accuracy,
         )
-        from ..estimators import decompose
 
-        rc, rr, targets, weights = self.predict(eval_dataset)
-        tc, tr = torch.from_numpy(rc), torch.from_numpy(rr)
-        batch = {
-            "targets": torch.from_numpy(targets),
-            "weights": torch.from_numpy(weights),
-        }
+        preds = self.predict(eval_dataset)
+        targets = preds.targets
+        batch = {"targets": torch.tensor(targets), "weights": torch.tensor(preds.weights)}
         if isinstance(self.config.margin, str):
             batch["margin"] = self._eval_margins(eval_dataset)
-        noise = self._last_noise_var  # heteroscedastic: the objective trained on, as score() sees it
-        if noise is not None:
-            batch["noise_var"] = torch.from_numpy(noise)
+        if preds.noise_var_chosen is not None:  # heteroscedastic: the objective trained on, as score() sees it
+            batch["noise_var"] = torch.tensor(preds.noise_var_chosen + preds.noise_var_rejected)
+        tc, tr = torch.tensor(preds.rewards_chosen), torch.tensor(preds.rewards_rejected)
         loss = float(self._loss(tc, tr, batch, bootstrap=False))
-        dec = decompose(rc - rr, noise_var=noise)
+        dec = preds.decompose()
         prob = np.asarray(dec.prob, dtype=np.float64)
         p = metric_key_prefix + "_"
         metrics = {

@@ -8,11 +8,12 @@ log-probabilities), optional per-pair ``weights`` and soft ``targets``, and a ``
   ``-q·logsigmoid(z) - (1-q)·logsigmoid(-z)``; ``q ≡ 1`` is the plain loss and a constant ``q`` is
   label smoothing (cDPO).
 * Weights. Per-pair weights ``w >= 0`` multiply the per-pair loss. ``reduction="mean"`` divides by
-  ``Σw`` (``normalize="weights"``, the default: a weighted average, so rescaling all weights changes
-  nothing) or by the number of pairs ``n`` (``normalize="n"``: pairs with a small weight shrink the
+  ``Σw`` (``weight_normalization="weights"``, the default: a weighted average, so rescaling all weights changes
+  nothing) or by the number of pairs ``n`` (``weight_normalization="n"``: pairs with a small weight shrink the
   loss, as if they were partly dropped). A batch whose weights are all zero gives a loss of 0 (and
   zero gradients), never NaN. ``reduction="sum"`` gives ``Σ w·loss``, ``reduction="none"`` the
-  per-pair ``w·loss``.
+  per-pair ``w·loss``. (``normalize=`` is the deprecated name of ``weight_normalization=``, accepted
+  with a ``FutureWarning`` for one release.)
 
 With ``weights ≡ 1`` and ``targets ≡ 1`` every variant here equals its plain counterpart, and the DPO
 family equals TRL's ``DPOTrainer`` losses (``sigmoid``, ``robust``, ``ipo``; tested against the
@@ -37,6 +38,7 @@ from auq._checks import (
     check_float,
     check_labels,
     check_same_shape,
+    renamed_kwargs,
 )
 from auq._math import probit_scaled_logit
 from auq.training.rl import (  # noqa: F401  (moved to auq.training.rl; still importable from here)
@@ -111,7 +113,7 @@ def _reduce(
     losses: torch.Tensor,
     weights: torch.Tensor | None,
     reduction: str,
-    normalize: str = "weights",
+    weight_normalization: str = "weights",
 ) -> torch.Tensor:
     """Weighted reduction over the first (pair) dimension; see the module docstring."""
     if weights is not None:
@@ -120,7 +122,7 @@ def _reduce(
         return losses
     total = losses.sum(dim=0)
     if reduction == "mean":
-        if weights is None or normalize == "n":
+        if weights is None or weight_normalization == "n":
             total = total / losses.shape[0]
         else:
             denom = torch.broadcast_to(weights, losses.shape).sum(dim=0)
@@ -336,6 +338,7 @@ def _pair_options(z: torch.Tensor, weights: Any, targets: Any) -> tuple[torch.Te
     return w, q
 
 
+@renamed_kwargs(normalize="weight_normalization")
 def dpo_loss(
     policy_chosen_logps: Any,
     policy_rejected_logps: Any,
@@ -345,14 +348,14 @@ def dpo_loss(
     weights: Any = None,
     targets: Any = None,
     reduction: str = "mean",
-    normalize: str = "weights",
+    weight_normalization: str = "weights",
 ) -> torch.Tensor:
     """Sigmoid DPO loss with per-pair weights and soft targets.
 
     Per pair ``loss = -q·logsigmoid(z) - (1-q)·logsigmoid(-z)`` with ``z`` from :func:`dpo_logits`;
     without ``targets`` it is ``-logsigmoid(z)`` (Rafailov et al. 2023). A constant ``q = 1 - ε`` is
-    conservative DPO / label smoothing. The weighted mean divides by ``Σw`` (``normalize="weights"``)
-    or by the number of pairs (``normalize="n"``); see the module docstring.
+    conservative DPO / label smoothing. The weighted mean divides by ``Σw`` (``weight_normalization="weights"``)
+    or by the number of pairs (``weight_normalization="n"``); see the module docstring.
 
     Parameters
     ----------
@@ -365,8 +368,8 @@ def dpo_loss(
     targets : Tensor ``[B]`` or float, optional
         Soft labels ``q = P(chosen preferred)`` in [0, 1].
     reduction : {"mean", "sum", "none"}
-    normalize : {"weights", "n"}
-        Denominator of the weighted mean.
+    weight_normalization : {"weights", "n"}
+        Denominator of the weighted mean (deprecated alias: ``normalize``).
 
     Examples
     --------
@@ -376,12 +379,13 @@ def dpo_loss(
     0.8133
     """
     reduction = check_choice(reduction, "reduction", _REDUCTIONS)
-    normalize = check_choice(normalize, "normalize", _NORMALIZE)
+    weight_normalization = check_choice(weight_normalization, "weight_normalization", _NORMALIZE)
     z = dpo_logits(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
     w, q = _pair_options(z, weights, targets)
-    return _reduce(_soft_logistic(z, q), w, reduction, normalize)
+    return _reduce(_soft_logistic(z, q), w, reduction, weight_normalization)
 
 
+@renamed_kwargs(normalize="weight_normalization")
 def robust_dpo_loss(
     policy_chosen_logps: Any,
     policy_rejected_logps: Any,
@@ -391,7 +395,7 @@ def robust_dpo_loss(
     epsilon: Any = 0.1,
     weights: Any = None,
     reduction: str = "mean",
-    normalize: str = "weights",
+    weight_normalization: str = "weights",
 ) -> torch.Tensor:
     """Robust DPO (Chowdhury et al. 2024, rDPO) with a global or per-pair label-flip rate ``ε``.
 
@@ -414,7 +418,7 @@ def robust_dpo_loss(
     True
     """
     reduction = check_choice(reduction, "reduction", _REDUCTIONS)
-    normalize = check_choice(normalize, "normalize", _NORMALIZE)
+    weight_normalization = check_choice(weight_normalization, "weight_normalization", _NORMALIZE)
     z = dpo_logits(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
     w, _ = _pair_options(z, weights, None)
     if isinstance(epsilon, (int, float)):
@@ -429,40 +433,43 @@ def robust_dpo_loss(
     clean = -(1 - eps) * F.logsigmoid(z)
     flipped = -eps * F.logsigmoid(-z)
     losses = (clean - flipped) / (1 - 2 * eps)
-    return _reduce(losses, w, reduction, normalize)
+    return _reduce(losses, w, reduction, weight_normalization)
 
 
+@renamed_kwargs(tau="beta", normalize="weight_normalization")
 def ipo_loss(
     policy_chosen_logps: Any,
     policy_rejected_logps: Any,
     ref_chosen_logps: Any,
     ref_rejected_logps: Any,
-    tau: float = 0.1,
+    beta: float = 0.1,
     chosen_lengths: Any = None,
     rejected_lengths: Any = None,
     weights: Any = None,
     targets: Any = None,
     reduction: str = "mean",
-    normalize: str = "weights",
+    weight_normalization: str = "weights",
 ) -> torch.Tensor:
     """IPO loss (Azar et al. 2023, Eq. 17) with optional length normalisation and soft targets.
 
     ``h = (log π(c) - log π_ref(c))/len_c - (log π(r) - log π_ref(r))/len_r`` and per pair
-    ``(h - (q - 1/2)/τ)^2``; with ``q = 1`` the target is ``1/(2τ)``. Without lengths ``len = 1``
-    (sequence-level IPO, as in the paper). TRL's ``loss_type="ipo"`` (``beta = τ``) divides by the
+    ``(h - (q - 1/2)/β)^2`` with ``β = beta`` (the paper's ``τ``); with ``q = 1`` the target is
+    ``1/(2β)``. Without lengths ``len = 1`` (sequence-level IPO, as in the paper). TRL's
+    ``loss_type="ipo"`` (same ``beta``) divides by the
     number of completion tokens: pass ``chosen_lengths``/``rejected_lengths`` to match it. A length
     of 0 (a response with no scored token, whose log-prob sum is 0) counts as 1; a negative length
-    is a ValueError.
+    is a ValueError. ``tau=`` and ``normalize=`` are the deprecated names of ``beta=`` and
+    ``weight_normalization=`` (accepted with a ``FutureWarning`` for one release).
 
     Examples
     --------
     >>> z = torch.zeros(2)
-    >>> float(ipo_loss(z, z, z, z, tau=0.5))  # (0 - 1)^2
+    >>> float(ipo_loss(z, z, z, z, beta=0.5))  # (0 - 1)^2
     1.0
     """
     reduction = check_choice(reduction, "reduction", _REDUCTIONS)
-    normalize = check_choice(normalize, "normalize", _NORMALIZE)
-    tau = _check_beta(tau, "tau")
+    weight_normalization = check_choice(weight_normalization, "weight_normalization", _NORMALIZE)
+    beta = _check_beta(beta, "beta")
     pc, pr, rc, rr = _logps(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
     chosen = pc - rc
     rejected = pr - rr
@@ -472,8 +479,8 @@ def ipo_loss(
         rejected = rejected / _ipo_lengths(rejected_lengths, "rejected_lengths", pc)
     h = chosen - rejected
     w, q = _pair_options(h, weights, targets)
-    target = 1 / (2 * tau) if q is None else (q - 0.5) / tau
-    return _reduce((h - target) ** 2, w, reduction, normalize)
+    target = 1 / (2 * beta) if q is None else (q - 0.5) / beta
+    return _reduce((h - target) ** 2, w, reduction, weight_normalization)
 
 
 def _ipo_lengths(lengths: Any, name: str, like: torch.Tensor) -> torch.Tensor:

@@ -388,6 +388,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
         out = self.forward_module(*(batch[k] for k in keys))
         if len(out) == 4:  # heteroscedastic: _loss reads the pair's noise variance from the batch
             batch["noise_var"] = (out[2] + out[3]).float()
+            batch["noise_var_chosen"], batch["noise_var_rejected"] = out[2].float(), out[3].float()  # predict()
         return out[0].float(), out[1].float()
 
     def _loss(

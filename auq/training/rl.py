@@ -16,6 +16,7 @@ from auq._checks import (
     check_choice,
     check_float,
     check_same_shape,
+    renamed_kwargs,
 )
 
 __all__ = [
@@ -182,23 +183,26 @@ def value_loss(
     return 0.5 * masked_mean(torch.max(loss1, (v_clip - ret) ** 2), m)
 
 
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, kind: str = "k1") -> torch.Tensor:
+@renamed_kwargs(kind="estimator")
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str = "k1") -> torch.Tensor:
     """Per-token KL estimate between the sampling policy and the reference (Schulman's k1/k2/k3).
 
     With ``d = logprobs - ref_logprobs`` for tokens sampled from the policy: ``k1 = d`` (unbiased,
-    can be negative), ``k2 = d²/2``, ``k3 = exp(-d) - 1 + d`` (unbiased, >= 0; TRL GRPO's KL term).
+    can be negative), ``k2 = d²/2``, ``k3 = exp(-d) - 1 + d`` (unbiased, >= 0; TRL GRPO's KL term),
+    chosen by ``estimator`` (as ``OnlineConfig.kl_estimator``; ``kind=`` is its deprecated name,
+    accepted with a ``FutureWarning`` for one release).
 
     Examples
     --------
     >>> float(kl_penalty(torch.tensor(0.0), torch.tensor(0.0), "k3"))
     0.0
     """
-    kind = check_choice(kind, "kind", ("k1", "k2", "k3"))
+    estimator = check_choice(estimator, "estimator", ("k1", "k2", "k3"))
     lp, ref = _same_shapes({"logprobs": logprobs, "ref_logprobs": ref_logprobs})
     d = lp - ref
-    if kind == "k1":
+    if estimator == "k1":
         return d
-    if kind == "k2":
+    if estimator == "k2":
         return 0.5 * d**2
     return torch.exp(-d) - 1.0 + d
 

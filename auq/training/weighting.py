@@ -12,7 +12,14 @@ from typing import Any
 
 import torch
 
-from auq._checks import as_float_tensor, as_tensor_on, check_choice, check_float, check_labels
+from auq._checks import (
+    as_float_tensor,
+    as_tensor_on,
+    check_choice,
+    check_float,
+    check_labels,
+    renamed_kwargs,
+)
 
 __all__ = ["flip_rate_from_uncertainty", "uncertainty_weights", "penalized_reward"]
 
@@ -31,38 +38,40 @@ def _inverse_binary_entropy(h: torch.Tensor, n_iter: int = 60) -> torch.Tensor:
     return torch.where(h > 0, (lo + hi) / 2, torch.zeros_like(h))
 
 
-def flip_rate_from_uncertainty(u: Any, *, kind: str = "prob", max_rate: float = 0.45) -> Any:
+@renamed_kwargs(kind="input")
+def flip_rate_from_uncertainty(u: Any, *, input: str = "prob", max_rate: float = 0.45) -> Any:
     """Per-pair label-flip rate ``ε`` for :func:`robust_dpo_loss`, from a model's view of each pair.
 
-    * ``kind="prob"``: ``u`` is an (ensemble) probability that the *chosen* response is preferred.
+    * ``input="prob"``: ``u`` is an (ensemble) probability that the *chosen* response is preferred.
       ``ε = clip(1 - u, 0, max_rate)``: the model's probability that the recorded label is wrong,
       capped below 1/2 (where rDPO's correction diverges). This rate depends on the recorded
       label: do not feed it to :func:`robust_dpo_loss` per pair (rDPO then divides exactly the
       doubted pairs' loss by ``1 - 2ε`` and amplifies them; measured: accuracy below chance).
-    * ``kind="entropy"``: ``u`` is the total predictive entropy of the pair in nats (e.g.
+    * ``input="entropy"``: ``u`` is the total predictive entropy of the pair in nats (e.g.
       ``Decomposition.total``), ignoring which side the model favours. ``ε = min(H⁻¹(u), max_rate)``
       where ``H⁻¹`` maps an entropy back to the minority probability ``p <= 1/2`` with ``H(p) = u``.
 
     numpy in, numpy out; torch in, torch out (no gradient needed: flip rates are data).
+    ``kind=`` is the deprecated name of ``input=`` (accepted with a ``FutureWarning`` for one release).
 
     Examples
     --------
     >>> import numpy as np
     >>> flip_rate_from_uncertainty(np.array([0.9, 0.3]))
     array([0.1 , 0.45])
-    >>> flip_rate_from_uncertainty(np.array([np.log(2)]), kind="entropy", max_rate=0.49).round(3)
+    >>> flip_rate_from_uncertainty(np.array([np.log(2)]), input="entropy", max_rate=0.49).round(3)
     array([0.49])
     """
-    kind = check_choice(kind, "kind", ("prob", "entropy"))
+    input = check_choice(input, "input", ("prob", "entropy"))
     max_rate = check_float(max_rate, "max_rate", minimum=0.0, maximum=0.5, inclusive=(True, False))
     t, restore = as_float_tensor(u, "u")
     t = t.detach()
-    if kind == "prob":
+    if input == "prob":
         check_labels(t, "u")
         eps = (1.0 - t).clamp(0.0, max_rate)
     else:
         if bool((t < 0).any()):
-            raise ValueError(f"u must be a non-negative entropy for kind='entropy', got {float(t.min())!r}")
+            raise ValueError(f"u must be a non-negative entropy for input='entropy', got {float(t.min())!r}")
         eps = _inverse_binary_entropy(t.to(torch.float64)).clamp(max=max_rate).to(t.dtype)
     return restore(eps)
 
@@ -72,20 +81,21 @@ def flip_rate_from_uncertainty(u: Any, *, kind: str = "prob", max_rate: float = 
 # --------------------------------------------------------------------------------------------
 
 
+@renamed_kwargs(scheme="method", tau="temperature")
 def uncertainty_weights(
     u: Any,
-    scheme: str = "exp",
+    method: str = "exp",
     *,
-    tau: float | None = None,
+    temperature: float | None = None,
     u_max: float | None = None,
     threshold: float | None = None,
     normalize: str | None = "mean",
 ) -> Any:
     """Map per-pair uncertainties ``u`` (larger = less trustworthy) to non-negative weights.
 
-    Schemes (before normalisation):
+    Methods (before normalisation):
 
-    * ``"exp"``: ``w = exp(-u/τ)``; ``tau`` defaults to the mean of ``u`` (1 when it is 0).
+    * ``"exp"``: ``w = exp(-u/T)``; the temperature ``T`` (``temperature``) defaults to the mean of ``u`` (1 when it is 0).
       Measured on the demo's 521 held-out hh-rlhf pairs (weights normalised to mean 1, 10%–90%
       range): ``epistemic`` 0.18–1.74, ``ood`` 0.45–1.84, ``margin_std`` 0.41–1.61; but
       ``total`` 0.99–1.01, a no-op (entropies all near 0.68 nats, skewed): use ``"rank"`` there.
@@ -101,6 +111,8 @@ def uncertainty_weights(
     across batches; computing them per batch makes them batch-relative.
 
     numpy in, numpy out; torch in, torch out (detach ``u`` unless you mean to differentiate).
+    ``scheme=`` and ``tau=`` are the deprecated names of ``method=`` and ``temperature=`` (accepted
+    with a ``FutureWarning`` for one release).
 
     Examples
     --------
@@ -110,27 +122,27 @@ def uncertainty_weights(
     >>> uncertainty_weights(np.array([0.1, 0.5, 0.2, 0.9]), "rank", normalize=None)
     array([1.  , 0.5 , 0.75, 0.25])
     """
-    scheme = check_choice(scheme, "scheme", ("exp", "linear", "threshold", "rank"))
+    method = check_choice(method, "method", ("exp", "linear", "threshold", "rank"))
     check_choice(normalize, "normalize", ("mean", "sum", None))
     t, restore = as_float_tensor(u, "u", ndim=1)
-    if scheme == "exp":
-        if tau is None:
+    if method == "exp":
+        if temperature is None:
             m = float(t.detach().mean())
-            tau = m if m > 0 else 1.0
-        tau = check_float(tau, "tau", minimum=0.0, inclusive=(False, True))
-        # normalisation divides out a common factor, so shift by min(u) first: exp(-u/tau) of a
+            temperature = m if m > 0 else 1.0
+        temperature = check_float(temperature, "temperature", minimum=0.0, inclusive=(False, True))
+        # normalisation divides out a common factor, so shift by min(u) first: exp(-u/T) of a
         # very negative u overflows to inf (NaN weights), of a large one underflows to all zeros
         shift = t.detach().min() if normalize is not None else 0.0
-        w = torch.exp(-(t - shift) / tau)
-    elif scheme == "linear":
+        w = torch.exp(-(t - shift) / temperature)
+    elif method == "linear":
         if u_max is None:
             m = float(t.detach().max())
             u_max = m if m > 0 else 1.0
         u_max = check_float(u_max, "u_max", minimum=0.0, inclusive=(False, True))
         w = (1.0 - t / u_max).clamp(min=0.0)
-    elif scheme == "threshold":
+    elif method == "threshold":
         if threshold is None:
-            raise TypeError("threshold is required for scheme='threshold'")
+            raise TypeError("threshold is required for method='threshold'")
         threshold = check_float(threshold, "threshold")
         w = (t <= threshold).to(t.dtype)
     else:
@@ -147,7 +159,7 @@ def uncertainty_weights(
         s = w.sum()
         if not float(s.detach()) > 0:
             raise ValueError(
-                f"all weights are zero under scheme={scheme!r}; nothing to normalise (check threshold/u_max)"
+                f"all weights are zero under method={method!r}; nothing to normalise (check threshold/u_max)"
             )
         w = w / (s / w.shape[0] if normalize == "mean" else s)
     return restore(w)
