@@ -45,7 +45,7 @@ def _dataset(n=8, **cols):
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path), beta=0.5, batch_size=4, progress=False, shuffle=False)
+    base = dict(output_dir=str(tmp_path), beta=0.5, per_device_train_batch_size=4, disable_tqdm=True, shuffle=False)
     base.update(kw)
     return UncertaintyDPOConfig(**base)
 
@@ -167,7 +167,7 @@ def test_precomputed_reference_is_stored_per_pair_without_an_index_field(make, t
     assert "index" not in ds[0]
     ref = _model(tiny_lm_dir)
     trainer = UncertaintyDPOTrainer(
-        _model(tiny_lm_dir, perturb=0.05), _cfg(tmp_path, batch_size=3, shuffle=True, precompute_ref_logps=True),
+        _model(tiny_lm_dir, perturb=0.05), _cfg(tmp_path, per_device_train_batch_size=3, shuffle=True, precompute_ref_logps=True),
         ds, tokenizer, ref_model=copy.deepcopy(ref),
     )
     stored = trainer._ref_cache["logps"]
@@ -190,7 +190,7 @@ def test_precomputed_reference_is_stored_per_pair_without_an_index_field(make, t
     assert sorted(seen) == list(range(7))
     assert trainer.evaluate(ds)["eval/loss"] == pytest.approx(
         UncertaintyDPOTrainer(
-            copy.deepcopy(trainer.model), _cfg(tmp_path, batch_size=3), ds, tokenizer, ref_model=copy.deepcopy(ref)
+            copy.deepcopy(trainer.model), _cfg(tmp_path, per_device_train_batch_size=3), ds, tokenizer, ref_model=copy.deepcopy(ref)
         ).evaluate(ds)["eval/loss"],
         rel=1e-5,
     )

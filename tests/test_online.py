@@ -63,7 +63,7 @@ def count_reward(prompts, completions):
 
 
 def fast_config(**kw):
-    base = dict(batch_prompts=4, k=4, max_new_tokens=6, learning_rate=3e-3, progress=False, kl_coef=0.0)
+    base = dict(per_device_train_batch_size=4, k=4, max_new_tokens=6, learning_rate=3e-3, disable_tqdm=True, kl_coef=0.0)
     base.update(kw)
     return OnlineConfig(**base)
 
@@ -107,8 +107,8 @@ def test_response_mask_stops_after_first_eos():
 def test_config_validation_names_argument():
     with pytest.raises(ValueError, match="algorithm"):
         OnlineConfig(algorithm="a2c")
-    with pytest.raises(ValueError, match="penalty"):
-        OnlineConfig(penalty="max")
+    with pytest.raises(ValueError, match="penalty_method"):
+        OnlineConfig(penalty_method="max")
     with pytest.raises(ValueError, match="k"):
         OnlineConfig(k=1)
     with pytest.raises(ValueError, match="kl_coef"):
@@ -117,8 +117,10 @@ def test_config_validation_names_argument():
         OnlineConfig(penalty_coef=-1.0)
     with pytest.raises(ValueError, match="kl_estimator"):
         OnlineConfig(kl_estimator="k9")
-    with pytest.raises(ValueError, match="output_dir"):
-        OnlineConfig(save_every=5)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        OnlineConfig(gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="bf16"):
+        OnlineConfig(bf16=True)
     assert OnlineConfig(algorithm="ppo", k=1).k == 1
 
 
@@ -169,7 +171,7 @@ def test_lcb_with_zero_coef_equals_mean(paths):
     for method in ("mean", "lcb", "uwo"):
         policy, tok = load(paths)
         tr = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"],
-                           fast_config(penalty=method, penalty_coef=0.0))
+                           fast_config(penalty_method=method, penalty_coef=0.0))
         outs = [tr.step() for _ in range(2)]
         results[method] = (outs, [p.detach().clone() for p in policy.parameters()])
     for method in ("lcb", "uwo"):
@@ -179,7 +181,7 @@ def test_lcb_with_zero_coef_equals_mean(paths):
             torch.testing.assert_close(pa, pb)
     # a positive coefficient does change the objective (the members disagree by 0.3*length)
     policy, tok = load(paths)
-    tr = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"], fast_config(penalty="lcb", penalty_coef=1.0))
+    tr = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"], fast_config(penalty_method="lcb", penalty_coef=1.0))
     out = tr.step()
     assert not torch.allclose(out["penalized"], results["mean"][0][0]["penalized"])
 
@@ -205,7 +207,7 @@ def test_kl_as_loss_term_and_in_reward(paths):
 def test_ppo_improves_reward(paths):
     policy, tok = load(paths)
     trainer = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"],
-                            fast_config(algorithm="ppo", epochs=2, minibatch_size=8))
+                            fast_config(algorithm="ppo", num_ppo_epochs=2, minibatch_size=8))
     before = target_rate(trainer)
     trainer.train(steps=25)
     after = target_rate(trainer)
@@ -215,7 +217,7 @@ def test_ppo_improves_reward(paths):
 def test_checkpoint_round_trip_continues_exactly(paths, tmp_path):
     for algorithm in ("rloo", "ppo"):
         policy, tok = load(paths)
-        cfg = fast_config(algorithm=algorithm, penalty="lcb", penalty_coef=0.5)
+        cfg = fast_config(algorithm=algorithm, penalty_method="lcb", penalty_coef=0.5)
         a = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"], cfg)
         a.train(steps=2)
         path = a.save_checkpoint(tmp_path / algorithm / "ckpt")

@@ -15,23 +15,22 @@ the loss is plain DPO (tested against TRL's ``DPOTrainer``).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from auq._checks import check_choice, check_float, check_int
+from auq._checks import check_choice
 from auq._io import atomic_write_json, remove_stale_temps, temp_path
 from auq._math import binary_entropy
 from auq.training._accelerate import respect_precision
 from auq.training._batching import _IndexedDataset
+from auq.training._dpo_config import UncertaintyDPOConfig
 from auq.training._dpo_data import CausalLMPreferenceCollator, sequence_logps
 from auq.training.losses import (
     dpo_implicit_rewards,
@@ -202,77 +201,6 @@ def _disable_dropout(model: torch.nn.Module) -> None:
             m.p = 0.0
 
 
-@dataclass
-class UncertaintyDPOConfig:
-    """Configuration of :class:`UncertaintyDPOTrainer` (JSON-serialisable).
-
-    Attributes
-    ----------
-    loss_type : {"sigmoid", "robust", "ipo"}
-        ``"sigmoid"``: :func:`~auq.training.losses.dpo_loss`; ``"robust"``:
-        :func:`~auq.training.losses.robust_dpo_loss` with flip rate ``robust_epsilon``, or per pair
-        ``min(q, 1 - q)`` of the soft target q (capped at ``robust_max_rate``) when
-        ``robust_from_targets`` -- label-agnostic on purpose, see the trainer's loss; ``"ipo"``:
-        :func:`~auq.training.losses.ipo_loss` with ``tau = beta``, length-normalised like TRL.
-    use_weights, use_targets : bool
-        Whether the dataset's per-pair weights / soft targets enter the loss. The targets are the
-        dataset's own (human labels or vote shares) unless :func:`attach_uncertainty` was asked
-        to replace them by the ensemble's probabilities (``use_targets=True`` there).
-    normalize : {"weights", "n"}
-        Denominator of the weighted batch mean (Σw or number of pairs).
-    precompute_ref_logps : bool
-        Compute the reference log-probs once before training (then the reference model is freed).
-    disable_dropout : bool
-        Set every dropout probability of policy and reference to 0 (TRL's default), so that the
-        policy and reference log-probs agree at the start and the loss is deterministic.
-    """
-
-    output_dir: str = "auq-dpo"
-    loss_type: str = "sigmoid"
-    beta: float = 0.1
-    learning_rate: float = 5e-6
-    weight_decay: float = 0.0
-    num_epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0
-    max_length: int = 512
-    max_prompt_length: int | None = None
-    use_weights: bool = True
-    use_targets: bool = True
-    normalize: str = "weights"
-    robust_epsilon: float = 0.1
-    robust_from_targets: bool = False
-    robust_max_rate: float = 0.45
-    precompute_ref_logps: bool = False
-    disable_dropout: bool = True
-    shuffle: bool = True
-    seed: int = 0
-    logging_steps: int = 10
-    save_steps: int | None = None
-    mixed_precision: str = "no"
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_choice(self.loss_type, "loss_type", ("sigmoid", "robust", "ipo"))
-        check_float(self.beta, "beta", minimum=0.0, inclusive=(False, True))
-        check_float(self.learning_rate, "learning_rate", minimum=0.0)
-        check_int(self.num_epochs, "num_epochs", minimum=1)
-        if self.max_steps is not None:
-            check_int(self.max_steps, "max_steps", minimum=1)
-        check_int(self.batch_size, "batch_size", minimum=1)
-        check_int(self.gradient_accumulation_steps, "gradient_accumulation_steps", minimum=1)
-        check_choice(self.normalize, "normalize", ("weights", "n"))
-        check_float(self.robust_epsilon, "robust_epsilon", minimum=0.0, maximum=0.5, inclusive=(True, False))
-        check_int(self.logging_steps, "logging_steps", minimum=1)
-        check_choice(self.mixed_precision, "mixed_precision", ("no", "fp16", "bf16"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 class UncertaintyDPOTrainer:
     """DPO with per-pair uncertainty weights and soft targets, on Accelerate.
 
@@ -317,14 +245,15 @@ class UncertaintyDPOTrainer:
             raise ValueError("train_dataset is empty; at least one pair is needed")
         self.config = config
         self.tokenizer = tokenizer
+        self._eval_batch_size = config.per_device_eval_batch_size or config.per_device_train_batch_size
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             # "no" leaves an already initialised Accelerate state (e.g. from another trainer) as it is
-            mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
+            mixed_precision=None if config.mixed_precision_mode() == "no" else config.mixed_precision_mode(),
         )
-        respect_precision(self.accelerator, config.mixed_precision)
+        respect_precision(self.accelerator, config.mixed_precision_mode())
         self.collator = CausalLMPreferenceCollator(tokenizer, config.max_length, config.max_prompt_length)
         torch.manual_seed(config.seed)
         if config.disable_dropout:
@@ -348,7 +277,7 @@ class UncertaintyDPOTrainer:
         self._train_indexed = _IndexedDataset(train_dataset)
         g = torch.Generator().manual_seed(config.seed)
         loader = torch.utils.data.DataLoader(
-            self._train_indexed, batch_size=config.batch_size, shuffle=config.shuffle, collate_fn=self.collator,
+            self._train_indexed, batch_size=config.per_device_train_batch_size, shuffle=config.shuffle, collate_fn=self.collator,
             generator=g,
         )
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, self.optimizer, loader)
@@ -368,8 +297,8 @@ class UncertaintyDPOTrainer:
         n = len(dataset)
         out = torch.zeros(n, 2, dtype=torch.float64)
         written = torch.zeros(n, dtype=torch.bool)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator)
-        for batch in tqdm(loader, desc="reference log-probs", disable=not self.config.progress):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self._eval_batch_size, shuffle=False, collate_fn=self.collator)
+        for batch in tqdm(loader, desc="reference log-probs", disable=self.config.disable_tqdm):
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             lp, _ = sequence_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
             b = batch["index"].shape[0]
@@ -437,9 +366,9 @@ class UncertaintyDPOTrainer:
 
         cfg = self.config
         steps_per_epoch = math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps)
-        total = cfg.max_steps or steps_per_epoch * cfg.num_epochs
-        n_epochs = cfg.num_epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / max(steps_per_epoch, 1))
-        bar = tqdm(total=total, desc="DPO", disable=not (cfg.progress and self.accelerator.is_main_process))
+        total = cfg.total_steps(steps_per_epoch)
+        n_epochs = math.ceil(total / max(steps_per_epoch, 1))
+        bar = tqdm(total=total, desc="DPO", disable=cfg.disable_tqdm or not self.accelerator.is_main_process)
         window: list[dict[str, float]] = []
         self.model.train()
         for epoch in range(n_epochs):
@@ -447,7 +376,7 @@ class UncertaintyDPOTrainer:
                 with self.accelerator.accumulate(self.model):
                     loss, metrics = self.compute_loss(batch)
                     self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients and cfg.max_grad_norm is not None:
+                    if self.accelerator.sync_gradients and cfg.max_grad_norm:
                         self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                     self.optimizer.step()
                     self.optimizer.zero_grad()
@@ -490,7 +419,7 @@ class UncertaintyDPOTrainer:
         was_training = self.model.training
         self.model.eval()
         loader = torch.utils.data.DataLoader(
-            _IndexedDataset(dataset), batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator
+            _IndexedDataset(dataset), batch_size=self._eval_batch_size, shuffle=False, collate_fn=self.collator
         )
         sums: dict[str, float] = {}
         n = 0

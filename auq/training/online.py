@@ -46,7 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from auq._checks import as_float_tensor, check_choice, check_float, check_int
+from auq._checks import as_float_tensor, check_int
 from auq._io import follow_umask, remove_stale_temps
 from auq.training._generation import (
     _check_prompts,
@@ -55,6 +55,7 @@ from auq.training._generation import (
     _sample,
     _token_logprobs,
 )
+from auq.training._online_config import OnlineConfig
 from auq.training.best_of_n import (  # noqa: F401  (re-exported: they lived here before)
     BestOfNResult,
     _default_offsets,
@@ -89,107 +90,6 @@ _STATE_TENSORS = "trainer_state.safetensors"
 # --------------------------------------------------------------------------------------------
 # config and results
 # --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class OnlineConfig:
-    """Settings of :class:`OnlineTrainer` (JSON-serialisable).
-
-    Parameters
-    ----------
-    algorithm : {"rloo", "ppo"}
-        Advantage estimator: leave-one-out baseline over the ``k`` samples of a prompt, or PPO
-        (value head + GAE, advantages whitened).
-    steps : int
-        Number of steps :meth:`OnlineTrainer.train` runs by default.
-    batch_prompts, k : int
-        Prompts per step and completions sampled per prompt (RLOO needs ``k >= 2``).
-    max_new_tokens, temperature : int, float
-        Sampling settings (pure sampling: no top-k/top-p, so the log-probs are the sampler's).
-    learning_rate, weight_decay, max_grad_norm : float
-        AdamW and gradient clipping (``max_grad_norm=None``: none).
-    penalty, penalty_coef : str, float
-        Objective over ensemble members (see :func:`~auq.training.losses.penalized_reward`).
-    kl_coef, kl_estimator, kl_in_reward : float, {"k1", "k3"}, bool
-        KL regularisation to the reference policy, per token.
-    epochs, minibatch_size, clip_range : int, int or None, float
-        Optimisation passes over each batch, minibatch size (None: whole batch), PPO clip.
-    normalize_advantages : bool
-        Whiten RLOO advantages over the batch (PPO advantages are always whitened).
-    vf_coef, gamma, lam, clip_range_value : float
-        PPO value loss weight, discount, GAE lambda, value clip.
-    seed : int
-        Seeds the value head, the prompt order and each step's sampling (step ``s`` uses
-        ``seed + s``), so a run resumed from a checkpoint continues exactly.
-    save_every, output_dir : int or None, str or None
-        Checkpoint every ``save_every`` steps to ``output_dir/step-<s>`` during :meth:`train`.
-    progress : bool
-        tqdm progress bar in :meth:`train`.
-    """
-
-    algorithm: str = "rloo"
-    steps: int = 100
-    batch_prompts: int = 8
-    k: int = 4
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    penalty: str = "mean"
-    penalty_coef: float = 1.0
-    kl_coef: float = 0.05
-    kl_estimator: str = "k1"
-    kl_in_reward: bool = True
-    epochs: int = 1
-    minibatch_size: int | None = None
-    clip_range: float = 0.2
-    normalize_advantages: bool = False
-    vf_coef: float = 0.1
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range_value: float = 0.2
-    seed: int = 0
-    save_every: int | None = None
-    output_dir: str | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self.algorithm = check_choice(self.algorithm, "algorithm", ("rloo", "ppo"))
-        self.penalty = check_choice(self.penalty, "penalty", ("mean", "lcb", "wco", "uwo"))
-        self.kl_estimator = check_choice(self.kl_estimator, "kl_estimator", ("k1", "k3"))
-        self.steps = check_int(self.steps, "steps", minimum=0)
-        self.batch_prompts = check_int(self.batch_prompts, "batch_prompts", minimum=1)
-        self.k = check_int(self.k, "k", minimum=2 if self.algorithm == "rloo" else 1)
-        self.max_new_tokens = check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
-        self.temperature = check_float(self.temperature, "temperature", minimum=0.0, inclusive=(False, True))
-        self.learning_rate = check_float(self.learning_rate, "learning_rate", minimum=0.0)
-        self.weight_decay = check_float(self.weight_decay, "weight_decay", minimum=0.0)
-        if self.max_grad_norm is not None:
-            self.max_grad_norm = check_float(
-                self.max_grad_norm, "max_grad_norm", minimum=0.0, inclusive=(False, True)
-            )
-        self.penalty_coef = check_float(self.penalty_coef, "penalty_coef", minimum=0.0)
-        self.kl_coef = check_float(self.kl_coef, "kl_coef", minimum=0.0)
-        self.epochs = check_int(self.epochs, "epochs", minimum=1)
-        if self.minibatch_size is not None:
-            self.minibatch_size = check_int(self.minibatch_size, "minibatch_size", minimum=1)
-        self.clip_range = check_float(self.clip_range, "clip_range", minimum=0.0, inclusive=(False, True))
-        self.vf_coef = check_float(self.vf_coef, "vf_coef", minimum=0.0)
-        self.gamma = check_float(self.gamma, "gamma", minimum=0.0, maximum=1.0)
-        self.lam = check_float(self.lam, "lam", minimum=0.0, maximum=1.0)
-        self.clip_range_value = check_float(
-            self.clip_range_value, "clip_range_value", minimum=0.0, inclusive=(False, True)
-        )
-        self.seed = check_int(self.seed, "seed", minimum=0)
-        if self.save_every is not None:
-            self.save_every = check_int(self.save_every, "save_every", minimum=1)
-            if self.output_dir is None:
-                raise ValueError("output_dir is required when save_every is set")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -285,7 +185,7 @@ class OnlineTrainer:
 
     Examples
     --------
-    >>> cfg = OnlineConfig(steps=50, penalty="lcb", penalty_coef=1.0, kl_coef=0.05)
+    >>> cfg = OnlineConfig(max_steps=50, penalty_method="lcb", penalty_coef=1.0, kl_coef=0.05)
     >>> trainer = OnlineTrainer(policy, None, tok, ensemble_reward_fn(ens), prompts, cfg)  # doctest: +SKIP
     >>> history = trainer.train()  # doctest: +SKIP
     >>> history.to_pandas()[["reward_mean", "kl"]].tail(1)  # doctest: +SKIP
@@ -390,11 +290,11 @@ class OnlineTrainer:
             raise ValueError(
                 f"member_offsets has {self.member_offsets.shape[0]} values, reward_fn gives {member.shape[1]} members"
             )
-        pen = _penalize(member, self.config.penalty, self.config.penalty_coef, self.member_offsets)
+        pen = _penalize(member, self.config.penalty_method, self.config.penalty_coef, self.member_offsets)
         return member, pen
 
     def _batch_prompts(self, step: int) -> list[str]:
-        n, b = len(self.prompts), self.config.batch_prompts
+        n, b = len(self.prompts), self.config.per_device_train_batch_size
         out = []
         for j in range(step * b, (step + 1) * b):
             epoch, pos = divmod(j, n)
@@ -432,7 +332,7 @@ class OnlineTrainer:
         n = len(ro)
         mb = cfg.minibatch_size or n
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_count)
-        for _ in range(cfg.epochs):
+        for _ in range(cfg.num_ppo_epochs):
             order = torch.randperm(n, generator=gen) if mb < n else torch.arange(n)
             for s in range(0, n, mb):
                 idx = order[s : s + mb].to(dev)
@@ -447,7 +347,7 @@ class OnlineTrainer:
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.max_grad_norm is not None:
+                if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(
                         [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
                     )
@@ -469,19 +369,19 @@ class OnlineTrainer:
         return {**stats, "rollout": ro, "member_rewards": member, "penalized": pen, "advantages": adv.detach()}
 
     def train(self, steps: int | None = None, callback: Callable[[OnlineTrainer, dict[str, Any]], None] | None = None) -> OnlineHistory:
-        """Run ``steps`` steps (default ``config.steps``) with a tqdm bar; returns the history.
+        """Run ``steps`` steps (default ``config.max_steps``) with a tqdm bar; returns the history.
 
         ``callback(trainer, step_output)`` is called after every step (e.g. to evaluate a gold
         reward, or :func:`auq.monitor.online_monitor_callback`); a callback that calls
         :meth:`request_stop` ends training after that step. Checkpoints go to
-        ``config.output_dir/step-<s>`` every ``config.save_every`` steps.
+        ``config.output_dir/checkpoint-<s>`` every ``config.save_steps`` steps.
         """
         from tqdm.auto import tqdm
 
-        steps = self.config.steps if steps is None else check_int(steps, "steps", minimum=0)
+        steps = self.config.max_steps if steps is None else check_int(steps, "steps", minimum=0)
         self.stop_reason = None
-        bar = tqdm(range(steps), desc=f"{self.config.algorithm} ({self.config.penalty})",
-                   disable=not self.config.progress)
+        bar = tqdm(range(steps), desc=f"{self.config.algorithm} ({self.config.penalty_method})",
+                   disable=self.config.disable_tqdm)
         for _ in bar:
             out = self.step()
             bar.set_postfix(reward=f"{out['reward_mean']:.3f}", pen=f"{out['penalized_reward']:.3f}",
@@ -493,8 +393,8 @@ class OnlineTrainer:
                 )
             if callback is not None:
                 callback(self, out)
-            if self.config.save_every and self.step_count % self.config.save_every == 0:
-                self.save_checkpoint(os.path.join(self.config.output_dir, f"step-{self.step_count}"))
+            if self.config.save_steps and self.step_count % self.config.save_steps == 0:
+                self.save_checkpoint(os.path.join(self.config.output_dir, f"checkpoint-{self.step_count}"))
             if self.stop_reason is not None:
                 logger.warning("training stopped after step %d: %s", self.step_count, self.stop_reason)
                 break

@@ -1,0 +1,154 @@
+"""The trainer family's shared settings: one set of names (transformers.TrainingArguments') and types
+for RewardTrainerConfig, UncertaintyDPOConfig and OnlineConfig; old names as deprecated aliases."""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+import warnings
+
+import pytest
+import torch
+
+from auq.training import OnlineConfig, RewardTrainerConfig, UncertaintyDPOConfig
+from auq.training._args import TrainingArgumentsBase, create_scheduler
+
+CONFIGS = (RewardTrainerConfig, UncertaintyDPOConfig, OnlineConfig)
+
+SHARED = (
+    "output_dir", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "learning_rate", "weight_decay", "lr_scheduler_type",
+    "warmup_ratio", "warmup_steps", "max_grad_norm", "seed", "logging_steps", "save_steps",
+    "save_total_limit", "bf16", "fp16", "disable_tqdm", "report_to", "logging_dir",
+)  # fmt: skip
+
+
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_every_config_exposes_the_shared_settings_with_the_same_names_and_types(cls):
+    import transformers
+
+    assert issubclass(cls, TrainingArgumentsBase)
+    base_hints = typing.get_type_hints(TrainingArgumentsBase)
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    # transformers 5 folded warmup_ratio into warmup_steps and dropped logging_dir (4.x names, kept)
+    hf = {f.name for f in dataclasses.fields(transformers.TrainingArguments)} | {"warmup_ratio", "logging_dir"}
+    for name in SHARED:
+        assert name in names, name
+        assert hints[name] == base_hints[name], name
+        assert name in hf, f"{name} is not a transformers.TrainingArguments name"
+    cfg = cls(output_dir="x")
+    assert isinstance(cfg.max_steps, int) and isinstance(cfg.num_train_epochs, float)
+    assert cls.from_dict(cfg.to_dict()) == cfg
+
+
+def _warns_and_maps(cls, old, value, **expected):
+    with pytest.warns(FutureWarning, match=rf"{old}.*deprecated.*{next(iter(expected))}"):
+        cfg = cls(output_dir="x", **{old: value})
+    for k, v in expected.items():
+        assert getattr(cfg, k) == v, (old, k)
+    return cfg
+
+
+def test_dpo_aliases_warn_and_map():
+    _warns_and_maps(UncertaintyDPOConfig, "num_epochs", 3, num_train_epochs=3.0)
+    _warns_and_maps(UncertaintyDPOConfig, "batch_size", 5, per_device_train_batch_size=5)
+    _warns_and_maps(UncertaintyDPOConfig, "mixed_precision", "bf16", bf16=True, fp16=False)
+    _warns_and_maps(UncertaintyDPOConfig, "mixed_precision", "fp16", fp16=True, bf16=False)
+    _warns_and_maps(UncertaintyDPOConfig, "mixed_precision", "no", fp16=False, bf16=False)
+    _warns_and_maps(UncertaintyDPOConfig, "progress", False, disable_tqdm=True)
+    _warns_and_maps(UncertaintyDPOConfig, "progress", True, disable_tqdm=False)
+    with pytest.warns(FutureWarning, match="max_steps=None"):
+        assert UncertaintyDPOConfig(max_steps=None).max_steps == -1
+    cfg = UncertaintyDPOConfig(per_device_train_batch_size=6)
+    with pytest.warns(FutureWarning, match="per_device_train_batch_size"):
+        assert cfg.batch_size == 6  # reading the old name still works
+    with pytest.warns(FutureWarning, match="bf16"):
+        assert UncertaintyDPOConfig(fp16=True).mixed_precision == "fp16"
+    with pytest.warns(FutureWarning, match="disable_tqdm"):
+        assert UncertaintyDPOConfig(disable_tqdm=True).progress is False
+
+
+def test_online_aliases_warn_and_map_by_meaning():
+    _warns_and_maps(OnlineConfig, "steps", 7, max_steps=7)
+    _warns_and_maps(OnlineConfig, "batch_prompts", 3, per_device_train_batch_size=3)
+    # passes over each rollout batch: TRL's num_ppo_epochs, not passes over the prompts
+    cfg = _warns_and_maps(OnlineConfig, "epochs", 2, num_ppo_epochs=2)
+    assert cfg.num_train_epochs == 1.0
+    _warns_and_maps(OnlineConfig, "save_every", 4, save_steps=4)
+    _warns_and_maps(OnlineConfig, "progress", False, disable_tqdm=True)
+    _warns_and_maps(OnlineConfig, "penalty", "lcb", penalty_method="lcb")
+    # a config saved with the old names still loads
+    with pytest.warns(FutureWarning):
+        assert OnlineConfig.from_dict({"steps": 3, "penalty": "wco"}).penalty_method == "wco"
+
+
+@pytest.mark.parametrize(
+    ("cls", "old", "new", "value"),
+    [
+        (UncertaintyDPOConfig, "num_epochs", "num_train_epochs", 2),
+        (UncertaintyDPOConfig, "mixed_precision", "bf16", "bf16"),
+        (UncertaintyDPOConfig, "mixed_precision", "fp16", "fp16"),
+        (UncertaintyDPOConfig, "progress", "disable_tqdm", False),
+        (OnlineConfig, "steps", "max_steps", 3),
+        (OnlineConfig, "penalty", "penalty_method", "lcb"),
+    ],
+)
+def test_old_and_new_name_together_is_a_type_error(cls, old, new, value):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        with pytest.raises(TypeError, match=rf"{old}.*{new}|{new}.*{old}"):
+            cls(**{old: value, new: getattr(cls(), new)})
+
+
+def test_new_names_do_not_warn():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        for cls in CONFIGS:
+            cls(output_dir="x", max_steps=5, per_device_train_batch_size=2, disable_tqdm=True, seed=1)
+
+
+@pytest.mark.parametrize("cls", CONFIGS)
+def test_shared_settings_are_checked_once_for_all(cls):
+    with pytest.raises(ValueError, match="lr_scheduler_type"):
+        cls(lr_scheduler_type="step")
+    with pytest.raises(ValueError, match="warmup_ratio"):
+        cls(warmup_ratio=1.5)
+    with pytest.raises(ValueError, match="report_to"):
+        cls(report_to="mlflow")
+    with pytest.raises(TypeError, match="report_to"):
+        cls(report_to=3)
+    with pytest.raises(ValueError, match="max_steps"):
+        cls(max_steps=-2)
+    with pytest.raises(TypeError, match="per_device_train_batch_size"):
+        cls(per_device_train_batch_size=2.5)
+    assert cls(report_to=["none"]).log_with() is None
+    assert cls(report_to=["tensorboard", "tensorboard"]).log_with() == ["tensorboard"]
+    assert cls(report_to="all").log_with() == "all"
+    assert cls(output_dir="o").tracker_dir().endswith("runs")
+
+
+def test_total_steps_follow_max_steps_else_epochs():
+    cfg = TrainingArgumentsBase(num_train_epochs=2.5)
+    assert cfg.total_steps(steps_per_epoch=4) == 10
+    assert TrainingArgumentsBase(max_steps=3, num_train_epochs=9).total_steps(4) == 3
+
+
+@pytest.mark.parametrize(("name", "expected"), [
+    ("linear", [0.0, 0.5, 1.0, 2 / 3, 1 / 3]),
+    ("constant", [0.0, 0.5, 1.0, 1.0, 1.0]),
+    ("cosine", [0.0, 0.5, 1.0, 0.75, 0.25]),
+])  # fmt: skip
+def test_scheduler_factory_warmup_then_decay(name, expected):
+    # hand computation: warmup s/2 for s < 2, then linear (5-s)/3 or cosine 0.5(1+cos(pi(s-2)/3))
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s = create_scheduler(opt, TrainingArgumentsBase(warmup_steps=2, lr_scheduler_type=name), 5)
+    got = []
+    for _ in range(5):
+        got.append(s.get_last_lr()[0])
+        opt.step()
+        s.step()
+    assert got == pytest.approx(expected, abs=1e-12)
+    opt2 = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    s2 = create_scheduler(opt2, TrainingArgumentsBase(warmup_ratio=0.4, lr_scheduler_type=name), 5)
+    assert s2.lr_lambdas[0](1) == pytest.approx(expected[1])  # ceil(0.4 * 5) = 2 warmup steps
