@@ -218,14 +218,78 @@ def test_checkpoint_is_safetensors_and_json(tiny_lm_dir, tokenizer, tmp_path):
     tr = UncertaintyDPOTrainer(_model(tiny_lm_dir), _cfg(tmp_path, max_steps=2, learning_rate=1e-2, save_steps=2), _dataset(8), tokenizer)
     tr.train()
     ck = tmp_path / "checkpoint-2"
-    files = set(os.listdir(ck))
-    assert "model.safetensors" in files and "config.json" in files and "trainer_state.json" in files
+    files = {os.path.relpath(os.path.join(d, f), ck) for d, _, fs in os.walk(ck) for f in fs}
+    assert {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "trainer_state.json",
+            "optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_state_0.safetensors"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)
     state = json.loads((ck / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["config"]["beta"] == 0.5
-    loaded = AutoModelForCausalLM.from_pretrained(str(ck))
+    assert (state["epoch"], state["batches_in_epoch"]) == (0, 2)  # 8 pairs / 4 per batch: end of epoch 0
+    loaded = AutoModelForCausalLM.from_pretrained(str(ck / "model"))
     for (n1, p1), (_, p2) in zip(tr.accelerator.unwrap_model(tr.model).named_parameters(), loaded.named_parameters()):
         torch.testing.assert_close(p1.detach(), p2, msg=n1)
+
+
+def _resume_cfg(out, **kw):
+    # 8 pairs, 2 per micro-batch x 2 accumulated: 2 steps per epoch, 3 epochs = 6 steps; dropout on,
+    # shuffled per epoch, warmup then linear decay, a log entry every 2 steps, checkpoints at 3 and 6
+    base = dict(output_dir=str(out), beta=0.5, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                num_train_epochs=3, learning_rate=1e-2, lr_scheduler_type="linear", warmup_steps=2,
+                weight_decay=0.01, disable_dropout=False, shuffle=True, seed=3, logging_steps=2,
+                save_steps=3, disable_tqdm=True)
+    base.update(kw)
+    return UncertaintyDPOConfig(**base)
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_resume_mid_epoch_is_bit_exact(tiny_lm_dir, tokenizer, tmp_path, monkeypatch, precompute):
+    import pickle
+    import shutil
+
+    ds = _dataset(8, weights=[1, 2, 1, 0.5, 1, 1, 1, 1], targets=[1, 0.9, 1, 0.8, 1, 1, 1, 1])
+    ref = _model(tiny_lm_dir)
+    full = UncertaintyDPOTrainer(_model(tiny_lm_dir), _resume_cfg(tmp_path / "full", precompute_ref_logps=precompute),
+                                 ds, tokenizer, ref_model=copy.deepcopy(ref))
+    full_log = full.train()
+    assert full.global_step == 6 and sorted(os.listdir(tmp_path / "full")) == ["checkpoint-3", "checkpoint-6"]
+    state = json.loads((tmp_path / "full" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["batches_in_epoch"]) == (1, 2)  # the middle of epoch 1
+    assert len(state["pending_metrics"]) == 2  # step 3's micro-batches, logged at step 4
+    lrs = [e["learning_rate"] for e in full_log]
+    assert lrs == pytest.approx([1e-2, 0.5e-2, 0.0], abs=1e-12)  # after steps 2, 4, 6: warmup 2, decay over 4
+
+    out = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", out / "checkpoint-3")
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    # a differently initialised policy: weights, optimizer, schedule, RNG and data position all
+    # come from the checkpoint
+    resumed = UncertaintyDPOTrainer(_model(tiny_lm_dir, perturb=0.3, seed=7),
+                                    _resume_cfg(out, precompute_ref_logps=precompute), ds, tokenizer,
+                                    ref_model=copy.deepcopy(ref))
+    log = resumed.train(resume_from_checkpoint=True)
+    assert resumed.global_step == 6
+    a = full.accelerator.unwrap_model(full.model).state_dict()
+    b = resumed.accelerator.unwrap_model(resumed.model).state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert log == full_log  # every logged loss, metric and learning rate, bit for bit
+    assert sorted(os.listdir(out)) == ["checkpoint-3", "checkpoint-6"]
+
+
+def test_resume_errors(tiny_lm_dir, tokenizer, tmp_path):
+    tr = UncertaintyDPOTrainer(_model(tiny_lm_dir), _cfg(tmp_path, max_steps=1), _dataset(4), tokenizer)
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        tr.train(resume_from_checkpoint=True)
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.raises(ValueError, match="incomplete.*trainer_state.json"):
+        tr.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    with pytest.raises(TypeError, match="resume_from_checkpoint"):
+        tr.train(resume_from_checkpoint=3)
 
 
 def test_attach_uncertainty_votes_and_ensemble(tmp_path):

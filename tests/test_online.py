@@ -222,8 +222,11 @@ def test_checkpoint_round_trip_continues_exactly(paths, tmp_path):
         a.train(steps=2)
         path = a.save_checkpoint(tmp_path / algorithm / "ckpt")
         a.save_checkpoint(path)  # overwriting an existing checkpoint is atomic too
-        files = set(os.listdir(path))
-        assert {"model.safetensors", "config.json", "trainer_state.json", "trainer_state.safetensors"} <= files
+        files = {os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs}
+        assert {"model/model.safetensors", "model/config.json", "trainer_state.json", "optimizer.safetensors",
+                "optimizer.json", "scheduler.json", "rng_state_0.safetensors"} <= files
+        assert ("value_head.safetensors" in files) == (algorithm == "ppo")
+        assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)
         assert not [f for f in os.listdir(tmp_path / algorithm) if ".tmp" in f or ".old" in f]
         # a fresh trainer, with a differently initialised policy, picks up where `a` stopped
         from transformers import GPT2LMHeadModel
@@ -242,8 +245,51 @@ def test_checkpoint_round_trip_continues_exactly(paths, tmp_path):
         assert oa["loss"] == pytest.approx(ob["loss"], rel=1e-5)
         for pa, pb in zip(a.policy.parameters(), b.policy.parameters()):
             torch.testing.assert_close(pa, pb)
-    with pytest.raises(ValueError, match="directory"):
+    with pytest.raises(ValueError, match="incomplete"):
         b.load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("algorithm", ["rloo", "ppo"])
+def test_resume_from_checkpoint_is_bit_exact(paths, tmp_path, algorithm):
+    import shutil
+
+    from transformers import GPT2LMHeadModel
+
+    def cfg(out):
+        # 6 steps over 3 prompts, 2 per step (the order is reshuffled per pass); warmup then cosine
+        # decay; PPO with 2 passes of minibatch 4 per batch (several optimizer steps per rollout step)
+        return fast_config(algorithm=algorithm, output_dir=str(out), max_steps=6, per_device_train_batch_size=2,
+                           warmup_steps=2, lr_scheduler_type="cosine", save_steps=2, save_total_limit=2,
+                           penalty_method="lcb", penalty_coef=0.5, kl_coef=0.05, num_ppo_epochs=2,
+                           minibatch_size=4, seed=4)
+
+    prompts = ["<bos>", f"<bos> {WORDS[0]}", f"<bos> {WORDS[1]}"]
+    policy, tok = load(paths)
+    ref = load(paths)[0]
+    full = OnlineTrainer(policy, ref, tok, count_reward, prompts, cfg(tmp_path / "full"))
+    history = full.train()
+    assert full.step_count == 6
+    assert sorted(os.listdir(tmp_path / "full")) == ["checkpoint-4", "checkpoint-6"]  # save_total_limit=2
+    lrs = [r["learning_rate"] for r in history.records]
+    assert lrs[:3] == pytest.approx([0.0, 1.5e-3, 3e-3]) and lrs[3] == pytest.approx(3e-3 * 0.5 * (1 + math.cos(math.pi / 4)))
+
+    out = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoint-4", out / "checkpoint-4")
+    torch.manual_seed(99)
+    other = GPT2LMHeadModel(policy.config)  # differently initialised: everything comes from the checkpoint
+    resumed = OnlineTrainer(other, load(paths)[0], tok, count_reward, prompts, cfg(out))
+    resumed_history = resumed.train(resume_from_checkpoint=True)
+    assert resumed.step_count == 6
+    assert resumed_history.records == history.records  # every logged reward, KL, loss and lr, bit for bit
+    for (name, a), b in zip(full.policy.named_parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b), name
+    if algorithm == "ppo":
+        for a, b in zip(full.value_head.parameters(), resumed.value_head.parameters()):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="'rloo' checkpoint|'ppo' checkpoint"):
+        other_algo = "ppo" if algorithm == "rloo" else "rloo"
+        OnlineTrainer(load(paths)[0], None, tok, count_reward, prompts,
+                      fast_config(algorithm=other_algo)).load_checkpoint(out / "checkpoint-4")
 
 
 def test_sampling_is_seeded_and_leaves_global_rng_alone(paths):

@@ -26,12 +26,23 @@ import numpy as np
 import torch
 
 from auq._checks import check_choice
-from auq._io import atomic_write_json, remove_stale_temps, temp_path
+from auq._io import remove_stale_temps, temp_path
 from auq._math import binary_entropy
 from auq.training._accelerate import respect_precision
+from auq.training._args import create_scheduler
 from auq.training._batching import _IndexedDataset
+from auq.training._checkpoint import (
+    checkpoint_dir,
+    load_checkpoint,
+    load_tensors,
+    resolve_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+    save_model_files,
+)
 from auq.training._dpo_config import UncertaintyDPOConfig
 from auq.training._dpo_data import CausalLMPreferenceCollator, sequence_logps
+from auq.training._trackers import Trackers, tracker_kwargs
 from auq.training.losses import (
     dpo_implicit_rewards,
     dpo_loss,
@@ -238,6 +249,7 @@ class UncertaintyDPOTrainer:
         eval_dataset: Any = None,
     ) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
 
         if not isinstance(config, UncertaintyDPOConfig):
             raise TypeError(f"config must be an UncertaintyDPOConfig, got {type(config).__name__}")
@@ -252,6 +264,10 @@ class UncertaintyDPOTrainer:
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             # "no" leaves an already initialised Accelerate state (e.g. from another trainer) as it is
             mixed_precision=None if config.mixed_precision_mode() == "no" else config.mixed_precision_mode(),
+            # the data order is a function of (seed, epoch) only, so a resumed run sees the same batches
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+            step_scheduler_with_optimizer=False,
+            **tracker_kwargs(config),
         )
         respect_precision(self.accelerator, config.mixed_precision_mode())
         self.collator = CausalLMPreferenceCollator(tokenizer, config.max_length, config.max_prompt_length)
@@ -275,12 +291,18 @@ class UncertaintyDPOTrainer:
         # Examples carry their position as ``index`` (whatever the data hold: a list of dicts or an
         # HF Dataset has none), so precomputed reference log-probs are stored and read per pair.
         self._train_indexed = _IndexedDataset(train_dataset)
-        g = torch.Generator().manual_seed(config.seed)
+        g = torch.Generator().manual_seed(config.seed)  # keeps the data loader off the global RNG
+        sampler = (torch.utils.data.RandomSampler(self._train_indexed) if config.shuffle
+                   else torch.utils.data.SequentialSampler(self._train_indexed))
         loader = torch.utils.data.DataLoader(
-            self._train_indexed, batch_size=config.per_device_train_batch_size, shuffle=config.shuffle, collate_fn=self.collator,
-            generator=g,
+            self._train_indexed, batch_size=config.per_device_train_batch_size, sampler=sampler,
+            collate_fn=self.collator, generator=g,
         )
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, self.optimizer, loader)
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / config.gradient_accumulation_steps))
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        self.scheduler = create_scheduler(self.optimizer, config, self.total_steps)
+        self.trackers = Trackers(config, self.accelerator, "dpo")
         self._ref_cache: dict[str, torch.Tensor] | None = None
         if config.precompute_ref_logps:
             self._ref_cache = self._precompute_ref(self._train_indexed)
@@ -288,6 +310,8 @@ class UncertaintyDPOTrainer:
         self.global_step = 0
         self.epoch = 0.0
         self.log_history: list[dict[str, float]] = []
+        self._window: list[dict[str, float]] = []  # metrics since the last logged entry
+        self._data_position = (0, 0)  # (epoch, batches of it seen) at the last optimizer step
 
     # ------------------------------------------------------------------ pieces
     @torch.no_grad()
@@ -360,52 +384,83 @@ class UncertaintyDPOTrainer:
         return loss, metrics
 
     # ------------------------------------------------------------------ loops
-    def train(self) -> list[dict[str, float]]:
-        """Run training; returns :attr:`log_history`."""
+    def train(self, resume_from_checkpoint: str | os.PathLike | bool | None = None) -> list[dict[str, float]]:
+        """Run training; returns :attr:`log_history`.
+
+        Parameters
+        ----------
+        resume_from_checkpoint : str, path, bool or None
+            A ``checkpoint-<step>`` folder, or ``True`` for the newest in ``config.output_dir``:
+            policy, optimizer, schedule, RNG states, data position, the metrics not yet logged and
+            the precomputed reference log-probs are restored, so the run ends as an uninterrupted
+            one would (bit-exactly on CPU). Build the trainer as for the original run (the same
+            initial policy, or the same ``ref_model``): the reference is not in the checkpoint
+            unless its log-probs were precomputed.
+        """
         from tqdm.auto import tqdm
 
-        cfg = self.config
-        steps_per_epoch = math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps)
-        total = cfg.total_steps(steps_per_epoch)
-        n_epochs = math.ceil(total / max(steps_per_epoch, 1))
-        bar = tqdm(total=total, desc="DPO", disable=cfg.disable_tqdm or not self.accelerator.is_main_process)
-        window: list[dict[str, float]] = []
+        cfg, acc = self.config, self.accelerator
+        start_epoch, skip = 0, 0
+        if resume_from_checkpoint not in (None, False):
+            ckpt = resolve_checkpoint(resume_from_checkpoint, cfg.output_dir)
+            state = self._load_checkpoint(ckpt)
+            start_epoch, skip = int(state["epoch"]), int(state["batches_in_epoch"])
+            if skip >= len(self.train_loader):
+                start_epoch, skip = start_epoch + 1, 0
+            logger.info("resumed from %s at step %d", ckpt, self.global_step)
+        total = self.total_steps
+        n_epochs = math.ceil(total / self.steps_per_epoch)
+        bar = tqdm(total=total, initial=self.global_step, desc="DPO",
+                   disable=cfg.disable_tqdm or not acc.is_main_process)
+        self.trackers.start()
         self.model.train()
-        for epoch in range(n_epochs):
-            for i, batch in enumerate(self.train_loader):
-                with self.accelerator.accumulate(self.model):
+        for epoch in range(start_epoch, n_epochs):
+            if self.global_step >= total:
+                break
+            self.train_loader.set_epoch(epoch)
+            loader, first = self.train_loader, 0
+            if skip:
+                from accelerate import skip_first_batches
+
+                loader, first, skip = skip_first_batches(self.train_loader, skip), skip, 0
+            for i, batch in enumerate(loader, start=first):
+                with acc.accumulate(self.model):
                     loss, metrics = self.compute_loss(batch)
-                    self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients and cfg.max_grad_norm:
-                        self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                     self.optimizer.step()
+                    if acc.sync_gradients:
+                        self.scheduler.step()
                     self.optimizer.zero_grad()
-                window.append(metrics)
-                if not self.accelerator.sync_gradients:
+                self._window.append(metrics)
+                if not acc.sync_gradients:
                     continue
                 self.global_step += 1
+                self._data_position = (epoch, i + 1)
                 self.epoch = epoch + (i + 1) / len(self.train_loader)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 if self.global_step % cfg.logging_steps == 0 or self.global_step == total:
-                    self._log(window)
-                    window = []
+                    self._log()
                 if cfg.save_steps and self.global_step % cfg.save_steps == 0:
-                    self.save_checkpoint(os.path.join(cfg.output_dir, f"checkpoint-{self.global_step}"))
+                    self.save_checkpoint()
                 if self.global_step >= total:
                     break
-            if self.global_step >= total:
-                break
-        if window:
-            self._log(window)
+        if self._window:
+            self._log()
         bar.close()
+        self.trackers.end()
         return self.log_history
 
-    def _log(self, window: list[dict[str, float]]) -> None:
+    def _log(self) -> None:
+        window, self._window = self._window, []
         entry = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        entry["learning_rate"] = float(self.scheduler.get_last_lr()[0])
         entry["step"] = self.global_step
         entry["epoch"] = round(self.epoch, 4)
         self.log_history.append(entry)
+        self.trackers.log(entry, self.global_step)
         logger.info("step %d: %s", self.global_step, {k: round(v, 4) for k, v in entry.items()})
 
     @torch.no_grad()
@@ -433,22 +488,47 @@ class UncertaintyDPOTrainer:
         self.model.train(was_training)
         return {f"eval/{k}": v / n for k, v in sums.items()}
 
-    def save_checkpoint(self, path: str | None = None) -> str:
-        """Save the policy (safetensors + config), tokenizer and ``trainer_state.json``; no pickle."""
-        path = path or self.config.output_dir
-        self.accelerator.wait_for_everyone()
+    def save_model(self, output_dir: str | os.PathLike | None = None) -> str:
+        """Save the policy (``save_pretrained``: safetensors + config) and the tokenizer to
+        ``output_dir`` (default ``config.output_dir``); returns the folder."""
+        out = os.fspath(output_dir) if output_dir is not None else self.config.output_dir
         if self.accelerator.is_main_process:
-            os.makedirs(path, exist_ok=True)
-            model = self.accelerator.unwrap_model(self.model)
-            model.save_pretrained(path, safe_serialization=True)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(path)
-            state = {
-                "global_step": self.global_step,
-                "epoch": self.epoch,
-                "config": self.config.to_dict(),
-                "log_history": self.log_history,
-            }
-            atomic_write_json(os.path.join(path, "trainer_state.json"), state)
-            logger.info("saved checkpoint to %s", path)
-        return path
+            save_model_files(self.accelerator.unwrap_model(self.model), out, tokenizer=self.tokenizer)
+        self.accelerator.wait_for_everyone()
+        return out
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> str:
+        """Write a resumable checkpoint (default ``<output_dir>/checkpoint-<step>``, the oldest beyond
+        ``save_total_limit`` removed): policy and tokenizer under ``model/``, optimizer, schedule,
+        RNG states, data position and ``trainer_state.json`` (see :mod:`auq.training._checkpoint`)."""
+        cfg = self.config
+        epoch, batches = self._data_position
+        tensors = {"ref_logps": self._ref_cache} if self._ref_cache is not None else {}
+        out = save_checkpoint(
+            path if path is not None else checkpoint_dir(cfg.output_dir, self.global_step),
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, tokenizer=self.tokenizer,
+            accelerator=self.accelerator, tensors=tensors,
+            state={
+                "global_step": self.global_step, "epoch": epoch, "batches_in_epoch": batches,
+                "epoch_float": self.epoch, "total_steps": self.total_steps, "log_history": self.log_history,
+                "pending_metrics": self._window, "config": cfg.to_dict(),
+            },
+        )  # fmt: skip
+        if path is None and self.accelerator.is_main_process:
+            rotate_checkpoints(cfg.output_dir, cfg.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return out
+
+    def _load_checkpoint(self, ckpt: str) -> dict[str, Any]:
+        state = load_checkpoint(
+            ckpt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, accelerator=self.accelerator
+        )
+        self.global_step = int(state["global_step"])
+        self.epoch = float(state.get("epoch_float", state["epoch"]))
+        self._data_position = (int(state["epoch"]), int(state["batches_in_epoch"]))
+        self.log_history = [dict(e) for e in state.get("log_history", [])]
+        self._window = [dict(m) for m in state.get("pending_metrics", [])]
+        ref = load_tensors(ckpt, "ref_logps")
+        if self._ref_cache is not None and ref is not None:
+            self._ref_cache = ref
+        return state
