@@ -89,6 +89,7 @@ from ._spread import (
     head_parameters,
     split_eval_slice,
 )
+from ._trackers import Trackers, tracker_kwargs
 from ._trainer_ckpt import _CheckpointMixin
 from ._trainer_config import RewardTrainerConfig, TrainResult
 from ._trainer_eval import _EvaluationMixin
@@ -208,7 +209,9 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
                     find_unused_parameters=True if find_unused is None else find_unused
                 )
             ],
+            **tracker_kwargs(config),
         )
+        self.trackers = Trackers(config, self.accelerator, "reward_model")
         respect_precision(self.accelerator, mixed)
         self.use_features = bool(getattr(model, "trunk_frozen", False)) and all(
             callable(getattr(model, a, None)) for a in ("encode", "forward_features")
@@ -454,6 +457,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
             logger.info("resumed from %s at step %d", ckpt, self.global_step)
 
         self.forward_module.train()
+        self.trackers.start()
         bar = tqdm(
             total=self.total_steps,
             initial=self.global_step,
@@ -548,6 +552,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
                 logger.info("restored the best model (step %s)", self._early.best_step)
         if cfg.fit_uncertainty:
             self._fit_uncertainty()
+        self.trackers.end()
         acc.wait_for_everyone()
         return TrainResult(
             global_step=self.global_step,
@@ -558,6 +563,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
 
     def _log(self, entry: dict[str, Any]) -> None:
         self.log_history.append(entry)
+        self.trackers.log(entry, entry.get("step", self.global_step))
         if self.accelerator.is_main_process:
             logger.info("%s", {k: (round(v, 6) if isinstance(v, float) else v) for k, v in entry.items()})
 
