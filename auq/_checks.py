@@ -13,8 +13,11 @@ result back in the caller's type (numpy in, numpy out; torch in, torch out on th
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -41,6 +44,8 @@ __all__ = [
     "check_device",
     "check_columns",
     "check_texts",
+    "renamed_kwarg",
+    "renamed_kwargs",
 ]
 
 
@@ -434,3 +439,108 @@ def check_device(device: Any, name: str = "device") -> Any:
         raise ValueError(
             f"{name} {device!r} is not a device: use 'cpu', 'cuda', 'cuda:N' or 'mps'"
         ) from None
+
+
+def renamed_kwarg(
+    kwargs: dict[str, Any],
+    old: str,
+    new: str,
+    *,
+    where: str,
+    new_given: bool = False,
+    stacklevel: int = 3,
+) -> None:
+    """Move the deprecated keyword ``old`` to its new name ``new`` inside ``kwargs`` (in place).
+
+    A renamed keyword argument is accepted for one release: passing ``old`` emits a
+    :class:`FutureWarning` naming ``new``; passing both (``new`` in ``kwargs``, or
+    ``new_given=True`` when it came positionally) is a :class:`TypeError` naming both.
+    Nothing happens when ``old`` is not in ``kwargs``. Prefer the decorator
+    :func:`renamed_kwargs` for functions; call this directly where a decorator does not fit
+    (e.g. inside a config's ``__init__``).
+
+    Parameters
+    ----------
+    kwargs : dict
+        The keyword arguments as passed; ``old`` is popped and stored under ``new``.
+    old, new : str
+        The deprecated and the current name.
+    where : str
+        What the arguments belong to, e.g. ``"uncertainty_weights()"``, used in the messages.
+    new_given : bool, default False
+        True when ``new`` was already passed (e.g. positionally).
+    stacklevel : int, default 3
+        Passed to :func:`warnings.warn` (3 points at the caller of a function that calls this one).
+
+    Examples
+    --------
+    >>> import warnings
+    >>> kw = {"tau": 0.5}
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     renamed_kwarg(kw, "tau", "temperature", where="f()")
+    >>> kw, caught[0].category.__name__
+    ({'temperature': 0.5}, 'FutureWarning')
+    >>> renamed_kwarg({"tau": 0.5, "temperature": 1.0}, "tau", "temperature", where="f()")
+    Traceback (most recent call last):
+    ...
+    TypeError: f() got both tau= (deprecated) and temperature=; pass only temperature=
+    """
+    if old not in kwargs:
+        return
+    if new_given or new in kwargs:
+        raise TypeError(f"{where} got both {old}= (deprecated) and {new}=; pass only {new}=")
+    warnings.warn(
+        f"{where}: {old}= is deprecated and will be removed in the next release; use {new}= instead",
+        FutureWarning,
+        stacklevel=stacklevel,
+    )
+    kwargs[new] = kwargs.pop(old)
+
+
+def renamed_kwargs(**renames: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Decorator: accept deprecated keyword names ``old=new`` for one release (see :func:`renamed_kwarg`).
+
+    The decorated function keeps its signature (only the new names); a call with an old name warns
+    with a :class:`FutureWarning` naming the new one, and a call passing both the old name and the
+    new one (by keyword or by position) raises a :class:`TypeError` naming both.
+
+    Examples
+    --------
+    >>> @renamed_kwargs(tau="temperature")
+    ... def soften(x, temperature=1.0):
+    ...     return x / temperature
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", FutureWarning)
+    ...     soften(1.0, tau=4.0)
+    0.25
+    >>> soften(1.0, 4.0, tau=2.0)
+    Traceback (most recent call last):
+    ...
+    TypeError: soften() got both tau= (deprecated) and temperature=; pass only temperature=
+    """
+
+    def decorate(func: Callable[..., Any]) -> Callable[..., Any]:
+        params = inspect.signature(func).parameters
+        for old, new in renames.items():
+            if new not in params or old in params:
+                raise ValueError(f"renamed_kwargs({old}={new!r}): {func.__qualname__} must take {new}= and not {old}=")
+        positional = [
+            p.name for p in params.values()
+            if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ]
+        where = f"{func.__qualname__}()"
+
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            if kwargs and not renames.keys().isdisjoint(kwargs):
+                by_position = set(positional[: len(args)])
+                for old, new in renames.items():
+                    renamed_kwarg(kwargs, old, new, where=where, new_given=new in by_position)
+            return func(*args, **kwargs)
+
+        wrapper.__renamed_kwargs__ = dict(renames)  # type: ignore[attr-defined]
+        return wrapper
+
+    return decorate
