@@ -299,7 +299,7 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
 
     votes = np.array([[3, 0], [2, 1], [1, 1], [4, 1]])
     ds = _dataset(4, votes=votes)
-    out = attach_uncertainty(ds, "votes", scheme="linear")
+    out = attach_uncertainty(ds, "votes", method="linear")
     np.testing.assert_allclose(out.targets, votes[:, 0] / votes.sum(1))
     np.testing.assert_allclose(out.weights, uncertainty_weights(label_uncertainty(votes), "linear"))
     assert out.weights[2] == 0.0  # a 1:1 split carries no preference
@@ -308,7 +308,7 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     ens = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=0)
     cache = str(tmp_path / "cache" / "rewards.npz")
     got = attach_uncertainty(
-        _dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=cache, use_targets=True
+        _dataset(8), "ensemble", reward_model=ens, method="exp", cache_path=cache, use_targets=True
     )
     assert os.path.exists(cache)
     from auq.models import score
@@ -320,24 +320,33 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     # second call: served from the cache (the same weights in a model that cannot score prove it)
     mute = copy.deepcopy(ens)
     mute.forward = mute.encode = None
-    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, scheme="exp", cache_path=cache)
+    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, method="exp", cache_path=cache)
     np.testing.assert_allclose(again.weights, got.weights)
     # another ensemble on the same dataset and cache: rescored, not served the first one's rewards
     other = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=1)
     got1 = attach_uncertainty(
-        _dataset(8), "ensemble", reward_model=other, scheme="exp", cache_path=cache, use_targets=True
+        _dataset(8), "ensemble", reward_model=other, method="exp", cache_path=cache, use_targets=True
     )
     dec1 = score(other, _dataset(8), progress=False).decompose()
     np.testing.assert_allclose(got1.targets, dec1.prob, rtol=1e-6)
     assert not np.allclose(got1.targets, got.targets)
     # a cache name without ".npz" is written under that very name and served next time
     bare = str(tmp_path / "cache" / "bare_name")
-    attach_uncertainty(_dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=bare)
+    attach_uncertainty(_dataset(8), "ensemble", reward_model=ens, method="exp", cache_path=bare)
     assert os.path.exists(bare) and not os.path.exists(bare + ".npz")
-    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, scheme="exp", cache_path=bare)
+    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, method="exp", cache_path=bare)
     np.testing.assert_allclose(again.weights, got.weights)
     with pytest.raises(ValueError, match="votes"):
         attach_uncertainty(_dataset(4), "votes")
+
+
+def test_attach_uncertainty_old_scheme_name_warns_and_maps_to_method():
+    ds = _dataset(4, votes=np.array([[3, 0], [2, 1], [1, 1], [4, 1]]))
+    with pytest.warns(FutureWarning, match="scheme.*deprecated.*method"):
+        old = attach_uncertainty(ds, "votes", scheme="linear")
+    np.testing.assert_array_equal(old.weights, attach_uncertainty(ds, "votes", method="linear").weights)
+    with pytest.raises(TypeError, match="scheme.*method"):
+        attach_uncertainty(ds, "votes", scheme="linear", method="exp")
 
 
 def test_attach_uncertainty_keeps_the_human_labels_by_default():
@@ -352,10 +361,10 @@ def test_attach_uncertainty_keeps_the_human_labels_by_default():
     soft = np.array([1.0, 0.75, 0.5, 1.0, 0.2, 1.0, 0.9, 0.6])
     for targets in (np.ones(8), soft):
         ds = _dataset(8, targets=targets)
-        kept = attach_uncertainty(ds, "ensemble", predictions=preds, scheme="exp")
+        kept = attach_uncertainty(ds, "ensemble", predictions=preds, method="exp")
         np.testing.assert_array_equal(kept.targets, targets)
         np.testing.assert_allclose(kept.weights, uncertainty_weights(preds.decompose().epistemic, "exp"))
-        replaced = attach_uncertainty(ds, "ensemble", predictions=preds, scheme="exp", use_targets=True)
+        replaced = attach_uncertainty(ds, "ensemble", predictions=preds, method="exp", use_targets=True)
         np.testing.assert_allclose(replaced.targets, prob)
         np.testing.assert_array_equal(ds.targets, targets)  # the input dataset is never modified
 
@@ -365,7 +374,7 @@ def test_config_and_input_errors(tiny_lm_dir, tokenizer, tmp_path):
         UncertaintyDPOConfig(loss_type="hinge")
     with pytest.raises(ValueError, match="beta"):
         UncertaintyDPOConfig(beta=0.0)
-    with pytest.raises(ValueError, match="normalize"):
-        UncertaintyDPOConfig(normalize="batch")
+    with pytest.raises(ValueError, match="weight_normalization"):
+        UncertaintyDPOConfig(weight_normalization="batch")
     with pytest.raises(TypeError, match="config"):
         UncertaintyDPOTrainer(_model(tiny_lm_dir), {"beta": 0.1}, _dataset(4), tokenizer)

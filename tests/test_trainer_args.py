@@ -58,6 +58,7 @@ def test_dpo_aliases_warn_and_map():
     _warns_and_maps(UncertaintyDPOConfig, "mixed_precision", "no", fp16=False, bf16=False)
     _warns_and_maps(UncertaintyDPOConfig, "progress", False, disable_tqdm=True)
     _warns_and_maps(UncertaintyDPOConfig, "progress", True, disable_tqdm=False)
+    _warns_and_maps(UncertaintyDPOConfig, "normalize", "n", weight_normalization="n")
     with pytest.warns(FutureWarning, match="max_steps=None"):
         assert UncertaintyDPOConfig(max_steps=None).max_steps == -1
     cfg = UncertaintyDPOConfig(per_device_train_batch_size=6)
@@ -90,6 +91,7 @@ def test_online_aliases_warn_and_map_by_meaning():
         (UncertaintyDPOConfig, "mixed_precision", "bf16", "bf16"),
         (UncertaintyDPOConfig, "mixed_precision", "fp16", "fp16"),
         (UncertaintyDPOConfig, "progress", "disable_tqdm", False),
+        (UncertaintyDPOConfig, "normalize", "weight_normalization", "n"),
         (OnlineConfig, "steps", "max_steps", 3),
         (OnlineConfig, "penalty", "penalty_method", "lcb"),
     ],

@@ -7,7 +7,6 @@ import glob
 import os
 
 import pytest
-from _tiny_lm import load_tiny_lm
 from _trainer_fixtures import make_tiny_bert, synthetic_dataset
 
 from auq.data import PreferenceDataset
@@ -37,6 +36,12 @@ def _scalars(logdir: str, tag: str) -> list[tuple[int, float]]:
         if tag in acc.Tags()["scalars"]:
             out += [(e.step, e.value) for e in acc.Scalars(tag)]
     return out
+
+
+def load_tiny_lm(path):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path)
 
 
 def _dpo(tiny_lm_dir, out, **kw):

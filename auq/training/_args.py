@@ -24,7 +24,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .._checks import check_choice, check_float, check_int
+from .._checks import check_choice, check_float, check_int, renamed_kwarg
 from .._io import atomic_write_text
 
 __all__ = ["TrainingArgumentsBase", "renamed_fields", "create_scheduler", "total_steps"]
@@ -34,21 +34,12 @@ TRACKERS = ("tensorboard", "wandb")
 
 
 def _rename_kwarg(kwargs: dict[str, Any], old: str, new: str, owner: str) -> Any:
-    """Pop ``old`` from ``kwargs`` with a ``FutureWarning`` naming ``new``; TypeError if both are given.
-
-    (The same contract as the deprecated-alias helper of ``auq._checks``; kept here until they merge.)
-    """
+    """Pop the deprecated ``old`` from ``kwargs`` (:func:`auq._checks.renamed_kwarg`: a
+    ``FutureWarning`` naming ``new``; ``TypeError`` when a new name is passed too); return its value."""
     news = new.split("|")
-    given = [n for n in news if n in kwargs]
-    if given:
-        raise TypeError(f"{owner}: got both {old!r} (deprecated) and {given[0]!r}; pass only {given[0]!r}")
-    names = " or ".join(repr(n) for n in news)
-    warnings.warn(
-        f"{owner}({old}=...) is deprecated and will be removed in the next release; use {names}",
-        FutureWarning,
-        stacklevel=4,
-    )
-    return kwargs.pop(old)
+    label = "/".join(news)
+    renamed_kwarg(kwargs, old, label, where=f"{owner}()", new_given=any(n in kwargs for n in news), stacklevel=4)
+    return kwargs.pop(label)
 
 
 Rename = tuple  # (new, convert or None[, read])

@@ -15,6 +15,7 @@ __all__ = ["UncertaintyDPOConfig"]
     "batch_size": ("per_device_train_batch_size", None),
     "mixed_precision": MIXED_PRECISION_RENAME,
     "progress": PROGRESS_RENAME,
+    "normalize": ("weight_normalization", None),
 })  # fmt: skip
 @dataclass
 class UncertaintyDPOConfig(TrainingArgumentsBase):
@@ -28,7 +29,7 @@ class UncertaintyDPOConfig(TrainingArgumentsBase):
     as before the schedule existed) and ``seed=0``. Old names kept for one release (a
     ``FutureWarning``): ``num_epochs`` → ``num_train_epochs``, ``batch_size`` →
     ``per_device_train_batch_size``, ``mixed_precision`` → ``bf16``/``fp16``, ``progress`` →
-    ``disable_tqdm`` (negated), ``max_steps=None`` → ``-1``.
+    ``disable_tqdm`` (negated), ``normalize`` → ``weight_normalization``, ``max_steps=None`` → ``-1``.
 
     Attributes
     ----------
@@ -42,8 +43,9 @@ class UncertaintyDPOConfig(TrainingArgumentsBase):
         Whether the dataset's per-pair weights / soft targets enter the loss. The targets are the
         dataset's own (human labels or vote shares) unless :func:`attach_uncertainty` was asked
         to replace them by the ensemble's probabilities (``use_targets=True`` there).
-    normalize : {"weights", "n"}
-        Denominator of the weighted batch mean (Σw or number of pairs).
+    weight_normalization : {"weights", "n"}
+        Denominator of the weighted batch mean (Σw or number of pairs); the losses' argument of
+        the same name.
     per_device_eval_batch_size : int or None
         Pairs per batch in :meth:`UncertaintyDPOTrainer.evaluate` and when precomputing the
         reference log-probs; ``None``: ``per_device_train_batch_size``.
@@ -73,7 +75,7 @@ class UncertaintyDPOConfig(TrainingArgumentsBase):
     max_prompt_length: int | None = None
     use_weights: bool = True
     use_targets: bool = True
-    normalize: str = "weights"
+    weight_normalization: str = "weights"
     robust_epsilon: float = 0.1
     robust_from_targets: bool = False
     robust_max_rate: float = 0.45
@@ -89,6 +91,6 @@ class UncertaintyDPOConfig(TrainingArgumentsBase):
         if self.per_device_eval_batch_size is not None:
             check_int(self.per_device_eval_batch_size, "per_device_eval_batch_size", minimum=1)
         check_int(self.max_length, "max_length", minimum=2)
-        check_choice(self.normalize, "normalize", ("weights", "n"))
+        check_choice(self.weight_normalization, "weight_normalization", ("weights", "n"))
         check_float(self.robust_epsilon, "robust_epsilon", minimum=0.0, maximum=0.5, inclusive=(True, False))
         check_choice(self.shuffle, "shuffle", (True, False))

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from auq._checks import check_choice
+from auq._checks import check_choice, renamed_kwargs
 from auq._io import remove_stale_temps, temp_path
 from auq._math import binary_entropy
 from auq.training._accelerate import respect_precision
@@ -84,6 +84,7 @@ def _with_columns(dataset: Any, *, weights: Any = None, targets: Any = None) -> 
     return out
 
 
+@renamed_kwargs(scheme="method")
 def attach_uncertainty(
     dataset: Any,
     source: str = "votes",
@@ -91,7 +92,7 @@ def attach_uncertainty(
     reward_model: Any = None,
     predictions: Any = None,
     uncertainty: str = "epistemic",
-    scheme: str | None = "exp",
+    method: str | None = "exp",
     use_targets: bool = False,
     cache_path: str | None = None,
     batch_size: int = 32,
@@ -102,13 +103,13 @@ def attach_uncertainty(
     Sources:
 
     * ``"votes"``: annotator votes. Targets are the vote fractions (already the dataset's targets);
-      weights (when ``scheme`` is not None) are :func:`uncertainty_weights` of the vote entropy
+      weights (when ``method`` is not None) are :func:`uncertainty_weights` of the vote entropy
       ``H(q)`` (:func:`auq.estimators.label_uncertainty`).
     * ``"ensemble"``: a reward ensemble scored **once** (``auq.models.score``), or ready
       ``predictions`` (``auq.models.Predictions``). Per pair, ``Predictions.decompose()`` gives the
       ensemble probability ``prob`` and the uncertainty
       named by ``uncertainty`` (``"epistemic"``, ``"total"``, ``"aleatoric"`` or ``"margin_std"``),
-      mapped to weights by :func:`uncertainty_weights` with ``scheme`` and ``weight_kwargs``.
+      mapped to weights by :func:`uncertainty_weights` with ``method`` and ``weight_kwargs``.
       With ``cache_path`` (``.npz``), the rewards are stored there with a fingerprint of the
       dataset and of the reward model's weights, and reused on the next call with the same
       dataset and model (NumPy arrays only, loaded with ``allow_pickle=False``).
@@ -122,18 +123,21 @@ def attach_uncertainty(
 
     Examples
     --------
-    >>> ds = attach_uncertainty(ds, "ensemble", reward_model=ensemble, scheme="exp")  # doctest: +SKIP
+    >>> ds = attach_uncertainty(ds, "ensemble", reward_model=ensemble, method="exp")  # doctest: +SKIP
+
+    (``method`` was called ``scheme``; the old name is accepted for one release with a
+    ``FutureWarning``.)
     """
     source = check_choice(source, "source", ("votes", "ensemble"))
-    if scheme is not None:
-        check_choice(scheme, "scheme", ("exp", "linear", "threshold", "rank"))
+    if method is not None:
+        check_choice(method, "method", ("exp", "linear", "threshold", "rank"))
     if source == "votes":
         if dataset.votes is None:
             raise ValueError("dataset has no votes column; source='votes' needs annotator votes")
         from auq.estimators import label_uncertainty
 
         u = label_uncertainty(np.asarray(dataset.votes))
-        w = uncertainty_weights(u, scheme, **weight_kwargs) if scheme is not None else None
+        w = uncertainty_weights(u, method, **weight_kwargs) if method is not None else None
         return _with_columns(dataset, weights=w)
 
     uncertainty = check_choice(uncertainty, "uncertainty", ("epistemic", "total", "aleatoric", "margin_std"))
@@ -145,7 +149,7 @@ def attach_uncertainty(
     dec = preds.decompose()
     prob = np.asarray(dec.prob, dtype=np.float64)
     u = np.asarray(getattr(dec, uncertainty), dtype=np.float64)
-    w = uncertainty_weights(u, scheme, **weight_kwargs) if scheme is not None else None
+    w = uncertainty_weights(u, method, **weight_kwargs) if method is not None else None
     logger.info(
         "ensemble uncertainty (%s): mean %.4g, max %.4g; weights mean %s",
         uncertainty, float(u.mean()), float(u.max()), "n/a" if w is None else f"{float(np.mean(w)):.4g}",
@@ -354,7 +358,7 @@ class UncertaintyDPOTrainer:
         w = batch["weights"].to(pc.dtype) if cfg.use_weights else None
         q = batch["targets"].to(pc.dtype) if cfg.use_targets else None
         if cfg.loss_type == "sigmoid":
-            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, normalize=cfg.normalize)
+            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, normalize=cfg.weight_normalization)
         elif cfg.loss_type == "robust":
             eps: Any = cfg.robust_epsilon
             if cfg.robust_from_targets:
@@ -365,11 +369,11 @@ class UncertaintyDPOTrainer:
                 eps = flip_rate_from_uncertainty(
                     binary_entropy(q_t), kind="entropy", max_rate=cfg.robust_max_rate
                 ).to(pc.dtype)
-            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, normalize=cfg.normalize)
+            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, normalize=cfg.weight_normalization)
         else:
             loss = ipo_loss(
                 pc, pr, rc, rr, tau=cfg.beta, chosen_lengths=n_tok[:b], rejected_lengths=n_tok[b:],
-                weights=w, targets=q, normalize=cfg.normalize,
+                weights=w, targets=q, normalize=cfg.weight_normalization,
             )
         r = dpo_implicit_rewards(pc, pr, rc, rr, beta=cfg.beta)
         metrics = {
