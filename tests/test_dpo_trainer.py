@@ -225,9 +225,12 @@ def test_checkpoint_is_safetensors_and_json(tiny_lm_dir, tokenizer, tmp_path):
     state = json.loads((ck / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["config"]["beta"] == 0.5
     assert (state["epoch"], state["batches_in_epoch"]) == (0, 2)  # 8 pairs / 4 per batch: end of epoch 0
-    loaded = AutoModelForCausalLM.from_pretrained(str(ck / "model"))
-    for (n1, p1), (_, p2) in zip(tr.accelerator.unwrap_model(tr.model).named_parameters(), loaded.named_parameters()):
-        torch.testing.assert_close(p1.detach(), p2, msg=n1)
+    final = tr.save_model(str(tmp_path / "final"))  # the final policy + tokenizer, loadable by path
+    assert os.path.exists(os.path.join(final, "tokenizer.json"))
+    for path in (ck / "model", final):
+        loaded = AutoModelForCausalLM.from_pretrained(str(path))
+        for (n1, p1), (_, p2) in zip(tr.accelerator.unwrap_model(tr.model).named_parameters(), loaded.named_parameters()):
+            assert torch.equal(p1.detach(), p2), n1
 
 
 def _resume_cfg(out, **kw):

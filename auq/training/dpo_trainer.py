@@ -235,12 +235,24 @@ class UncertaintyDPOTrainer:
     ----------
     log_history : list of dict
         Logged metrics: ``loss``, ``rewards/accuracy``, ``rewards/margins``, ``rewards/chosen``,
-        ``rewards/rejected``, ``weights/mean``, ``targets/mean``, ``step``, ``epoch``.
+        ``rewards/rejected``, ``weights/mean``, ``targets/mean``, ``learning_rate``, ``step``,
+        ``epoch`` (also sent to the ``report_to`` trackers).
+    total_steps : int
+        Optimizer steps of the run (``max_steps``, or ``num_train_epochs`` epochs).
+
+    Notes
+    -----
+    Shared with the other trainers: the settings (:class:`UncertaintyDPOConfig` extends
+    :class:`~auq.training._args.TrainingArgumentsBase`), the learning-rate schedule and warmup, the
+    checkpoints (``save_steps`` writes ``<output_dir>/checkpoint-<step>/``;
+    ``train(resume_from_checkpoint=...)`` continues exactly) and the trackers. :meth:`save_model`
+    writes the final policy and tokenizer.
 
     Examples
     --------
     >>> trainer = UncertaintyDPOTrainer(policy, UncertaintyDPOConfig(beta=0.1), ds, tokenizer)  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
+    >>> trainer.save_model("dpo-final")  # doctest: +SKIP
     """
 
     def __init__(
