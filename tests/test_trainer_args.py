@@ -84,6 +84,37 @@ def test_online_aliases_warn_and_map_by_meaning():
         assert OnlineConfig.from_dict({"steps": 3, "penalty": "wco"}).penalty_method == "wco"
 
 
+# to_dict() of the previous release's configs (old names, DPO's max_steps=None, online's output_dir=None)
+OLD_DPO = {"output_dir": "o", "loss_type": "sigmoid", "beta": 0.1, "learning_rate": 5e-06, "weight_decay": 0.0,
+           "num_epochs": 2, "max_steps": None, "batch_size": 3, "gradient_accumulation_steps": 1,
+           "max_grad_norm": 1.0, "max_length": 512, "max_prompt_length": None, "use_weights": True,
+           "use_targets": True, "normalize": "n", "robust_epsilon": 0.1, "robust_from_targets": False,
+           "robust_max_rate": 0.45, "precompute_ref_logps": False, "disable_dropout": True, "shuffle": True,
+           "seed": 0, "logging_steps": 10, "save_steps": 5, "mixed_precision": "bf16", "progress": False,
+           "extra": {}}
+OLD_ONLINE = {"algorithm": "rloo", "steps": 7, "batch_prompts": 3, "k": 4, "max_new_tokens": 16, "temperature": 1.0,
+              "learning_rate": 1e-05, "weight_decay": 0.0, "max_grad_norm": 1.0, "penalty": "lcb",
+              "penalty_coef": 1.0, "kl_coef": 0.05, "kl_estimator": "k1", "kl_in_reward": True, "epochs": 2,
+              "minibatch_size": None, "clip_range": 0.2, "normalize_advantages": False, "vf_coef": 0.1,
+              "gamma": 1.0, "lam": 0.95, "clip_range_value": 0.2, "seed": 0, "save_every": 2, "output_dir": None,
+              "progress": False}
+
+
+def test_previous_release_configs_load_with_their_meaning():
+    with pytest.warns(FutureWarning):
+        dpo = UncertaintyDPOConfig.from_dict(OLD_DPO)
+    assert (dpo.num_train_epochs, dpo.max_steps, dpo.per_device_train_batch_size) == (2.0, -1, 3)
+    assert (dpo.bf16, dpo.fp16, dpo.disable_tqdm, dpo.weight_normalization) == (True, False, True, "n")
+    assert (dpo.lr_scheduler_type, dpo.warmup_steps, dpo.save_steps) == ("constant", 0, 5)  # no schedule, as before
+    with pytest.warns(FutureWarning):
+        online = OnlineConfig.from_dict(OLD_ONLINE)
+    assert (online.max_steps, online.per_device_train_batch_size, online.num_ppo_epochs) == (7, 3, 2)
+    assert (online.save_steps, online.disable_tqdm, online.penalty_method) == (2, True, "lcb")
+    assert online.output_dir == "auq-online" and online.lr_scheduler_type == "constant"
+    with pytest.raises(ValueError, match="unknown OnlineConfig field"):
+        OnlineConfig.from_dict({"stepz": 3})
+
+
 @pytest.mark.parametrize(
     ("cls", "old", "new", "value"),
     [
