@@ -190,9 +190,10 @@ def run_online(ref_path, tokenizer, proxy, gen, offsets, gold_ref, steps, eval_e
     rows = []
     for name, (method, coef) in OBJECTIVES.items():
         policy = AutoModelForCausalLM.from_pretrained(ref_path)
-        cfg = OnlineConfig(algorithm="rloo", steps=steps, batch_prompts=8, k=4, max_new_tokens=max_new_tokens,
-                           learning_rate=lr, penalty=method, penalty_coef=coef, kl_coef=kl_coef,
-                           kl_estimator="k1", seed=seed, progress=False)
+        cfg = OnlineConfig(algorithm="rloo", max_steps=steps, per_device_train_batch_size=8, k=4,
+                           max_new_tokens=max_new_tokens, learning_rate=lr, penalty_method=method,
+                           penalty_coef=coef, kl_coef=kl_coef, kl_estimator="k1", seed=seed,
+                           disable_tqdm=True)
         trainer = OnlineTrainer(policy, ref, tokenizer, proxy, ["<bos>"], cfg, member_offsets=offsets)
 
         def evaluate(tr, _out=None, name=name):

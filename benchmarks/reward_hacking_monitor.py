@@ -95,8 +95,9 @@ def run(ref_path, tokenizer, proxy, gen, monitors, *, kl_coef, steps, eval_every
         m.reset()
     ref = AutoModelForCausalLM.from_pretrained(ref_path)
     policy = AutoModelForCausalLM.from_pretrained(ref_path)
-    cfg = OnlineConfig(algorithm="rloo", steps=steps, batch_prompts=batch, k=4, max_new_tokens=8, learning_rate=lr,
-                       penalty="mean", kl_coef=kl_coef, kl_estimator="k1", seed=seed, progress=False)
+    cfg = OnlineConfig(algorithm="rloo", max_steps=steps, per_device_train_batch_size=batch, k=4, max_new_tokens=8,
+                       learning_rate=lr, penalty_method="mean", kl_coef=kl_coef, kl_estimator="k1", seed=seed,
+                       disable_tqdm=True)
     trainer = OnlineTrainer(policy, ref, tokenizer, proxy, ["<bos>"], cfg, member_offsets=monitor.reward_offsets)
     evals = []
 

@@ -45,7 +45,7 @@ def _dataset(n=8, **cols):
 
 
 def _cfg(tmp_path, **kw):
-    base = dict(output_dir=str(tmp_path), beta=0.5, batch_size=4, progress=False, shuffle=False)
+    base = dict(output_dir=str(tmp_path), beta=0.5, per_device_train_batch_size=4, disable_tqdm=True, shuffle=False)
     base.update(kw)
     return UncertaintyDPOConfig(**base)
 
@@ -167,7 +167,7 @@ def test_precomputed_reference_is_stored_per_pair_without_an_index_field(make, t
     assert "index" not in ds[0]
     ref = _model(tiny_lm_dir)
     trainer = UncertaintyDPOTrainer(
-        _model(tiny_lm_dir, perturb=0.05), _cfg(tmp_path, batch_size=3, shuffle=True, precompute_ref_logps=True),
+        _model(tiny_lm_dir, perturb=0.05), _cfg(tmp_path, per_device_train_batch_size=3, shuffle=True, precompute_ref_logps=True),
         ds, tokenizer, ref_model=copy.deepcopy(ref),
     )
     stored = trainer._ref_cache["logps"]
@@ -190,7 +190,7 @@ def test_precomputed_reference_is_stored_per_pair_without_an_index_field(make, t
     assert sorted(seen) == list(range(7))
     assert trainer.evaluate(ds)["eval/loss"] == pytest.approx(
         UncertaintyDPOTrainer(
-            copy.deepcopy(trainer.model), _cfg(tmp_path, batch_size=3), ds, tokenizer, ref_model=copy.deepcopy(ref)
+            copy.deepcopy(trainer.model), _cfg(tmp_path, per_device_train_batch_size=3), ds, tokenizer, ref_model=copy.deepcopy(ref)
         ).evaluate(ds)["eval/loss"],
         rel=1e-5,
     )
@@ -218,14 +218,81 @@ def test_checkpoint_is_safetensors_and_json(tiny_lm_dir, tokenizer, tmp_path):
     tr = UncertaintyDPOTrainer(_model(tiny_lm_dir), _cfg(tmp_path, max_steps=2, learning_rate=1e-2, save_steps=2), _dataset(8), tokenizer)
     tr.train()
     ck = tmp_path / "checkpoint-2"
-    files = set(os.listdir(ck))
-    assert "model.safetensors" in files and "config.json" in files and "trainer_state.json" in files
+    files = {os.path.relpath(os.path.join(d, f), ck) for d, _, fs in os.walk(ck) for f in fs}
+    assert {"model/model.safetensors", "model/config.json", "model/tokenizer.json", "trainer_state.json",
+            "optimizer.safetensors", "optimizer.json", "scheduler.json", "rng_state_0.safetensors"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)
     state = json.loads((ck / "trainer_state.json").read_text())
     assert state["global_step"] == 2 and state["config"]["beta"] == 0.5
-    loaded = AutoModelForCausalLM.from_pretrained(str(ck))
-    for (n1, p1), (_, p2) in zip(tr.accelerator.unwrap_model(tr.model).named_parameters(), loaded.named_parameters()):
-        torch.testing.assert_close(p1.detach(), p2, msg=n1)
+    assert (state["epoch"], state["batches_in_epoch"]) == (0, 2)  # 8 pairs / 4 per batch: end of epoch 0
+    final = tr.save_model(str(tmp_path / "final"))  # the final policy + tokenizer, loadable by path
+    assert os.path.exists(os.path.join(final, "tokenizer.json"))
+    for path in (ck / "model", final):
+        loaded = AutoModelForCausalLM.from_pretrained(str(path))
+        for (n1, p1), (_, p2) in zip(tr.accelerator.unwrap_model(tr.model).named_parameters(), loaded.named_parameters()):
+            assert torch.equal(p1.detach(), p2), n1
+
+
+def _resume_cfg(out, **kw):
+    # 8 pairs, 2 per micro-batch x 2 accumulated: 2 steps per epoch, 3 epochs = 6 steps; dropout on,
+    # shuffled per epoch, warmup then linear decay, a log entry every 2 steps, checkpoints at 3 and 6
+    base = dict(output_dir=str(out), beta=0.5, per_device_train_batch_size=2, gradient_accumulation_steps=2,
+                num_train_epochs=3, learning_rate=1e-2, lr_scheduler_type="linear", warmup_steps=2,
+                weight_decay=0.01, disable_dropout=False, shuffle=True, seed=3, logging_steps=2,
+                save_steps=3, disable_tqdm=True)
+    base.update(kw)
+    return UncertaintyDPOConfig(**base)
+
+
+@pytest.mark.parametrize("precompute", [False, True])
+def test_resume_mid_epoch_is_bit_exact(tiny_lm_dir, tokenizer, tmp_path, monkeypatch, precompute):
+    import pickle
+    import shutil
+
+    ds = _dataset(8, weights=[1, 2, 1, 0.5, 1, 1, 1, 1], targets=[1, 0.9, 1, 0.8, 1, 1, 1, 1])
+    ref = _model(tiny_lm_dir)
+    full = UncertaintyDPOTrainer(_model(tiny_lm_dir), _resume_cfg(tmp_path / "full", precompute_ref_logps=precompute),
+                                 ds, tokenizer, ref_model=copy.deepcopy(ref))
+    full_log = full.train()
+    assert full.global_step == 6 and sorted(os.listdir(tmp_path / "full")) == ["checkpoint-3", "checkpoint-6"]
+    state = json.loads((tmp_path / "full" / "checkpoint-3" / "trainer_state.json").read_text())
+    assert (state["epoch"], state["batches_in_epoch"]) == (1, 2)  # the middle of epoch 1
+    assert len(state["pending_metrics"]) == 2  # step 3's micro-batches, logged at step 4
+    lrs = [e["learning_rate"] for e in full_log]
+    assert lrs == pytest.approx([1e-2, 0.5e-2, 0.0], abs=1e-12)  # after steps 2, 4, 6: warmup 2, decay over 4
+
+    out = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", out / "checkpoint-3")
+
+    def no_unpickling(*args, **kwargs):
+        raise AssertionError("a checkpoint was unpickled")
+
+    monkeypatch.setattr(torch, "load", no_unpickling)
+    monkeypatch.setattr(pickle, "load", no_unpickling)
+    # a differently initialised policy: weights, optimizer, schedule, RNG and data position all
+    # come from the checkpoint
+    resumed = UncertaintyDPOTrainer(_model(tiny_lm_dir, perturb=0.3, seed=7),
+                                    _resume_cfg(out, precompute_ref_logps=precompute), ds, tokenizer,
+                                    ref_model=copy.deepcopy(ref))
+    log = resumed.train(resume_from_checkpoint=True)
+    assert resumed.global_step == 6
+    a = full.accelerator.unwrap_model(full.model).state_dict()
+    b = resumed.accelerator.unwrap_model(resumed.model).state_dict()
+    for name in a:
+        assert torch.equal(a[name], b[name]), name
+    assert log == full_log  # every logged loss, metric and learning rate, bit for bit
+    assert sorted(os.listdir(out)) == ["checkpoint-3", "checkpoint-6"]
+
+
+def test_resume_errors(tiny_lm_dir, tokenizer, tmp_path):
+    tr = UncertaintyDPOTrainer(_model(tiny_lm_dir), _cfg(tmp_path, max_steps=1), _dataset(4), tokenizer)
+    with pytest.raises(ValueError, match="holds no checkpoint"):
+        tr.train(resume_from_checkpoint=True)
+    (tmp_path / "checkpoint-1").mkdir()
+    with pytest.raises(ValueError, match="incomplete.*trainer_state.json"):
+        tr.train(resume_from_checkpoint=str(tmp_path / "checkpoint-1"))
+    with pytest.raises(TypeError, match="resume_from_checkpoint"):
+        tr.train(resume_from_checkpoint=3)
 
 
 def test_attach_uncertainty_votes_and_ensemble(tmp_path):
@@ -236,7 +303,7 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
 
     votes = np.array([[3, 0], [2, 1], [1, 1], [4, 1]])
     ds = _dataset(4, votes=votes)
-    out = attach_uncertainty(ds, "votes", scheme="linear")
+    out = attach_uncertainty(ds, "votes", method="linear")
     np.testing.assert_allclose(out.targets, votes[:, 0] / votes.sum(1))
     np.testing.assert_allclose(out.weights, uncertainty_weights(label_uncertainty(votes), "linear"))
     assert out.weights[2] == 0.0  # a 1:1 split carries no preference
@@ -245,7 +312,7 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     ens = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=0)
     cache = str(tmp_path / "cache" / "rewards.npz")
     got = attach_uncertainty(
-        _dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=cache, use_targets=True
+        _dataset(8), "ensemble", reward_model=ens, method="exp", cache_path=cache, use_targets=True
     )
     assert os.path.exists(cache)
     from auq.models import score
@@ -257,24 +324,33 @@ def test_attach_uncertainty_votes_and_ensemble(tmp_path):
     # second call: served from the cache (the same weights in a model that cannot score prove it)
     mute = copy.deepcopy(ens)
     mute.forward = mute.encode = None
-    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, scheme="exp", cache_path=cache)
+    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, method="exp", cache_path=cache)
     np.testing.assert_allclose(again.weights, got.weights)
     # another ensemble on the same dataset and cache: rescored, not served the first one's rewards
     other = RewardEnsemble.from_backbone(path, kind="heads", n_members=3, seed=1)
     got1 = attach_uncertainty(
-        _dataset(8), "ensemble", reward_model=other, scheme="exp", cache_path=cache, use_targets=True
+        _dataset(8), "ensemble", reward_model=other, method="exp", cache_path=cache, use_targets=True
     )
     dec1 = score(other, _dataset(8), progress=False).decompose()
     np.testing.assert_allclose(got1.targets, dec1.prob, rtol=1e-6)
     assert not np.allclose(got1.targets, got.targets)
     # a cache name without ".npz" is written under that very name and served next time
     bare = str(tmp_path / "cache" / "bare_name")
-    attach_uncertainty(_dataset(8), "ensemble", reward_model=ens, scheme="exp", cache_path=bare)
+    attach_uncertainty(_dataset(8), "ensemble", reward_model=ens, method="exp", cache_path=bare)
     assert os.path.exists(bare) and not os.path.exists(bare + ".npz")
-    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, scheme="exp", cache_path=bare)
+    again = attach_uncertainty(_dataset(8), "ensemble", reward_model=mute, method="exp", cache_path=bare)
     np.testing.assert_allclose(again.weights, got.weights)
     with pytest.raises(ValueError, match="votes"):
         attach_uncertainty(_dataset(4), "votes")
+
+
+def test_attach_uncertainty_old_scheme_name_warns_and_maps_to_method():
+    ds = _dataset(4, votes=np.array([[3, 0], [2, 1], [1, 1], [4, 1]]))
+    with pytest.warns(FutureWarning, match="scheme.*deprecated.*method"):
+        old = attach_uncertainty(ds, "votes", scheme="linear")
+    np.testing.assert_array_equal(old.weights, attach_uncertainty(ds, "votes", method="linear").weights)
+    with pytest.raises(TypeError, match="scheme.*method"):
+        attach_uncertainty(ds, "votes", scheme="linear", method="exp")
 
 
 def test_attach_uncertainty_keeps_the_human_labels_by_default():
@@ -289,10 +365,10 @@ def test_attach_uncertainty_keeps_the_human_labels_by_default():
     soft = np.array([1.0, 0.75, 0.5, 1.0, 0.2, 1.0, 0.9, 0.6])
     for targets in (np.ones(8), soft):
         ds = _dataset(8, targets=targets)
-        kept = attach_uncertainty(ds, "ensemble", predictions=preds, scheme="exp")
+        kept = attach_uncertainty(ds, "ensemble", predictions=preds, method="exp")
         np.testing.assert_array_equal(kept.targets, targets)
         np.testing.assert_allclose(kept.weights, uncertainty_weights(preds.decompose().epistemic, "exp"))
-        replaced = attach_uncertainty(ds, "ensemble", predictions=preds, scheme="exp", use_targets=True)
+        replaced = attach_uncertainty(ds, "ensemble", predictions=preds, method="exp", use_targets=True)
         np.testing.assert_allclose(replaced.targets, prob)
         np.testing.assert_array_equal(ds.targets, targets)  # the input dataset is never modified
 
@@ -302,7 +378,7 @@ def test_config_and_input_errors(tiny_lm_dir, tokenizer, tmp_path):
         UncertaintyDPOConfig(loss_type="hinge")
     with pytest.raises(ValueError, match="beta"):
         UncertaintyDPOConfig(beta=0.0)
-    with pytest.raises(ValueError, match="normalize"):
-        UncertaintyDPOConfig(normalize="batch")
+    with pytest.raises(ValueError, match="weight_normalization"):
+        UncertaintyDPOConfig(weight_normalization="batch")
     with pytest.raises(TypeError, match="config"):
         UncertaintyDPOTrainer(_model(tiny_lm_dir), {"beta": 0.1}, _dataset(4), tokenizer)

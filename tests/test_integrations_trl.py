@@ -24,6 +24,12 @@ from auq.integrations.trl import (  # noqa: E402
 )
 from auq.training.losses import dpo_loss, penalized_reward  # noqa: E402
 
+# WeightedDPOTrainer / WeightedDPOConfig / WeightedPreferenceCollator are deprecated (one DPO
+# implementation: auq.training.UncertaintyDPOTrainer); they keep working for one release, tested here
+pytestmark = pytest.mark.filterwarnings(
+    r"ignore:auq\.integrations\.trl\.Weighted.* is deprecated:FutureWarning"
+)
+
 PROMPTS = ["please tell me", "what is the capital", "the weather today", "a helpful answer"]
 GOOD = ["sure here is a simple recipe for bread", "it is paris", "is sunny with light wind", "is short and kind"]
 BAD = ["I cannot help with that request sorry", "the cat sat on the mat", "a harmful answer is rude", "is rude and long"]
@@ -93,6 +99,22 @@ def _batch(trainer, indices):
 # ------------------------------------------------------------------------------------------
 # collator and columns
 # ------------------------------------------------------------------------------------------
+
+
+def test_weighted_dpo_classes_are_deprecated_in_favour_of_uncertainty_dpo_trainer(lm_path, tokenizer, tmp_path):
+    import warnings
+
+    with pytest.warns(FutureWarning, match=r"WeightedPreferenceCollator is deprecated.*UncertaintyDPOTrainer"):
+        WeightedPreferenceCollator(pad_token_id=0)
+    with pytest.warns(FutureWarning, match=r"WeightedDPOConfig is deprecated.*UncertaintyDPOConfig"):
+        cfg = _config(tmp_path, "deprecated")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        WeightedDPOTrainer(model=_load_model(lm_path), args=cfg, train_dataset=_dataset(), processing_class=tokenizer)
+    ours = [w for w in caught if issubclass(w.category, FutureWarning) and "auq.integrations" in str(w.message)]
+    # one warning for the trainer, none for the collator it builds internally
+    assert [str(w.message).split(" is deprecated")[0] for w in ours] == ["auq.integrations.trl.WeightedDPOTrainer"]
+    assert "auq.training.UncertaintyDPOTrainer" in str(ours[0].message)
 
 
 def test_collator_carries_weight_and_target_columns():

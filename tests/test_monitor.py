@@ -239,8 +239,8 @@ def _online_trainer(online_paths, reward_fn, steps=6):
     from auq.training.online import OnlineConfig, OnlineTrainer
 
     tok_path, policy_path, _ = online_paths
-    cfg = OnlineConfig(algorithm="rloo", steps=steps, batch_prompts=4, k=4, max_new_tokens=4, learning_rate=1e-3,
-                       seed=0, progress=False)
+    cfg = OnlineConfig(algorithm="rloo", max_steps=steps, per_device_train_batch_size=4, k=4, max_new_tokens=4,
+                       learning_rate=1e-3, seed=0, disable_tqdm=True)
     return OnlineTrainer(AutoModelForCausalLM.from_pretrained(policy_path), None,
                          AutoTokenizer.from_pretrained(tok_path), reward_fn, ["<bos>"], cfg)
 

@@ -63,7 +63,7 @@ def count_reward(prompts, completions):
 
 
 def fast_config(**kw):
-    base = dict(batch_prompts=4, k=4, max_new_tokens=6, learning_rate=3e-3, progress=False, kl_coef=0.0)
+    base = dict(per_device_train_batch_size=4, k=4, max_new_tokens=6, learning_rate=3e-3, disable_tqdm=True, kl_coef=0.0)
     base.update(kw)
     return OnlineConfig(**base)
 
@@ -107,8 +107,8 @@ def test_response_mask_stops_after_first_eos():
 def test_config_validation_names_argument():
     with pytest.raises(ValueError, match="algorithm"):
         OnlineConfig(algorithm="a2c")
-    with pytest.raises(ValueError, match="penalty"):
-        OnlineConfig(penalty="max")
+    with pytest.raises(ValueError, match="penalty_method"):
+        OnlineConfig(penalty_method="max")
     with pytest.raises(ValueError, match="k"):
         OnlineConfig(k=1)
     with pytest.raises(ValueError, match="kl_coef"):
@@ -117,8 +117,10 @@ def test_config_validation_names_argument():
         OnlineConfig(penalty_coef=-1.0)
     with pytest.raises(ValueError, match="kl_estimator"):
         OnlineConfig(kl_estimator="k9")
-    with pytest.raises(ValueError, match="output_dir"):
-        OnlineConfig(save_every=5)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps"):
+        OnlineConfig(gradient_accumulation_steps=2)
+    with pytest.raises(ValueError, match="bf16"):
+        OnlineConfig(bf16=True)
     assert OnlineConfig(algorithm="ppo", k=1).k == 1
 
 
@@ -169,7 +171,7 @@ def test_lcb_with_zero_coef_equals_mean(paths):
     for method in ("mean", "lcb", "uwo"):
         policy, tok = load(paths)
         tr = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"],
-                           fast_config(penalty=method, penalty_coef=0.0))
+                           fast_config(penalty_method=method, penalty_coef=0.0))
         outs = [tr.step() for _ in range(2)]
         results[method] = (outs, [p.detach().clone() for p in policy.parameters()])
     for method in ("lcb", "uwo"):
@@ -179,7 +181,7 @@ def test_lcb_with_zero_coef_equals_mean(paths):
             torch.testing.assert_close(pa, pb)
     # a positive coefficient does change the objective (the members disagree by 0.3*length)
     policy, tok = load(paths)
-    tr = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"], fast_config(penalty="lcb", penalty_coef=1.0))
+    tr = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"], fast_config(penalty_method="lcb", penalty_coef=1.0))
     out = tr.step()
     assert not torch.allclose(out["penalized"], results["mean"][0][0]["penalized"])
 
@@ -205,7 +207,7 @@ def test_kl_as_loss_term_and_in_reward(paths):
 def test_ppo_improves_reward(paths):
     policy, tok = load(paths)
     trainer = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"],
-                            fast_config(algorithm="ppo", epochs=2, minibatch_size=8))
+                            fast_config(algorithm="ppo", num_ppo_epochs=2, minibatch_size=8))
     before = target_rate(trainer)
     trainer.train(steps=25)
     after = target_rate(trainer)
@@ -215,13 +217,16 @@ def test_ppo_improves_reward(paths):
 def test_checkpoint_round_trip_continues_exactly(paths, tmp_path):
     for algorithm in ("rloo", "ppo"):
         policy, tok = load(paths)
-        cfg = fast_config(algorithm=algorithm, penalty="lcb", penalty_coef=0.5)
+        cfg = fast_config(algorithm=algorithm, penalty_method="lcb", penalty_coef=0.5)
         a = OnlineTrainer(policy, None, tok, count_reward, ["<bos>"], cfg)
         a.train(steps=2)
         path = a.save_checkpoint(tmp_path / algorithm / "ckpt")
         a.save_checkpoint(path)  # overwriting an existing checkpoint is atomic too
-        files = set(os.listdir(path))
-        assert {"model.safetensors", "config.json", "trainer_state.json", "trainer_state.safetensors"} <= files
+        files = {os.path.relpath(os.path.join(d, f), path) for d, _, fs in os.walk(path) for f in fs}
+        assert {"model/model.safetensors", "model/config.json", "trainer_state.json", "optimizer.safetensors",
+                "optimizer.json", "scheduler.json", "rng_state_0.safetensors"} <= files
+        assert ("value_head.safetensors" in files) == (algorithm == "ppo")
+        assert not any(f.endswith((".bin", ".pt", ".pkl", ".pth")) for f in files)
         assert not [f for f in os.listdir(tmp_path / algorithm) if ".tmp" in f or ".old" in f]
         # a fresh trainer, with a differently initialised policy, picks up where `a` stopped
         from transformers import GPT2LMHeadModel
@@ -240,8 +245,51 @@ def test_checkpoint_round_trip_continues_exactly(paths, tmp_path):
         assert oa["loss"] == pytest.approx(ob["loss"], rel=1e-5)
         for pa, pb in zip(a.policy.parameters(), b.policy.parameters()):
             torch.testing.assert_close(pa, pb)
-    with pytest.raises(ValueError, match="directory"):
+    with pytest.raises(ValueError, match="incomplete"):
         b.load_checkpoint(tmp_path)
+
+
+@pytest.mark.parametrize("algorithm", ["rloo", "ppo"])
+def test_resume_from_checkpoint_is_bit_exact(paths, tmp_path, algorithm):
+    import shutil
+
+    from transformers import GPT2LMHeadModel
+
+    def cfg(out):
+        # 6 steps over 3 prompts, 2 per step (the order is reshuffled per pass); warmup then cosine
+        # decay; PPO with 2 passes of minibatch 4 per batch (several optimizer steps per rollout step)
+        return fast_config(algorithm=algorithm, output_dir=str(out), max_steps=6, per_device_train_batch_size=2,
+                           warmup_steps=2, lr_scheduler_type="cosine", save_steps=2, save_total_limit=2,
+                           penalty_method="lcb", penalty_coef=0.5, kl_coef=0.05, num_ppo_epochs=2,
+                           minibatch_size=4, seed=4)
+
+    prompts = ["<bos>", f"<bos> {WORDS[0]}", f"<bos> {WORDS[1]}"]
+    policy, tok = load(paths)
+    ref = load(paths)[0]
+    full = OnlineTrainer(policy, ref, tok, count_reward, prompts, cfg(tmp_path / "full"))
+    history = full.train()
+    assert full.step_count == 6
+    assert sorted(os.listdir(tmp_path / "full")) == ["checkpoint-4", "checkpoint-6"]  # save_total_limit=2
+    lrs = [r["learning_rate"] for r in history.records]
+    assert lrs[:3] == pytest.approx([0.0, 1.5e-3, 3e-3]) and lrs[3] == pytest.approx(3e-3 * 0.5 * (1 + math.cos(math.pi / 4)))
+
+    out = tmp_path / "resumed"
+    shutil.copytree(tmp_path / "full" / "checkpoint-4", out / "checkpoint-4")
+    torch.manual_seed(99)
+    other = GPT2LMHeadModel(policy.config)  # differently initialised: everything comes from the checkpoint
+    resumed = OnlineTrainer(other, load(paths)[0], tok, count_reward, prompts, cfg(out))
+    resumed_history = resumed.train(resume_from_checkpoint=True)
+    assert resumed.step_count == 6
+    assert resumed_history.records == history.records  # every logged reward, KL, loss and lr, bit for bit
+    for (name, a), b in zip(full.policy.named_parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b), name
+    if algorithm == "ppo":
+        for a, b in zip(full.value_head.parameters(), resumed.value_head.parameters()):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="'rloo' checkpoint|'ppo' checkpoint"):
+        other_algo = "ppo" if algorithm == "rloo" else "rloo"
+        OnlineTrainer(load(paths)[0], None, tok, count_reward, prompts,
+                      fast_config(algorithm=other_algo)).load_checkpoint(out / "checkpoint-4")
 
 
 def test_sampling_is_seeded_and_leaves_global_rng_alone(paths):

@@ -244,7 +244,7 @@ def test_dpo_trainer_sequence_logps_and_loss_match_trl(tiny_lm_dir, tmp_path):
     trl_g = torch.autograd.grad(trl_loss, [p for p in trl_trainer.model.parameters() if p.requires_grad])
 
     ours = PreferenceDataset(hf["prompt"], hf["chosen"], hf["rejected"])
-    cfg = UncertaintyDPOConfig(output_dir=str(tmp_path / "ours"), beta=0.5, batch_size=4, progress=False, shuffle=False)
+    cfg = UncertaintyDPOConfig(output_dir=str(tmp_path / "ours"), beta=0.5, per_device_train_batch_size=4, disable_tqdm=True, shuffle=False)
     trainer = UncertaintyDPOTrainer(ours_policy, cfg, ours, tokenizer, ref_model=ours_ref)
     batch = trainer.collator([trainer.train_dataset[i] for i in range(4)])
     # same token sequences as TRL (prompt + completion + eos)

@@ -1,16 +1,16 @@
 """auq.integrations: adapters from :mod:`auq.training` to other libraries.
 
-* :mod:`auq.integrations.trl` (extra ``pip install "auq[trl]"``): :class:`WeightedDPOTrainer`
-  (TRL ``DPOTrainer`` with per-pair weights / soft targets from dataset columns) and
+* :mod:`auq.integrations.trl` (extra ``pip install "auq[trl]"``):
   :func:`uncertainty_penalized_reward_func` (uncertainty-penalised ``reward_funcs`` for TRL's
-  ``GRPOTrainer``).
+  ``GRPOTrainer``); :class:`WeightedDPOTrainer` (TRL ``DPOTrainer`` with per-pair weights / soft
+  targets) is deprecated in favour of :class:`auq.training.UncertaintyDPOTrainer`.
 
 TRL is imported only when one of these names is first used, so ``import auq.integrations`` works
 without it; using them without TRL raises an ``ImportError`` that says how to install it.
 
 Examples
 --------
->>> from auq.integrations import WeightedDPOTrainer  # doctest: +SKIP
+>>> from auq.integrations import uncertainty_penalized_reward_func  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
-"""TRL integration: per-pair weights / soft targets in TRL's ``DPOTrainer``, penalised GRPO rewards.
+"""TRL integration: penalised GRPO rewards; per-pair weights / soft targets in TRL's ``DPOTrainer`` (deprecated).
 
 Optional extra: ``pip install "auq[trl]"`` (tested range ``trl>=1.0,<1.17``; written and tested
 against trl 1.16).
 
-* :class:`WeightedDPOTrainer` -- a subclass of ``trl.DPOTrainer`` whose sigmoid DPO loss becomes
+* :class:`WeightedDPOTrainer`, :class:`WeightedDPOConfig`, :class:`WeightedPreferenceCollator`
+  (**deprecated**, removed in the next release; they emit a ``FutureWarning``): auq has one DPO
+  implementation, :class:`auq.training.UncertaintyDPOTrainer`, which needs no TRL, takes the same
+  per-pair weights and soft targets (dataset columns or :func:`auq.training.attach_uncertainty`)
+  and is tested equal to TRL's ``DPOTrainer`` in loss value and gradient. What follows describes
+  the deprecated subclass: a subclass of ``trl.DPOTrainer`` whose sigmoid DPO loss becomes
   :func:`auq.training.losses.dpo_loss` with per-pair ``weights`` and soft ``targets`` read from
   dataset columns (default ``"weight"`` and ``"target"``). TRL has no hook for per-example loss
   terms and drops unknown columns, so three things are overridden: the columns are kept through
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -75,6 +81,16 @@ _EXTRA_KEYS = ("weights", "targets")
 _MISSING = object()
 
 
+def _deprecated(name: str, replacement: str) -> None:
+    warnings.warn(
+        f"auq.integrations.trl.{name} is deprecated and will be removed in the next release; use "
+        f"auq.training.{replacement} (one DPO implementation: the same weighted / soft-target loss, "
+        "tested equal to TRL's DPOTrainer, no TRL needed)",
+        FutureWarning,
+        stacklevel=3,
+    )
+
+
 # ------------------------------------------------------------------------------------------
 # DPO
 # ------------------------------------------------------------------------------------------
@@ -98,6 +114,9 @@ class WeightedDPOConfig(DPOConfig):
     Examples
     --------
     >>> cfg = WeightedDPOConfig(output_dir="out", weight_column="w", report_to="none")  # doctest: +SKIP
+
+    .. deprecated::
+        Use :class:`auq.training.UncertaintyDPOConfig`; removed in the next release.
     """
 
     weight_column: str | None = dataclasses.field(
@@ -110,6 +129,10 @@ class WeightedDPOConfig(DPOConfig):
         default="weights", metadata={"help": "Weighted mean denominator: 'weights' (sum of w) or 'n'."}
     )
 
+    def __post_init__(self) -> None:
+        _deprecated("WeightedDPOConfig", "UncertaintyDPOConfig")
+        super().__post_init__()
+
 
 @dataclasses.dataclass
 class WeightedPreferenceCollator(DataCollatorForPreference):
@@ -120,7 +143,10 @@ class WeightedPreferenceCollator(DataCollatorForPreference):
 
     Examples
     --------
-    >>> c = WeightedPreferenceCollator(pad_token_id=0)
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", FutureWarning)  # deprecated
+    ...     c = WeightedPreferenceCollator(pad_token_id=0)
     >>> b = c([{"prompt_ids": [1], "chosen_ids": [2], "rejected_ids": [3], "weight": 0.5, "target": 0.9}])
     >>> b["weights"].tolist(), round(b["targets"].item(), 3)
     ([0.5], 0.9)
@@ -128,6 +154,9 @@ class WeightedPreferenceCollator(DataCollatorForPreference):
 
     weight_column: str | None = "weight"
     target_column: str | None = "target"
+
+    def __post_init__(self) -> None:
+        _deprecated("WeightedPreferenceCollator", "UncertaintyDPOTrainer (its CausalLMPreferenceCollator)")
 
     def torch_call(self, examples: list[dict[str, Any]]) -> dict[str, Any]:
         output = super().torch_call(examples)
@@ -162,7 +191,11 @@ def _check_column(dataset: Any, column: str | None, name: str, default: str, kin
 
 
 class WeightedDPOTrainer(DPOTrainer):
-    """``trl.DPOTrainer`` with per-pair weights and soft targets taken from dataset columns.
+    """``trl.DPOTrainer`` with per-pair weights and soft targets taken from dataset columns (deprecated).
+
+    .. deprecated::
+        Use :class:`auq.training.UncertaintyDPOTrainer` (the same loss, no TRL needed, tested
+        equal to TRL's values and gradients); this subclass is removed in the next release.
 
     The per-pair loss is ``w · [-q·logsigmoid(z) - (1-q)·logsigmoid(-z)]`` with
     ``z = β[(log π(c) - log π_ref(c)) - (log π(r) - log π_ref(r))]``, averaged over the batch by
@@ -200,6 +233,7 @@ class WeightedDPOTrainer(DPOTrainer):
         weight_normalize: Any = _MISSING,
         **kwargs: Any,
     ) -> None:
+        _deprecated("WeightedDPOTrainer", "UncertaintyDPOTrainer")
         targs = kwargs.get("args", args[2] if len(args) > 2 else None)
         train_dataset = kwargs.get("train_dataset", args[4] if len(args) > 4 else None)
 
@@ -235,9 +269,11 @@ class WeightedDPOTrainer(DPOTrainer):
             # log-probs, when precomputed in __init__, were computed with TRL's own collator.
             base = self.data_collator
             fields = {f.name: getattr(base, f.name) for f in dataclasses.fields(DataCollatorForPreference)}
-            self.data_collator = WeightedPreferenceCollator(
-                **fields, weight_column=self.weight_column, target_column=self.target_column
-            )
+            with warnings.catch_warnings():  # the trainer's own deprecation warning was given
+                warnings.simplefilter("ignore", FutureWarning)
+                self.data_collator = WeightedPreferenceCollator(
+                    **fields, weight_column=self.weight_column, target_column=self.target_column
+                )
         else:
             user_collator.weight_column = self.weight_column
             user_collator.target_column = self.target_column

@@ -1,21 +1,45 @@
-"""Checkpoint files of the reward trainer: JSON state, RNG and optimizer state as safetensors + JSON.
+"""The one checkpoint format of auq's trainers (reward model, DPO, online RL).
 
-Nothing here unpickles: tensors go to safetensors, structure to JSON.
+``checkpoint-<step>/`` holds
+
+* ``model/``: the model through its own ``save_pretrained`` (a Hugging Face model, an auq reward
+  model) with the tokenizer beside it, else its state dict as ``model/model.safetensors``;
+* ``optimizer.safetensors`` + ``optimizer.json``: the optimizer state (tensors / structure);
+* ``scheduler.json``: the learning-rate schedule's state;
+* ``rng_state_<rank>.safetensors`` + ``.json``: every process's torch / CUDA / NumPy / Python RNGs;
+* ``trainer_state.json``: step, data position (``epoch``, ``batches_in_epoch``), log history,
+  config and whatever else the trainer adds; ``<name>.safetensors`` for extra tensors (anchors, a
+  value head).
+
+:func:`save_checkpoint` writes it to a temporary sibling folder and renames it into place, so an
+interrupted save never leaves a half-written checkpoint; :func:`load_checkpoint` restores it in
+place. Nothing here unpickles: tensors go to safetensors, structure to JSON.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
+import shutil
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["CHECKPOINT_PREFIX", "load_checkpoint_state"]
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "load_checkpoint",
+    "load_checkpoint_state",
+    "resolve_checkpoint",
+    "rotate_checkpoints",
+    "save_checkpoint",
+]
+
+logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 #: folder under ``output_dir`` keeping a frozen trunk once for all ``checkpoint-*/model`` folders
@@ -194,3 +218,195 @@ def load_checkpoint_state(checkpoint_dir: str | os.PathLike) -> dict[str, Any]:
     return state
 
 
+
+
+# --------------------------------------------------------------------------------------------
+# writing and reading a whole checkpoint (every trainer)
+# --------------------------------------------------------------------------------------------
+
+
+def _unwrap(model: Any, accelerator: Any) -> Any:
+    return accelerator.unwrap_model(model) if accelerator is not None else model
+
+
+def save_model_files(model: Any, path: str, *, tokenizer: Any = None, **save_kwargs: Any) -> None:
+    """Write ``model`` to the folder ``path``: its ``save_pretrained`` when it has one (``save_kwargs``
+    passed on), else its state dict as ``model.safetensors``; the tokenizer beside it."""
+    from .._io import save_safetensors
+
+    if callable(getattr(model, "save_pretrained", None)):
+        model.save_pretrained(path, **save_kwargs)
+    else:
+        os.makedirs(path, exist_ok=True)
+        state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+        save_safetensors(state, os.path.join(path, "model.safetensors"))
+    if tokenizer is not None and callable(getattr(tokenizer, "save_pretrained", None)):
+        tokenizer.save_pretrained(path)
+
+
+@torch.no_grad()
+def load_model_files(model: Any, path: str) -> None:
+    """Load the weights :func:`save_model_files` wrote in ``path`` into ``model`` (in place)."""
+    from safetensors.torch import load_file
+
+    if callable(getattr(model, "save_pretrained", None)) and callable(getattr(type(model), "from_pretrained", None)):
+        loaded = type(model).from_pretrained(path)
+        model.load_state_dict(loaded.state_dict())
+        del loaded
+    else:
+        model.load_state_dict(load_file(os.path.join(path, "model.safetensors")))
+
+
+def save_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    state: Mapping[str, Any],
+    tensors: Mapping[str, Mapping[str, torch.Tensor]] | None = None,
+    tokenizer: Any = None,
+    accelerator: Any = None,
+    model_kwargs: Mapping[str, Any] | None = None,
+) -> str:
+    """Write a checkpoint folder atomically (see the module notes); return its path.
+
+    ``state`` goes to ``trainer_state.json`` (it must hold ``global_step``, ``epoch`` and
+    ``batches_in_epoch``); ``tensors[name]`` to ``<name>.safetensors``. With an ``accelerator``
+    every process writes its RNG state and the main process the rest.
+
+    Examples
+    --------
+    >>> save_checkpoint("out/checkpoint-10", model=m, optimizer=opt, scheduler=sched,
+    ...                 state={"global_step": 10, "epoch": 0, "batches_in_epoch": 10})  # doctest: +SKIP
+    'out/checkpoint-10'
+    """
+    from .._io import follow_umask, save_safetensors
+
+    final = os.path.abspath(os.fspath(directory))
+    parent, name = os.path.split(final)
+    tmp = os.path.join(parent, f".tmp-{name}")
+    main = accelerator is None or accelerator.is_main_process
+    rank = 0 if accelerator is None else accelerator.process_index
+    wait = (lambda: None) if accelerator is None else accelerator.wait_for_everyone
+    if main:
+        if os.path.exists(tmp):
+            shutil.rmtree(tmp)
+        os.makedirs(tmp)
+    wait()
+    try:
+        rng_tensors, rng_meta = _get_rng_state()
+        save_safetensors(rng_tensors, os.path.join(tmp, f"rng_state_{rank}.safetensors"))
+        _write_json(os.path.join(tmp, f"rng_state_{rank}.json"), rng_meta)
+        if main:
+            save_model_files(_unwrap(model, accelerator), os.path.join(tmp, "model"), tokenizer=tokenizer,
+                             **dict(model_kwargs or {}))
+            opt_tensors, opt_meta = _optimizer_state_to_files(optimizer.state_dict())
+            save_safetensors(opt_tensors, os.path.join(tmp, "optimizer.safetensors"))
+            _write_json(os.path.join(tmp, "optimizer.json"), opt_meta)
+            _write_json(os.path.join(tmp, "scheduler.json"), _jsonable(scheduler.state_dict()))
+            for key, group in (tensors or {}).items():
+                save_safetensors({k: v.detach().to("cpu").contiguous() for k, v in group.items()},
+                                 os.path.join(tmp, f"{key}.safetensors"))
+            full_state = {"format_version": _CHECKPOINT_FORMAT_VERSION,
+                          "num_processes": 1 if accelerator is None else accelerator.num_processes, **state}
+            for key in ("global_step", "epoch", "batches_in_epoch"):
+                if key not in full_state:
+                    raise ValueError(f"state must hold {key!r} (the data position)")
+            _write_json(os.path.join(tmp, "trainer_state.json"), _jsonable(full_state))
+            follow_umask(tmp)  # transformers and safetensors create their files 0600
+        wait()
+        if main:
+            if os.path.exists(final):
+                old = os.path.join(parent, f".old-{name}")
+                if os.path.exists(old):
+                    shutil.rmtree(old)
+                os.replace(final, old)
+                os.replace(tmp, final)
+                shutil.rmtree(old)
+            else:
+                os.replace(tmp, final)
+            logger.info("saved checkpoint %s", final)
+    finally:
+        if main and os.path.exists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+    wait()
+    return final
+
+
+def load_checkpoint(
+    directory: str | os.PathLike,
+    *,
+    model: Any,
+    optimizer: Any,
+    scheduler: Any,
+    accelerator: Any = None,
+) -> dict[str, Any]:
+    """Restore model, optimizer, scheduler and this process's RNG states from a checkpoint folder.
+
+    Returns the ``trainer_state.json`` dict; extra tensors are read with :func:`load_tensors`.
+    Raises ``ValueError`` naming what is missing from an incomplete folder.
+    """
+    from safetensors.torch import load_file
+
+    ckpt = os.fspath(directory)
+    state = load_checkpoint_state(ckpt)
+    load_model_files(_unwrap(model, accelerator), os.path.join(ckpt, "model"))
+    opt_tensors = load_file(os.path.join(ckpt, "optimizer.safetensors"))
+    optimizer.load_state_dict(_optimizer_state_from_files(opt_tensors, _read_json(os.path.join(ckpt, "optimizer.json"))))
+    scheduler.load_state_dict(_read_json(os.path.join(ckpt, "scheduler.json")))
+    rank = 0 if accelerator is None else accelerator.process_index
+    rng_st = os.path.join(ckpt, f"rng_state_{rank}.safetensors")
+    rng_js = os.path.join(ckpt, f"rng_state_{rank}.json")
+    if not os.path.exists(rng_st):
+        logger.warning("checkpoint %s has no RNG state for process %d (saved with %s processes); using process 0's",
+                       ckpt, rank, state.get("num_processes"))
+        rng_st = os.path.join(ckpt, "rng_state_0.safetensors")
+        rng_js = os.path.join(ckpt, "rng_state_0.json")
+    if not (os.path.exists(rng_st) and os.path.exists(rng_js)):
+        raise ValueError(
+            f"resume_from_checkpoint: checkpoint {ckpt!r} is incomplete, "
+            f"{os.path.basename(rng_st)!r} or {os.path.basename(rng_js)!r} is missing"
+        )
+    _set_rng_state(load_file(rng_st), _read_json(rng_js))
+    n_proc = 1 if accelerator is None else accelerator.num_processes
+    if int(state.get("num_processes", n_proc)) != n_proc:
+        logger.warning("checkpoint %s was written by %s processes, resuming on %d: the data position is approximate",
+                       ckpt, state.get("num_processes"), n_proc)
+    return state
+
+
+def load_tensors(directory: str | os.PathLike, name: str) -> dict[str, torch.Tensor] | None:
+    """The tensors ``save_checkpoint(tensors={name: ...})`` wrote, or None when the file is absent."""
+    from safetensors.torch import load_file
+
+    path = os.path.join(os.fspath(directory), f"{name}.safetensors")
+    return load_file(path) if os.path.exists(path) else None
+
+
+def checkpoint_dir(output_dir: str, step: int) -> str:
+    """``<output_dir>/checkpoint-<step>``."""
+    return os.path.join(output_dir, f"{CHECKPOINT_PREFIX}{int(step)}")
+
+
+def rotate_checkpoints(output_dir: str, limit: int | None) -> None:
+    """Delete all but the newest ``limit`` checkpoints in ``output_dir`` (``None``: keep all)."""
+    if not limit:
+        return
+    ckpts = _list_checkpoints(output_dir)
+    for old in ckpts[: max(0, len(ckpts) - limit)]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_checkpoint(resume: str | os.PathLike | bool, output_dir: str) -> str:
+    """The folder ``resume_from_checkpoint`` names: a path, or ``True`` for the newest in ``output_dir``."""
+    if resume is True:
+        ckpts = _list_checkpoints(output_dir)
+        if not ckpts:
+            raise ValueError(
+                f"resume_from_checkpoint=True but {output_dir!r} holds no {CHECKPOINT_PREFIX}<step> folder"
+            )
+        return ckpts[-1]
+    if isinstance(resume, bool) or not isinstance(resume, (str, os.PathLike)):
+        raise TypeError(f"resume_from_checkpoint must be a path, True or None, got {type(resume).__name__}")
+    return os.fspath(resume)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import os
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from .._checks import check_choice, check_float, check_int
-from .._io import atomic_write_text
+from ._args import TrainingArgumentsBase
 
 __all__ = ["RewardTrainerConfig", "TrainResult"]
-
-_SCHEDULERS = ("linear", "cosine", "constant")
 
 
 # --------------------------------------------------------------------------------------------
@@ -23,8 +17,11 @@ _SCHEDULERS = ("linear", "cosine", "constant")
 
 
 @dataclass
-class RewardTrainerConfig:
+class RewardTrainerConfig(TrainingArgumentsBase):
     """Settings of :class:`RewardModelTrainer` (names follow TRL's ``RewardConfig``).
+
+    The settings every trainer shares (length, batch, optimiser, schedule, logging, checkpoints,
+    precision, ``report_to``) come from :class:`~auq.training._args.TrainingArgumentsBase`.
 
     Parameters
     ----------
@@ -76,6 +73,12 @@ class RewardTrainerConfig:
         trained model truncates the same way; constructing a trainer leaves the model unchanged.
     disable_tqdm : bool, default False
         Hide the progress bar.
+    fp16 : bool, default False
+        fp16 mixed precision (exclusive with ``bf16=True``).
+    report_to : str or list, default "none"
+        Experiment trackers through Accelerate (``"tensorboard"``, ``"wandb"``, ``"all"``).
+    logging_dir : str or None
+        Tracker folder (default ``<output_dir>/runs``).
     dataloader_num_workers : int, default 0
         Worker processes of the data loaders.
     feature_cache_dir : str or None
@@ -131,27 +134,12 @@ class RewardTrainerConfig:
     """
 
     output_dir: str = "auq-reward-model"
-    num_train_epochs: float = 1.0
-    max_steps: int = -1
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    learning_rate: float = 1e-4
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    max_grad_norm: float | None = 1.0
-    seed: int = 42
     bf16: bool | str = "auto"
+    per_device_eval_batch_size: int = 16
     margin: str | float | None = None
     bootstrap: bool = False
     eval_steps: int | None = None
-    logging_steps: int = 10
-    save_steps: int | None = None
-    save_total_limit: int | None = None
     max_length: int = 512
-    disable_tqdm: bool = False
     dataloader_num_workers: int = 0
     feature_cache_dir: str | None = None
     ece_bins: int = 15
@@ -167,31 +155,14 @@ class RewardTrainerConfig:
     fit_uncertainty: bool = True
 
     def __post_init__(self) -> None:
-        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
-            raise TypeError(f"output_dir must be a non-empty path, got {self.output_dir!r}")
-        self.output_dir = os.fspath(self.output_dir)
-        check_float(self.num_train_epochs, "num_train_epochs", minimum=0.0, inclusive=(False, True))
-        check_int(self.max_steps, "max_steps", minimum=-1)
-        check_int(self.per_device_train_batch_size, "per_device_train_batch_size", minimum=1)
+        super().__post_init__()
         check_int(self.per_device_eval_batch_size, "per_device_eval_batch_size", minimum=1)
-        check_int(self.gradient_accumulation_steps, "gradient_accumulation_steps", minimum=1)
-        check_float(self.learning_rate, "learning_rate", minimum=0.0, inclusive=(False, True))
-        check_float(self.weight_decay, "weight_decay", minimum=0.0)
-        check_float(self.warmup_ratio, "warmup_ratio", minimum=0.0, maximum=1.0)
-        check_int(self.warmup_steps, "warmup_steps", minimum=0)
-        check_choice(self.lr_scheduler_type, "lr_scheduler_type", _SCHEDULERS)
-        if self.max_grad_norm is not None:
-            check_float(self.max_grad_norm, "max_grad_norm", minimum=0.0)
-        check_int(self.seed, "seed", minimum=0)
-        check_choice(self.bf16, "bf16", (True, False, "auto"))
         if self.margin is not None and not isinstance(self.margin, str):
             self.margin = check_float(self.margin, "margin")
         if not isinstance(self.bootstrap, bool):
             raise TypeError(f"bootstrap must be a bool, got {type(self.bootstrap).__name__}")
-        for name in ("eval_steps", "save_steps", "save_total_limit"):
-            if getattr(self, name) is not None:
-                check_int(getattr(self, name), name, minimum=1)
-        check_int(self.logging_steps, "logging_steps", minimum=1)
+        if self.eval_steps is not None:
+            check_int(self.eval_steps, "eval_steps", minimum=1)
         check_int(self.max_length, "max_length", minimum=2)
         check_int(self.dataloader_num_workers, "dataloader_num_workers", minimum=0)
         check_int(self.ece_bins, "ece_bins", minimum=1)
@@ -218,37 +189,6 @@ class RewardTrainerConfig:
         )
         if not isinstance(self.fit_uncertainty, bool):
             raise TypeError(f"fit_uncertainty must be a bool, got {type(self.fit_uncertainty).__name__}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Return the settings as a JSON-serialisable dict."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RewardTrainerConfig:
-        """Build a config from :meth:`to_dict` output; unknown keys raise ``ValueError``."""
-        if not isinstance(d, Mapping):
-            raise TypeError(f"d must be a mapping, got {type(d).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ValueError(f"d has unknown RewardTrainerConfig field(s) {unknown}")
-        return cls(**dict(d))
-
-    def to_json(self, path: str | os.PathLike | None = None) -> str:
-        """Serialise to JSON; also write it to ``path`` (atomically) when given."""
-        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
-        if path is not None:
-            atomic_write_text(os.fspath(path), text)
-        return text
-
-    @classmethod
-    def from_json(cls, path_or_text: str | os.PathLike) -> RewardTrainerConfig:
-        """Read a config from a JSON file path or a JSON string."""
-        s = os.fspath(path_or_text)
-        if os.path.isfile(s):
-            with open(s, encoding="utf-8") as f:
-                s = f.read()
-        return cls.from_dict(json.loads(s))
 
 
 @dataclass(frozen=True)

@@ -15,24 +15,34 @@ the loss is plain DPO (tested against TRL's ``DPOTrainer``).
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import logging
 import math
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from auq._checks import check_choice, check_float, check_int
-from auq._io import atomic_write_json, remove_stale_temps, temp_path
+from auq._checks import check_choice, renamed_kwargs
+from auq._io import remove_stale_temps, temp_path
 from auq._math import binary_entropy
 from auq.training._accelerate import respect_precision
+from auq.training._args import create_scheduler
 from auq.training._batching import _IndexedDataset
+from auq.training._checkpoint import (
+    checkpoint_dir,
+    load_checkpoint,
+    load_tensors,
+    resolve_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+    save_model_files,
+)
+from auq.training._dpo_config import UncertaintyDPOConfig
 from auq.training._dpo_data import CausalLMPreferenceCollator, sequence_logps
+from auq.training._trackers import Trackers, tracker_kwargs
 from auq.training.losses import (
     dpo_implicit_rewards,
     dpo_loss,
@@ -74,6 +84,7 @@ def _with_columns(dataset: Any, *, weights: Any = None, targets: Any = None) -> 
     return out
 
 
+@renamed_kwargs(scheme="method")
 def attach_uncertainty(
     dataset: Any,
     source: str = "votes",
@@ -81,7 +92,7 @@ def attach_uncertainty(
     reward_model: Any = None,
     predictions: Any = None,
     uncertainty: str = "epistemic",
-    scheme: str | None = "exp",
+    method: str | None = "exp",
     use_targets: bool = False,
     cache_path: str | None = None,
     batch_size: int = 32,
@@ -92,13 +103,13 @@ def attach_uncertainty(
     Sources:
 
     * ``"votes"``: annotator votes. Targets are the vote fractions (already the dataset's targets);
-      weights (when ``scheme`` is not None) are :func:`uncertainty_weights` of the vote entropy
+      weights (when ``method`` is not None) are :func:`uncertainty_weights` of the vote entropy
       ``H(q)`` (:func:`auq.estimators.label_uncertainty`).
     * ``"ensemble"``: a reward ensemble scored **once** (``auq.models.score``), or ready
       ``predictions`` (``auq.models.Predictions``). Per pair, ``Predictions.decompose()`` gives the
       ensemble probability ``prob`` and the uncertainty
       named by ``uncertainty`` (``"epistemic"``, ``"total"``, ``"aleatoric"`` or ``"margin_std"``),
-      mapped to weights by :func:`uncertainty_weights` with ``scheme`` and ``weight_kwargs``.
+      mapped to weights by :func:`uncertainty_weights` with ``method`` and ``weight_kwargs``.
       With ``cache_path`` (``.npz``), the rewards are stored there with a fingerprint of the
       dataset and of the reward model's weights, and reused on the next call with the same
       dataset and model (NumPy arrays only, loaded with ``allow_pickle=False``).
@@ -112,18 +123,21 @@ def attach_uncertainty(
 
     Examples
     --------
-    >>> ds = attach_uncertainty(ds, "ensemble", reward_model=ensemble, scheme="exp")  # doctest: +SKIP
+    >>> ds = attach_uncertainty(ds, "ensemble", reward_model=ensemble, method="exp")  # doctest: +SKIP
+
+    (``method`` was called ``scheme``; the old name is accepted for one release with a
+    ``FutureWarning``.)
     """
     source = check_choice(source, "source", ("votes", "ensemble"))
-    if scheme is not None:
-        check_choice(scheme, "scheme", ("exp", "linear", "threshold", "rank"))
+    if method is not None:
+        check_choice(method, "method", ("exp", "linear", "threshold", "rank"))
     if source == "votes":
         if dataset.votes is None:
             raise ValueError("dataset has no votes column; source='votes' needs annotator votes")
         from auq.estimators import label_uncertainty
 
         u = label_uncertainty(np.asarray(dataset.votes))
-        w = uncertainty_weights(u, scheme, **weight_kwargs) if scheme is not None else None
+        w = uncertainty_weights(u, method, **weight_kwargs) if method is not None else None
         return _with_columns(dataset, weights=w)
 
     uncertainty = check_choice(uncertainty, "uncertainty", ("epistemic", "total", "aleatoric", "margin_std"))
@@ -135,7 +149,7 @@ def attach_uncertainty(
     dec = preds.decompose()
     prob = np.asarray(dec.prob, dtype=np.float64)
     u = np.asarray(getattr(dec, uncertainty), dtype=np.float64)
-    w = uncertainty_weights(u, scheme, **weight_kwargs) if scheme is not None else None
+    w = uncertainty_weights(u, method, **weight_kwargs) if method is not None else None
     logger.info(
         "ensemble uncertainty (%s): mean %.4g, max %.4g; weights mean %s",
         uncertainty, float(u.mean()), float(u.max()), "n/a" if w is None else f"{float(np.mean(w)):.4g}",
@@ -202,77 +216,6 @@ def _disable_dropout(model: torch.nn.Module) -> None:
             m.p = 0.0
 
 
-@dataclass
-class UncertaintyDPOConfig:
-    """Configuration of :class:`UncertaintyDPOTrainer` (JSON-serialisable).
-
-    Attributes
-    ----------
-    loss_type : {"sigmoid", "robust", "ipo"}
-        ``"sigmoid"``: :func:`~auq.training.losses.dpo_loss`; ``"robust"``:
-        :func:`~auq.training.losses.robust_dpo_loss` with flip rate ``robust_epsilon``, or per pair
-        ``min(q, 1 - q)`` of the soft target q (capped at ``robust_max_rate``) when
-        ``robust_from_targets`` -- label-agnostic on purpose, see the trainer's loss; ``"ipo"``:
-        :func:`~auq.training.losses.ipo_loss` with ``tau = beta``, length-normalised like TRL.
-    use_weights, use_targets : bool
-        Whether the dataset's per-pair weights / soft targets enter the loss. The targets are the
-        dataset's own (human labels or vote shares) unless :func:`attach_uncertainty` was asked
-        to replace them by the ensemble's probabilities (``use_targets=True`` there).
-    normalize : {"weights", "n"}
-        Denominator of the weighted batch mean (Σw or number of pairs).
-    precompute_ref_logps : bool
-        Compute the reference log-probs once before training (then the reference model is freed).
-    disable_dropout : bool
-        Set every dropout probability of policy and reference to 0 (TRL's default), so that the
-        policy and reference log-probs agree at the start and the loss is deterministic.
-    """
-
-    output_dir: str = "auq-dpo"
-    loss_type: str = "sigmoid"
-    beta: float = 0.1
-    learning_rate: float = 5e-6
-    weight_decay: float = 0.0
-    num_epochs: int = 1
-    max_steps: int | None = None
-    batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float | None = 1.0
-    max_length: int = 512
-    max_prompt_length: int | None = None
-    use_weights: bool = True
-    use_targets: bool = True
-    normalize: str = "weights"
-    robust_epsilon: float = 0.1
-    robust_from_targets: bool = False
-    robust_max_rate: float = 0.45
-    precompute_ref_logps: bool = False
-    disable_dropout: bool = True
-    shuffle: bool = True
-    seed: int = 0
-    logging_steps: int = 10
-    save_steps: int | None = None
-    mixed_precision: str = "no"
-    progress: bool = True
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        check_choice(self.loss_type, "loss_type", ("sigmoid", "robust", "ipo"))
-        check_float(self.beta, "beta", minimum=0.0, inclusive=(False, True))
-        check_float(self.learning_rate, "learning_rate", minimum=0.0)
-        check_int(self.num_epochs, "num_epochs", minimum=1)
-        if self.max_steps is not None:
-            check_int(self.max_steps, "max_steps", minimum=1)
-        check_int(self.batch_size, "batch_size", minimum=1)
-        check_int(self.gradient_accumulation_steps, "gradient_accumulation_steps", minimum=1)
-        check_choice(self.normalize, "normalize", ("weights", "n"))
-        check_float(self.robust_epsilon, "robust_epsilon", minimum=0.0, maximum=0.5, inclusive=(True, False))
-        check_int(self.logging_steps, "logging_steps", minimum=1)
-        check_choice(self.mixed_precision, "mixed_precision", ("no", "fp16", "bf16"))
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
 class UncertaintyDPOTrainer:
     """DPO with per-pair uncertainty weights and soft targets, on Accelerate.
 
@@ -292,12 +235,24 @@ class UncertaintyDPOTrainer:
     ----------
     log_history : list of dict
         Logged metrics: ``loss``, ``rewards/accuracy``, ``rewards/margins``, ``rewards/chosen``,
-        ``rewards/rejected``, ``weights/mean``, ``targets/mean``, ``step``, ``epoch``.
+        ``rewards/rejected``, ``weights/mean``, ``targets/mean``, ``learning_rate``, ``step``,
+        ``epoch`` (also sent to the ``report_to`` trackers).
+    total_steps : int
+        Optimizer steps of the run (``max_steps``, or ``num_train_epochs`` epochs).
+
+    Notes
+    -----
+    Shared with the other trainers: the settings (:class:`UncertaintyDPOConfig` extends
+    :class:`~auq.training._args.TrainingArgumentsBase`), the learning-rate schedule and warmup, the
+    checkpoints (``save_steps`` writes ``<output_dir>/checkpoint-<step>/``;
+    ``train(resume_from_checkpoint=...)`` continues exactly) and the trackers. :meth:`save_model`
+    writes the final policy and tokenizer.
 
     Examples
     --------
     >>> trainer = UncertaintyDPOTrainer(policy, UncertaintyDPOConfig(beta=0.1), ds, tokenizer)  # doctest: +SKIP
     >>> trainer.train()  # doctest: +SKIP
+    >>> trainer.save_model("dpo-final")  # doctest: +SKIP
     """
 
     def __init__(
@@ -310,6 +265,7 @@ class UncertaintyDPOTrainer:
         eval_dataset: Any = None,
     ) -> None:
         from accelerate import Accelerator
+        from accelerate.utils import DataLoaderConfiguration
 
         if not isinstance(config, UncertaintyDPOConfig):
             raise TypeError(f"config must be an UncertaintyDPOConfig, got {type(config).__name__}")
@@ -317,14 +273,19 @@ class UncertaintyDPOTrainer:
             raise ValueError("train_dataset is empty; at least one pair is needed")
         self.config = config
         self.tokenizer = tokenizer
+        self._eval_batch_size = config.per_device_eval_batch_size or config.per_device_train_batch_size
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.accelerator = Accelerator(
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             # "no" leaves an already initialised Accelerate state (e.g. from another trainer) as it is
-            mixed_precision=None if config.mixed_precision == "no" else config.mixed_precision,
+            mixed_precision=None if config.mixed_precision_mode() == "no" else config.mixed_precision_mode(),
+            # the data order is a function of (seed, epoch) only, so a resumed run sees the same batches
+            dataloader_config=DataLoaderConfiguration(use_seedable_sampler=True, data_seed=config.seed),
+            step_scheduler_with_optimizer=False,
+            **tracker_kwargs(config),
         )
-        respect_precision(self.accelerator, config.mixed_precision)
+        respect_precision(self.accelerator, config.mixed_precision_mode())
         self.collator = CausalLMPreferenceCollator(tokenizer, config.max_length, config.max_prompt_length)
         torch.manual_seed(config.seed)
         if config.disable_dropout:
@@ -346,12 +307,18 @@ class UncertaintyDPOTrainer:
         # Examples carry their position as ``index`` (whatever the data hold: a list of dicts or an
         # HF Dataset has none), so precomputed reference log-probs are stored and read per pair.
         self._train_indexed = _IndexedDataset(train_dataset)
-        g = torch.Generator().manual_seed(config.seed)
+        g = torch.Generator().manual_seed(config.seed)  # keeps the data loader off the global RNG
+        sampler = (torch.utils.data.RandomSampler(self._train_indexed) if config.shuffle
+                   else torch.utils.data.SequentialSampler(self._train_indexed))
         loader = torch.utils.data.DataLoader(
-            self._train_indexed, batch_size=config.batch_size, shuffle=config.shuffle, collate_fn=self.collator,
-            generator=g,
+            self._train_indexed, batch_size=config.per_device_train_batch_size, sampler=sampler,
+            collate_fn=self.collator, generator=g,
         )
         self.model, self.optimizer, self.train_loader = self.accelerator.prepare(model, self.optimizer, loader)
+        self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / config.gradient_accumulation_steps))
+        self.total_steps = config.total_steps(self.steps_per_epoch)
+        self.scheduler = create_scheduler(self.optimizer, config, self.total_steps)
+        self.trackers = Trackers(config, self.accelerator, "dpo")
         self._ref_cache: dict[str, torch.Tensor] | None = None
         if config.precompute_ref_logps:
             self._ref_cache = self._precompute_ref(self._train_indexed)
@@ -359,6 +326,8 @@ class UncertaintyDPOTrainer:
         self.global_step = 0
         self.epoch = 0.0
         self.log_history: list[dict[str, float]] = []
+        self._window: list[dict[str, float]] = []  # metrics since the last logged entry
+        self._data_position = (0, 0)  # (epoch, batches of it seen) at the last optimizer step
 
     # ------------------------------------------------------------------ pieces
     @torch.no_grad()
@@ -368,8 +337,8 @@ class UncertaintyDPOTrainer:
         n = len(dataset)
         out = torch.zeros(n, 2, dtype=torch.float64)
         written = torch.zeros(n, dtype=torch.bool)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator)
-        for batch in tqdm(loader, desc="reference log-probs", disable=not self.config.progress):
+        loader = torch.utils.data.DataLoader(dataset, batch_size=self._eval_batch_size, shuffle=False, collate_fn=self.collator)
+        for batch in tqdm(loader, desc="reference log-probs", disable=self.config.disable_tqdm):
             batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
             lp, _ = sequence_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
             b = batch["index"].shape[0]
@@ -401,7 +370,7 @@ class UncertaintyDPOTrainer:
         w = batch["weights"].to(pc.dtype) if cfg.use_weights else None
         q = batch["targets"].to(pc.dtype) if cfg.use_targets else None
         if cfg.loss_type == "sigmoid":
-            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, normalize=cfg.normalize)
+            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, normalize=cfg.weight_normalization)
         elif cfg.loss_type == "robust":
             eps: Any = cfg.robust_epsilon
             if cfg.robust_from_targets:
@@ -412,11 +381,11 @@ class UncertaintyDPOTrainer:
                 eps = flip_rate_from_uncertainty(
                     binary_entropy(q_t), kind="entropy", max_rate=cfg.robust_max_rate
                 ).to(pc.dtype)
-            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, normalize=cfg.normalize)
+            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, normalize=cfg.weight_normalization)
         else:
             loss = ipo_loss(
                 pc, pr, rc, rr, tau=cfg.beta, chosen_lengths=n_tok[:b], rejected_lengths=n_tok[b:],
-                weights=w, targets=q, normalize=cfg.normalize,
+                weights=w, targets=q, normalize=cfg.weight_normalization,
             )
         r = dpo_implicit_rewards(pc, pr, rc, rr, beta=cfg.beta)
         metrics = {
@@ -431,52 +400,83 @@ class UncertaintyDPOTrainer:
         return loss, metrics
 
     # ------------------------------------------------------------------ loops
-    def train(self) -> list[dict[str, float]]:
-        """Run training; returns :attr:`log_history`."""
+    def train(self, resume_from_checkpoint: str | os.PathLike | bool | None = None) -> list[dict[str, float]]:
+        """Run training; returns :attr:`log_history`.
+
+        Parameters
+        ----------
+        resume_from_checkpoint : str, path, bool or None
+            A ``checkpoint-<step>`` folder, or ``True`` for the newest in ``config.output_dir``:
+            policy, optimizer, schedule, RNG states, data position, the metrics not yet logged and
+            the precomputed reference log-probs are restored, so the run ends as an uninterrupted
+            one would (bit-exactly on CPU). Build the trainer as for the original run (the same
+            initial policy, or the same ``ref_model``): the reference is not in the checkpoint
+            unless its log-probs were precomputed.
+        """
         from tqdm.auto import tqdm
 
-        cfg = self.config
-        steps_per_epoch = math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps)
-        total = cfg.max_steps or steps_per_epoch * cfg.num_epochs
-        n_epochs = cfg.num_epochs if cfg.max_steps is None else math.ceil(cfg.max_steps / max(steps_per_epoch, 1))
-        bar = tqdm(total=total, desc="DPO", disable=not (cfg.progress and self.accelerator.is_main_process))
-        window: list[dict[str, float]] = []
+        cfg, acc = self.config, self.accelerator
+        start_epoch, skip = 0, 0
+        if resume_from_checkpoint not in (None, False):
+            ckpt = resolve_checkpoint(resume_from_checkpoint, cfg.output_dir)
+            state = self._load_checkpoint(ckpt)
+            start_epoch, skip = int(state["epoch"]), int(state["batches_in_epoch"])
+            if skip >= len(self.train_loader):
+                start_epoch, skip = start_epoch + 1, 0
+            logger.info("resumed from %s at step %d", ckpt, self.global_step)
+        total = self.total_steps
+        n_epochs = math.ceil(total / self.steps_per_epoch)
+        bar = tqdm(total=total, initial=self.global_step, desc="DPO",
+                   disable=cfg.disable_tqdm or not acc.is_main_process)
+        self.trackers.start()
         self.model.train()
-        for epoch in range(n_epochs):
-            for i, batch in enumerate(self.train_loader):
-                with self.accelerator.accumulate(self.model):
+        for epoch in range(start_epoch, n_epochs):
+            if self.global_step >= total:
+                break
+            self.train_loader.set_epoch(epoch)
+            loader, first = self.train_loader, 0
+            if skip:
+                from accelerate import skip_first_batches
+
+                loader, first, skip = skip_first_batches(self.train_loader, skip), skip, 0
+            for i, batch in enumerate(loader, start=first):
+                with acc.accumulate(self.model):
                     loss, metrics = self.compute_loss(batch)
-                    self.accelerator.backward(loss)
-                    if self.accelerator.sync_gradients and cfg.max_grad_norm is not None:
-                        self.accelerator.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
+                    acc.backward(loss)
+                    if acc.sync_gradients and cfg.max_grad_norm:
+                        acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
                     self.optimizer.step()
+                    if acc.sync_gradients:
+                        self.scheduler.step()
                     self.optimizer.zero_grad()
-                window.append(metrics)
-                if not self.accelerator.sync_gradients:
+                self._window.append(metrics)
+                if not acc.sync_gradients:
                     continue
                 self.global_step += 1
+                self._data_position = (epoch, i + 1)
                 self.epoch = epoch + (i + 1) / len(self.train_loader)
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
                 if self.global_step % cfg.logging_steps == 0 or self.global_step == total:
-                    self._log(window)
-                    window = []
+                    self._log()
                 if cfg.save_steps and self.global_step % cfg.save_steps == 0:
-                    self.save_checkpoint(os.path.join(cfg.output_dir, f"checkpoint-{self.global_step}"))
+                    self.save_checkpoint()
                 if self.global_step >= total:
                     break
-            if self.global_step >= total:
-                break
-        if window:
-            self._log(window)
+        if self._window:
+            self._log()
         bar.close()
+        self.trackers.end()
         return self.log_history
 
-    def _log(self, window: list[dict[str, float]]) -> None:
+    def _log(self) -> None:
+        window, self._window = self._window, []
         entry = {k: float(np.mean([m[k] for m in window])) for k in window[0]}
+        entry["learning_rate"] = float(self.scheduler.get_last_lr()[0])
         entry["step"] = self.global_step
         entry["epoch"] = round(self.epoch, 4)
         self.log_history.append(entry)
+        self.trackers.log(entry, self.global_step)
         logger.info("step %d: %s", self.global_step, {k: round(v, 4) for k, v in entry.items()})
 
     @torch.no_grad()
@@ -490,7 +490,7 @@ class UncertaintyDPOTrainer:
         was_training = self.model.training
         self.model.eval()
         loader = torch.utils.data.DataLoader(
-            _IndexedDataset(dataset), batch_size=self.config.batch_size, shuffle=False, collate_fn=self.collator
+            _IndexedDataset(dataset), batch_size=self._eval_batch_size, shuffle=False, collate_fn=self.collator
         )
         sums: dict[str, float] = {}
         n = 0
@@ -504,22 +504,47 @@ class UncertaintyDPOTrainer:
         self.model.train(was_training)
         return {f"eval/{k}": v / n for k, v in sums.items()}
 
-    def save_checkpoint(self, path: str | None = None) -> str:
-        """Save the policy (safetensors + config), tokenizer and ``trainer_state.json``; no pickle."""
-        path = path or self.config.output_dir
-        self.accelerator.wait_for_everyone()
+    def save_model(self, output_dir: str | os.PathLike | None = None) -> str:
+        """Save the policy (``save_pretrained``: safetensors + config) and the tokenizer to
+        ``output_dir`` (default ``config.output_dir``); returns the folder."""
+        out = os.fspath(output_dir) if output_dir is not None else self.config.output_dir
         if self.accelerator.is_main_process:
-            os.makedirs(path, exist_ok=True)
-            model = self.accelerator.unwrap_model(self.model)
-            model.save_pretrained(path, safe_serialization=True)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(path)
-            state = {
-                "global_step": self.global_step,
-                "epoch": self.epoch,
-                "config": self.config.to_dict(),
-                "log_history": self.log_history,
-            }
-            atomic_write_json(os.path.join(path, "trainer_state.json"), state)
-            logger.info("saved checkpoint to %s", path)
-        return path
+            save_model_files(self.accelerator.unwrap_model(self.model), out, tokenizer=self.tokenizer)
+        self.accelerator.wait_for_everyone()
+        return out
+
+    def save_checkpoint(self, path: str | os.PathLike | None = None) -> str:
+        """Write a resumable checkpoint (default ``<output_dir>/checkpoint-<step>``, the oldest beyond
+        ``save_total_limit`` removed): policy and tokenizer under ``model/``, optimizer, schedule,
+        RNG states, data position and ``trainer_state.json`` (see :mod:`auq.training._checkpoint`)."""
+        cfg = self.config
+        epoch, batches = self._data_position
+        tensors = {"ref_logps": self._ref_cache} if self._ref_cache is not None else {}
+        out = save_checkpoint(
+            path if path is not None else checkpoint_dir(cfg.output_dir, self.global_step),
+            model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, tokenizer=self.tokenizer,
+            accelerator=self.accelerator, tensors=tensors,
+            state={
+                "global_step": self.global_step, "epoch": epoch, "batches_in_epoch": batches,
+                "epoch_float": self.epoch, "total_steps": self.total_steps, "log_history": self.log_history,
+                "pending_metrics": self._window, "config": cfg.to_dict(),
+            },
+        )  # fmt: skip
+        if path is None and self.accelerator.is_main_process:
+            rotate_checkpoints(cfg.output_dir, cfg.save_total_limit)
+        self.accelerator.wait_for_everyone()
+        return out
+
+    def _load_checkpoint(self, ckpt: str) -> dict[str, Any]:
+        state = load_checkpoint(
+            ckpt, model=self.model, optimizer=self.optimizer, scheduler=self.scheduler, accelerator=self.accelerator
+        )
+        self.global_step = int(state["global_step"])
+        self.epoch = float(state.get("epoch_float", state["epoch"]))
+        self._data_position = (int(state["epoch"]), int(state["batches_in_epoch"]))
+        self.log_history = [dict(e) for e in state.get("log_history", [])]
+        self._window = [dict(m) for m in state.get("pending_metrics", [])]
+        ref = load_tensors(ckpt, "ref_logps")
+        if self._ref_cache is not None and ref is not None:
+            self._ref_cache = ref
+        return state

@@ -2,7 +2,7 @@
 
 One step of :class:`OnlineTrainer`:
 
-1. take ``batch_prompts`` prompts and sample ``k`` completions of each with ``transformers``
+1. take ``per_device_train_batch_size`` prompts and sample ``k`` completions of each with ``transformers``
    ``generate`` (pure sampling at ``temperature``: top-k, top-p, repetition penalty and n-gram
    blocking are switched off, so the tokens come from the distribution whose log-probs are
    trained; seeded per step);
@@ -21,7 +21,8 @@ One step of :class:`OnlineTrainer`:
    completions of its prompt (so they sum to zero per prompt) -- or **PPO** with a scalar value
    head on the policy's last hidden state and GAE over tokens;
 6. clipped policy-gradient update (:func:`auq.training.rl.ppo_loss`, token-level masked mean)
-   with AdamW; with ``epochs=1`` and no minibatching the ratio is 1 and RLOO is plain REINFORCE
+   with AdamW (the trainers' learning-rate schedule and warmup, advanced once per step); with
+   ``num_ppo_epochs=1`` and no minibatching the ratio is 1 and RLOO is plain REINFORCE
    with a leave-one-out baseline.
 
 Dropout is kept off (the policy stays in eval mode) so that sampling, old and new log-probs are
@@ -34,11 +35,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import math
 import os
-import shutil
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -46,8 +45,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from auq._checks import as_float_tensor, check_choice, check_float, check_int
-from auq._io import follow_umask, remove_stale_temps
+from auq._checks import as_float_tensor, check_int
+from auq.training._args import create_scheduler
+from auq.training._checkpoint import (
+    checkpoint_dir,
+    load_checkpoint,
+    load_checkpoint_state,
+    load_tensors,
+    resolve_checkpoint,
+    rotate_checkpoints,
+    save_checkpoint,
+)
 from auq.training._generation import (
     _check_prompts,
     _decode,
@@ -55,6 +63,8 @@ from auq.training._generation import (
     _sample,
     _token_logprobs,
 )
+from auq.training._online_config import OnlineConfig
+from auq.training._trackers import Trackers
 from auq.training.best_of_n import (  # noqa: F401  (re-exported: they lived here before)
     BestOfNResult,
     _default_offsets,
@@ -82,114 +92,11 @@ __all__ = [
 
 RewardFn = Callable[[Sequence[str], Sequence[str]], Any]
 
-_STATE_JSON = "trainer_state.json"
-_STATE_TENSORS = "trainer_state.safetensors"
 
 
 # --------------------------------------------------------------------------------------------
 # config and results
 # --------------------------------------------------------------------------------------------
-
-
-@dataclasses.dataclass
-class OnlineConfig:
-    """Settings of :class:`OnlineTrainer` (JSON-serialisable).
-
-    Parameters
-    ----------
-    algorithm : {"rloo", "ppo"}
-        Advantage estimator: leave-one-out baseline over the ``k`` samples of a prompt, or PPO
-        (value head + GAE, advantages whitened).
-    steps : int
-        Number of steps :meth:`OnlineTrainer.train` runs by default.
-    batch_prompts, k : int
-        Prompts per step and completions sampled per prompt (RLOO needs ``k >= 2``).
-    max_new_tokens, temperature : int, float
-        Sampling settings (pure sampling: no top-k/top-p, so the log-probs are the sampler's).
-    learning_rate, weight_decay, max_grad_norm : float
-        AdamW and gradient clipping (``max_grad_norm=None``: none).
-    penalty, penalty_coef : str, float
-        Objective over ensemble members (see :func:`~auq.training.losses.penalized_reward`).
-    kl_coef, kl_estimator, kl_in_reward : float, {"k1", "k3"}, bool
-        KL regularisation to the reference policy, per token.
-    epochs, minibatch_size, clip_range : int, int or None, float
-        Optimisation passes over each batch, minibatch size (None: whole batch), PPO clip.
-    normalize_advantages : bool
-        Whiten RLOO advantages over the batch (PPO advantages are always whitened).
-    vf_coef, gamma, lam, clip_range_value : float
-        PPO value loss weight, discount, GAE lambda, value clip.
-    seed : int
-        Seeds the value head, the prompt order and each step's sampling (step ``s`` uses
-        ``seed + s``), so a run resumed from a checkpoint continues exactly.
-    save_every, output_dir : int or None, str or None
-        Checkpoint every ``save_every`` steps to ``output_dir/step-<s>`` during :meth:`train`.
-    progress : bool
-        tqdm progress bar in :meth:`train`.
-    """
-
-    algorithm: str = "rloo"
-    steps: int = 100
-    batch_prompts: int = 8
-    k: int = 4
-    max_new_tokens: int = 16
-    temperature: float = 1.0
-    learning_rate: float = 1e-5
-    weight_decay: float = 0.0
-    max_grad_norm: float | None = 1.0
-    penalty: str = "mean"
-    penalty_coef: float = 1.0
-    kl_coef: float = 0.05
-    kl_estimator: str = "k1"
-    kl_in_reward: bool = True
-    epochs: int = 1
-    minibatch_size: int | None = None
-    clip_range: float = 0.2
-    normalize_advantages: bool = False
-    vf_coef: float = 0.1
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range_value: float = 0.2
-    seed: int = 0
-    save_every: int | None = None
-    output_dir: str | None = None
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self.algorithm = check_choice(self.algorithm, "algorithm", ("rloo", "ppo"))
-        self.penalty = check_choice(self.penalty, "penalty", ("mean", "lcb", "wco", "uwo"))
-        self.kl_estimator = check_choice(self.kl_estimator, "kl_estimator", ("k1", "k3"))
-        self.steps = check_int(self.steps, "steps", minimum=0)
-        self.batch_prompts = check_int(self.batch_prompts, "batch_prompts", minimum=1)
-        self.k = check_int(self.k, "k", minimum=2 if self.algorithm == "rloo" else 1)
-        self.max_new_tokens = check_int(self.max_new_tokens, "max_new_tokens", minimum=1)
-        self.temperature = check_float(self.temperature, "temperature", minimum=0.0, inclusive=(False, True))
-        self.learning_rate = check_float(self.learning_rate, "learning_rate", minimum=0.0)
-        self.weight_decay = check_float(self.weight_decay, "weight_decay", minimum=0.0)
-        if self.max_grad_norm is not None:
-            self.max_grad_norm = check_float(
-                self.max_grad_norm, "max_grad_norm", minimum=0.0, inclusive=(False, True)
-            )
-        self.penalty_coef = check_float(self.penalty_coef, "penalty_coef", minimum=0.0)
-        self.kl_coef = check_float(self.kl_coef, "kl_coef", minimum=0.0)
-        self.epochs = check_int(self.epochs, "epochs", minimum=1)
-        if self.minibatch_size is not None:
-            self.minibatch_size = check_int(self.minibatch_size, "minibatch_size", minimum=1)
-        self.clip_range = check_float(self.clip_range, "clip_range", minimum=0.0, inclusive=(False, True))
-        self.vf_coef = check_float(self.vf_coef, "vf_coef", minimum=0.0)
-        self.gamma = check_float(self.gamma, "gamma", minimum=0.0, maximum=1.0)
-        self.lam = check_float(self.lam, "lam", minimum=0.0, maximum=1.0)
-        self.clip_range_value = check_float(
-            self.clip_range_value, "clip_range_value", minimum=0.0, inclusive=(False, True)
-        )
-        self.seed = check_int(self.seed, "seed", minimum=0)
-        if self.save_every is not None:
-            self.save_every = check_int(self.save_every, "save_every", minimum=1)
-            if self.output_dir is None:
-                raise ValueError("output_dir is required when save_every is set")
-
-    def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain dict."""
-        return dataclasses.asdict(self)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -277,7 +184,7 @@ class OnlineTrainer:
     reward_fn : callable
         ``reward_fn(prompts, completions) -> [n, K]`` member rewards (numpy, torch or lists).
     prompts : sequence of str
-        Training prompts, visited in a seeded random order, ``batch_prompts`` per step.
+        Training prompts, visited in a seeded random order, ``config.per_device_train_batch_size`` per step.
     config : OnlineConfig, optional
     member_offsets : array-like ``[K]``, optional
         Per-member centring of the rewards; default: none when ``reward_fn`` returns
@@ -285,7 +192,7 @@ class OnlineTrainer:
 
     Examples
     --------
-    >>> cfg = OnlineConfig(steps=50, penalty="lcb", penalty_coef=1.0, kl_coef=0.05)
+    >>> cfg = OnlineConfig(max_steps=50, penalty_method="lcb", penalty_coef=1.0, kl_coef=0.05)
     >>> trainer = OnlineTrainer(policy, None, tok, ensemble_reward_fn(ens), prompts, cfg)  # doctest: +SKIP
     >>> history = trainer.train()  # doctest: +SKIP
     >>> history.to_pandas()[["reward_mean", "kl"]].tail(1)  # doctest: +SKIP
@@ -339,6 +246,11 @@ class OnlineTrainer:
         self.optimizer = torch.optim.AdamW(
             params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
         )
+        #: rollout steps of a full run: ``max_steps``, or ``num_train_epochs`` passes over the prompts
+        self.total_steps = self.config.total_steps(math.ceil(len(self.prompts) / self.config.per_device_train_batch_size))
+        #: the learning-rate schedule, advanced once per rollout step
+        self.scheduler = create_scheduler(self.optimizer, self.config, self.total_steps)
+        self.trackers = Trackers(self.config, None, "online")
 
     # ------------------------------------------------------------------ rollouts
     def _forward(self, ids: torch.Tensor, attn: torch.Tensor, n_prompt: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -390,11 +302,11 @@ class OnlineTrainer:
             raise ValueError(
                 f"member_offsets has {self.member_offsets.shape[0]} values, reward_fn gives {member.shape[1]} members"
             )
-        pen = _penalize(member, self.config.penalty, self.config.penalty_coef, self.member_offsets)
+        pen = _penalize(member, self.config.penalty_method, self.config.penalty_coef, self.member_offsets)
         return member, pen
 
     def _batch_prompts(self, step: int) -> list[str]:
-        n, b = len(self.prompts), self.config.batch_prompts
+        n, b = len(self.prompts), self.config.per_device_train_batch_size
         out = []
         for j in range(step * b, (step + 1) * b):
             epoch, pos = divmod(j, n)
@@ -429,10 +341,11 @@ class OnlineTrainer:
             adv_tok = whiten(adv_tok, mask) * mask
             adv = masked_mean(adv_tok, mask, dim=1)
         losses = []
+        lr = float(self.scheduler.get_last_lr()[0])
         n = len(ro)
         mb = cfg.minibatch_size or n
         gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.step_count)
-        for _ in range(cfg.epochs):
+        for _ in range(cfg.num_ppo_epochs):
             order = torch.randperm(n, generator=gen) if mb < n else torch.arange(n)
             for s in range(0, n, mb):
                 idx = order[s : s + mb].to(dev)
@@ -447,12 +360,13 @@ class OnlineTrainer:
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if cfg.max_grad_norm is not None:
+                if cfg.max_grad_norm:
                     torch.nn.utils.clip_grad_norm_(
                         [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
                     )
                 self.optimizer.step()
                 losses.append(float(loss.detach()))
+        self.scheduler.step()
         centred = member - self.member_offsets
         stats = {
             "step": float(self.step_count),
@@ -462,42 +376,58 @@ class OnlineTrainer:
             "kl": float(ro.kl.mean()),
             "response_length": float(mask.sum(1).mean()),
             "loss": float(np.mean(losses)),
+            "learning_rate": lr,
         }
         self.records.append(stats)
         self.step_count += 1
         logger.debug("step %d: %s", self.step_count, stats)
         return {**stats, "rollout": ro, "member_rewards": member, "penalized": pen, "advantages": adv.detach()}
 
-    def train(self, steps: int | None = None, callback: Callable[[OnlineTrainer, dict[str, Any]], None] | None = None) -> OnlineHistory:
-        """Run ``steps`` steps (default ``config.steps``) with a tqdm bar; returns the history.
+    def train(
+        self,
+        steps: int | None = None,
+        callback: Callable[[OnlineTrainer, dict[str, Any]], None] | None = None,
+        resume_from_checkpoint: str | os.PathLike | bool | None = None,
+    ) -> OnlineHistory:
+        """Run ``steps`` more steps (default: up to :attr:`total_steps`) with a tqdm bar; returns the history.
 
         ``callback(trainer, step_output)`` is called after every step (e.g. to evaluate a gold
         reward, or :func:`auq.monitor.online_monitor_callback`); a callback that calls
         :meth:`request_stop` ends training after that step. Checkpoints go to
-        ``config.output_dir/step-<s>`` every ``config.save_every`` steps.
+        ``config.output_dir/checkpoint-<s>`` every ``config.save_steps`` steps;
+        ``resume_from_checkpoint`` (a folder, or ``True`` for the newest in ``output_dir``)
+        continues from one exactly (see :meth:`load_checkpoint`).
         """
         from tqdm.auto import tqdm
 
-        steps = self.config.steps if steps is None else check_int(steps, "steps", minimum=0)
+        if resume_from_checkpoint not in (None, False):
+            self.load_checkpoint(resolve_checkpoint(resume_from_checkpoint, self.config.output_dir))
+        if steps is None:
+            steps = max(0, self.total_steps - self.step_count)
+        steps = check_int(steps, "steps", minimum=0)
         self.stop_reason = None
-        bar = tqdm(range(steps), desc=f"{self.config.algorithm} ({self.config.penalty})",
-                   disable=not self.config.progress)
+        cfg = self.config
+        bar = tqdm(range(steps), desc=f"{cfg.algorithm} ({cfg.penalty_method})", disable=cfg.disable_tqdm)
+        self.trackers.start()
         for _ in bar:
             out = self.step()
             bar.set_postfix(reward=f"{out['reward_mean']:.3f}", pen=f"{out['penalized_reward']:.3f}",
                             kl=f"{out['kl']:.3f}")
-            if self.step_count % 10 == 0 or self.step_count == 1:
+            if self.step_count % cfg.logging_steps == 0 or self.step_count == 1:
                 logger.info(
                     "step %d: reward %.4f ± %.4f, penalised %.4f, KL %.4f", self.step_count,
                     out["reward_mean"], out["reward_std"], out["penalized_reward"], out["kl"],
                 )
             if callback is not None:
                 callback(self, out)
-            if self.config.save_every and self.step_count % self.config.save_every == 0:
-                self.save_checkpoint(os.path.join(self.config.output_dir, f"step-{self.step_count}"))
+            if self.step_count % cfg.logging_steps == 0:
+                self.trackers.log(self.records[-1], self.step_count)
+            if cfg.save_steps and self.step_count % cfg.save_steps == 0:
+                self.save_checkpoint()
             if self.stop_reason is not None:
                 logger.warning("training stopped after step %d: %s", self.step_count, self.stop_reason)
                 break
+        self.trackers.end()
         return self.history
 
     def request_stop(self, reason: str = "stop requested") -> None:
@@ -515,86 +445,45 @@ class OnlineTrainer:
         return OnlineHistory(tuple(dict(r) for r in self.records))
 
     # ------------------------------------------------------------------ checkpoints
-    def save_checkpoint(self, directory: str | os.PathLike) -> str:
-        """Save policy (``save_pretrained``: safetensors + config), tokenizer, value head and AdamW
-        state (safetensors) and the trainer state (JSON: step, config, history, offsets),
-        atomically: written to a temporary sibling folder, then renamed into place."""
-        from safetensors.torch import save_file
-
-        directory = os.path.abspath(os.fspath(directory))
-        parent = os.path.dirname(directory)
-        os.makedirs(parent, exist_ok=True)
-        remove_stale_temps(directory)
-        tmp = f"{directory}.tmp-{os.getpid()}"
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp)
-        try:
-            self.policy.save_pretrained(tmp)
-            if self.tokenizer is not None and hasattr(self.tokenizer, "save_pretrained"):
-                self.tokenizer.save_pretrained(tmp)
-            tensors: dict[str, torch.Tensor] = {}
-            if self.value_head is not None:
-                for key, v in self.value_head.state_dict().items():
-                    tensors[f"value_head.{key}"] = v.detach().cpu().contiguous()
-            opt = self.optimizer.state_dict()
-            for pid, st in opt["state"].items():
-                for key, v in st.items():
-                    t = v if torch.is_tensor(v) else torch.tensor(v)
-                    tensors[f"optimizer.{pid}.{key}"] = t.detach().cpu().contiguous()
-            save_file(tensors, os.path.join(tmp, _STATE_TENSORS))
-            state = {
-                "step": self.step_count,
-                "config": self.config.to_dict(),
-                "records": self.records,
+    def save_checkpoint(self, directory: str | os.PathLike | None = None) -> str:
+        """Write a resumable checkpoint (default ``<output_dir>/checkpoint-<step>``, the oldest beyond
+        ``save_total_limit`` removed), atomically: policy and tokenizer under ``model/``, AdamW and
+        schedule state, value head, RNG states and ``trainer_state.json`` (step, config, history,
+        member offsets); see :mod:`auq.training._checkpoint`."""
+        cfg = self.config
+        seen = self.step_count * cfg.per_device_train_batch_size
+        epoch, pos = divmod(seen, len(self.prompts))
+        out = save_checkpoint(
+            directory if directory is not None else checkpoint_dir(cfg.output_dir, self.step_count),
+            model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler, tokenizer=self.tokenizer,
+            tensors={"value_head": self.value_head.state_dict()} if self.value_head is not None else None,
+            state={
+                "global_step": self.step_count, "epoch": epoch,
+                "batches_in_epoch": math.ceil(pos / cfg.per_device_train_batch_size),
+                "config": cfg.to_dict(), "log_history": self.records,
                 "member_offsets": None if self.member_offsets is None else self.member_offsets.tolist(),
-                "optimizer_param_groups": [{k: v for k, v in g.items()} for g in opt["param_groups"]],
-            }
-            with open(os.path.join(tmp, _STATE_JSON), "w") as f:
-                json.dump(state, f, indent=2)
-            follow_umask(tmp)  # transformers and safetensors create their files 0600
-            old = None
-            if os.path.exists(directory):
-                old = f"{directory}.old-{os.getpid()}"
-                os.replace(directory, old)
-            os.replace(tmp, directory)
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
-        finally:
-            if os.path.exists(tmp):
-                shutil.rmtree(tmp, ignore_errors=True)
-        logger.info("saved checkpoint to %s", directory)
-        return directory
+            },
+        )  # fmt: skip
+        if directory is None:
+            rotate_checkpoints(cfg.output_dir, cfg.save_total_limit)
+        return out
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
-        """Restore policy weights (through ``from_pretrained``), value head, AdamW state and
-        trainer state from :meth:`save_checkpoint`'s folder, to continue training exactly."""
-        from safetensors.torch import load_file
-
+        """Restore policy weights, value head, AdamW and schedule state, RNG states and trainer state
+        from :meth:`save_checkpoint`'s folder, to continue training exactly (the reference policy
+        is not stored: build the trainer with the same one)."""
         directory = os.fspath(directory)
-        path = os.path.join(directory, _STATE_JSON)
-        if not os.path.isfile(path):
-            raise ValueError(f"directory {directory!r} holds no {_STATE_JSON}: not an OnlineTrainer checkpoint")
-        with open(path) as f:
-            state = json.load(f)
-        if state["config"]["algorithm"] != self.config.algorithm:
+        state = load_checkpoint_state(directory)
+        algorithm = state.get("config", {}).get("algorithm")
+        if algorithm != self.config.algorithm:
             raise ValueError(
-                f"directory holds a {state['config']['algorithm']!r} checkpoint, trainer is {self.config.algorithm!r}"
+                f"directory holds a {algorithm!r} checkpoint, trainer is {self.config.algorithm!r}"
             )
-        loaded = type(self.policy).from_pretrained(directory)
-        self.policy.load_state_dict(loaded.state_dict())
-        tensors = load_file(os.path.join(directory, _STATE_TENSORS))
+        load_checkpoint(directory, model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler)
         if self.value_head is not None:
-            self.value_head.load_state_dict(
-                {k[len("value_head."):]: v for k, v in tensors.items() if k.startswith("value_head.")}
-            )
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, v in tensors.items():
-            if key.startswith("optimizer."):
-                _, pid, name = key.split(".", 2)
-                opt_state.setdefault(int(pid), {})[name] = v
-        self.optimizer.load_state_dict({"state": opt_state, "param_groups": state["optimizer_param_groups"]})
-        self.step_count = int(state["step"])
-        self.records = [dict(r) for r in state["records"]]
+            self.value_head.load_state_dict(load_tensors(directory, "value_head"))
+        self.step_count = int(state["global_step"])
+        self.records = [dict(r) for r in state["log_history"]]
         offs = state["member_offsets"]
         self.member_offsets = None if offs is None else torch.tensor(offs, dtype=torch.float64)
         logger.info("loaded checkpoint %s (step %d)", directory, self.step_count)

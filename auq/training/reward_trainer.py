@@ -68,6 +68,7 @@ from .._checks import check_int
 from ..models._features import FeatureCache
 from ..models._laplace_math import unit_prior_precision
 from ._accelerate import respect_precision
+from ._args import create_scheduler
 from ._batching import (
     _FEATURE_KEYS,
     _TOKEN_KEYS,
@@ -88,6 +89,7 @@ from ._spread import (
     head_parameters,
     split_eval_slice,
 )
+from ._trackers import Trackers, tracker_kwargs
 from ._trainer_ckpt import _CheckpointMixin
 from ._trainer_config import RewardTrainerConfig, TrainResult
 from ._trainer_eval import _EvaluationMixin
@@ -188,11 +190,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
             raise TypeError(f"collator must be callable, got {type(collator).__name__}")
         self.collator = collator
 
-        mixed = "no"
-        if config.bf16 is True or (
-            config.bf16 == "auto" and torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-        ):
-            mixed = "bf16"
+        mixed = config.mixed_precision_mode()
         find_unused = config.ddp_find_unused_parameters
         # Under a torchrun-style launch (``accelerate launch --multi_gpu --num_processes N``) on a
         # machine without CUDA, accelerate only forms a (gloo) process group when told to use
@@ -211,7 +209,9 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
                     find_unused_parameters=True if find_unused is None else find_unused
                 )
             ],
+            **tracker_kwargs(config),
         )
+        self.trackers = Trackers(config, self.accelerator, "reward_model")
         respect_precision(self.accelerator, mixed)
         self.use_features = bool(getattr(model, "trunk_frozen", False)) and all(
             callable(getattr(model, a, None)) for a in ("encode", "forward_features")
@@ -343,10 +343,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
                 self._make_loader(eval_ds, cfg.per_device_eval_batch_size, False, ecollate)
             )
         self.steps_per_epoch = max(1, math.ceil(len(self.train_loader) / cfg.gradient_accumulation_steps))
-        if cfg.max_steps > 0:
-            self.total_steps = cfg.max_steps
-        else:
-            self.total_steps = max(1, math.ceil(cfg.num_train_epochs * self.steps_per_epoch))
+        self.total_steps = cfg.total_steps(self.steps_per_epoch)
         self.num_epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         self.scheduler = None if self._closed_form else self._create_scheduler(self.optimizer)
         self._prepared = True
@@ -369,17 +366,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
         return torch.optim.AdamW([g for g in groups if g["params"]], lr=self.config.learning_rate)
 
     def _create_scheduler(self, optimizer: Any) -> Any:
-        from transformers import get_scheduler
-
-        cfg = self.config
-        warmup = cfg.warmup_steps or math.ceil(cfg.warmup_ratio * self.total_steps)
-        name = cfg.lr_scheduler_type
-        if name == "constant" and warmup > 0:
-            name = "constant_with_warmup"
-        # The scheduler is stepped by hand once per optimizer step (not through accelerate, which
-        # would step it once per process).
-        inner = getattr(optimizer, "optimizer", optimizer)
-        return get_scheduler(name, inner, num_warmup_steps=warmup, num_training_steps=self.total_steps)
+        return create_scheduler(optimizer, self.config, self.total_steps)
 
     # ----------------------------------------------------------------------------- features
 
@@ -471,6 +458,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
             logger.info("resumed from %s at step %d", ckpt, self.global_step)
 
         self.forward_module.train()
+        self.trackers.start()
         bar = tqdm(
             total=self.total_steps,
             initial=self.global_step,
@@ -565,6 +553,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
                 logger.info("restored the best model (step %s)", self._early.best_step)
         if cfg.fit_uncertainty:
             self._fit_uncertainty()
+        self.trackers.end()
         acc.wait_for_everyone()
         return TrainResult(
             global_step=self.global_step,
@@ -575,6 +564,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
 
     def _log(self, entry: dict[str, Any]) -> None:
         self.log_history.append(entry)
+        self.trackers.log(entry, entry.get("step", self.global_step))
         if self.accelerator.is_main_process:
             logger.info("%s", {k: (round(v, 6) if isinstance(v, float) else v) for k, v in entry.items()})
 
