@@ -339,7 +339,7 @@ class WeightedDPOTrainer(DPOTrainer):
         loss = dpo_loss(
             chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logps, beta=self.beta,
             weights=weights.to(logps.dtype), targets=targets.to(logps.dtype), reduction="mean",
-            normalize=self.weight_normalize,
+            weight_normalization=self.weight_normalize,
         ) * self.loss_weights[0]
         if self.aux_loss_enabled:
             loss = loss + self.router_aux_loss_coef * outputs.aux_loss

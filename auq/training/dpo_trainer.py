@@ -370,7 +370,7 @@ class UncertaintyDPOTrainer:
         w = batch["weights"].to(pc.dtype) if cfg.use_weights else None
         q = batch["targets"].to(pc.dtype) if cfg.use_targets else None
         if cfg.loss_type == "sigmoid":
-            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, normalize=cfg.weight_normalization)
+            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, weight_normalization=cfg.weight_normalization)
         elif cfg.loss_type == "robust":
             eps: Any = cfg.robust_epsilon
             if cfg.robust_from_targets:
@@ -379,13 +379,13 @@ class UncertaintyDPOTrainer:
                 # 1 - 2ε ~ 0.1 and amplifies them (measured: accuracy below chance).
                 q_t = batch["targets"].to(torch.float64)
                 eps = flip_rate_from_uncertainty(
-                    binary_entropy(q_t), kind="entropy", max_rate=cfg.robust_max_rate
+                    binary_entropy(q_t), input="entropy", max_rate=cfg.robust_max_rate
                 ).to(pc.dtype)
-            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, normalize=cfg.weight_normalization)
+            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, weight_normalization=cfg.weight_normalization)
         else:
             loss = ipo_loss(
-                pc, pr, rc, rr, tau=cfg.beta, chosen_lengths=n_tok[:b], rejected_lengths=n_tok[b:],
-                weights=w, targets=q, normalize=cfg.weight_normalization,
+                pc, pr, rc, rr, beta=cfg.beta, chosen_lengths=n_tok[:b], rejected_lengths=n_tok[b:],
+                weights=w, targets=q, weight_normalization=cfg.weight_normalization,
             )
         r = dpo_implicit_rewards(pc, pr, rc, rr, beta=cfg.beta)
         metrics = {
