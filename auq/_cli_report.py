@@ -115,7 +115,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--output", default="auq-demo", help="folder for the model, predictions and report (default: auq-demo)")
     p.add_argument("--members", type=_positive_int, default=8, metavar="K", help="heads of the ensemble (default: 8)")
-    p.add_argument("--pairs", type=_positive_int, default=None, help="use only the first N bundled pairs (default: all 1,734)")
+    p.add_argument("--pairs", type=_positive_int, default=None, help="use only the first N bundled hh-rlhf pairs, and at most N MT-Bench pairs (default: all)")
     p.add_argument("--epochs", type=_positive_int, default=30, help="training epochs of the heads (default: 30)")
     p.add_argument("--max-length", type=_positive_int, default=128, help="tokens per text (default: 128)")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed (default: 0)")

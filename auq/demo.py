@@ -155,13 +155,14 @@ def run_demo(
     n_members : int, default 8
         Heads of the shared-trunk ensemble.
     n_pairs : int, optional
-        Use only the first ``n_pairs`` bundled pairs (all 1,734 by default).
+        Use only the first ``n_pairs`` bundled hh-rlhf pairs (all 1,734 by default) and at most
+        as many of the 705 MT-Bench pairs for the out-of-distribution check.
     test_size : float, default 0.3
         Held-out fraction, scored and reported (half of it fits the temperature).
     epochs, max_length, batch_size, learning_rate, seed
         Training settings (the trunk is frozen; its features are computed once and cached). The
         other settings are :data:`auq.training.HEADS_RECIPE`: heads anchored to their own draw
-        from the prior (``prior_precision``), trained to convergence with a cosine decay, so
+        from the unit-margin prior (``prior_precision="unit"``), trained to convergence with a cosine decay, so
         the ensemble's spread shrinks as training data grow instead of growing with the steps.
     backbone : str, optional
         Path or Hub id of the backbone; default :func:`default_backbone`.
@@ -219,7 +220,10 @@ def run_demo(
     predictions = score(model, test, batch_size=64, progress=progress, feature_cache=cache)
     predictions_path = out / "predictions.csv"
     predictions.save(predictions_path)
-    shifted = score(model, load_mt_bench(), batch_size=64, progress=progress, feature_cache=cache)
+    mt = load_mt_bench()
+    if n_pairs is not None and n_pairs < len(mt):
+        mt = mt.select(range(n_pairs))
+    shifted = score(model, mt, batch_size=64, progress=progress, feature_cache=cache)
     shifted.save(out / "predictions-mt-bench.csv")
     report = write_report(
         predictions,

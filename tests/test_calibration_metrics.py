@@ -302,6 +302,26 @@ def test_smooth_ece_matches_direct_reflected_kernel(sigma):
     assert smooth_calibration_error(p, y, sigma=sigma) == pytest.approx(ref, rel=2e-4)
 
 
+def test_smooth_ece_closed_form_for_separated_predictions_matches_the_kernel():
+    # predictions far apart relative to sigma (gaps 0.15 > 48 sigma): no grid, the exact group sums;
+    # the direct reflected-kernel integral agrees; a prediction of exactly 0 is its own mirror image,
+    # so only half of its kernel lies in [0, 1]
+    p = np.array([0.0, 0.2, 0.2, 0.35, 0.8, 0.8, 0.8])
+    y = np.array([1.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0])
+    sigma = 0.003
+    expected = (0.5 * 1.0 + abs(-0.2 + 0.8) + 0.35 + abs(0.2 + 0.2 - 0.8)) / 7
+    assert smooth_calibration_error(p, y, sigma=sigma) == pytest.approx(expected, rel=1e-12)
+    assert _smece_reference(p, y, sigma, n_t=200001) == pytest.approx(expected, rel=1e-4)
+    # weighted: the group sums are weighted, divided by the total weight
+    w = np.array([1.0, 2.0, 1.0, 1.0, 1.0, 1.0, 3.0])
+    wexp = (0.5 * 1.0 + abs(-0.4 + 0.8) + 0.35 + abs(0.2 + 0.2 - 2.4)) / w.sum()
+    assert smooth_calibration_error(p, y, sigma=sigma, weights=w) == pytest.approx(wexp, rel=1e-12)
+    # closer predictions take the grid path, which agrees with the kernel too
+    q = np.array([0.5, 0.52])
+    assert smooth_calibration_error(q, [1.0, 0.0], sigma=sigma) == pytest.approx(
+        _smece_reference(q, np.array([1.0, 0.0]), sigma, n_t=200001), rel=1e-3)
+
+
 def test_smooth_ece_fixed_point_and_behaviour():
     p, y = _data(n=2000, seed=4, power=2.0)
     s = smooth_calibration_error(p, y)

@@ -408,12 +408,12 @@ def test_real_minilm_ood_column_separates_mt_bench_from_hh(tmp_path):
     path = os.path.join(os.path.dirname(gt.__file__), "model")
     hh = load_hh_rlhf()
     order = np.random.default_rng(0).permutation(len(hh))
-    train, held_out = hh.select(order[:400].tolist()), hh.select(order[400:500].tolist())
+    train, held_out = hh.select(order[:240].tolist()), hh.select(order[240:320].tolist())
     mt = load_mt_bench()
-    mt = mt.select(np.random.default_rng(1).permutation(len(mt))[:100].tolist())
+    mt = mt.select(np.random.default_rng(1).permutation(len(mt))[:80].tolist())
     model = RewardEnsemble.from_backbone(path, kind="heads", n_members=4, seed=0)
     cfg = RewardTrainerConfig(output_dir=str(tmp_path / "out"), num_train_epochs=1, per_device_train_batch_size=32,
-                              learning_rate=1e-3, max_length=128, disable_tqdm=True, per_device_eval_batch_size=32)
+                              learning_rate=1e-3, max_length=64, disable_tqdm=True, per_device_eval_batch_size=32)
     RewardModelTrainer(model, cfg, train).train()
     assert model.density is not None and model.density.n_features == 384
     p_in = score(model, held_out, device="cpu", progress=False)
