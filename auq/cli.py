@@ -251,6 +251,8 @@ def _add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-fraction", type=_fraction, default=0.1, help="fraction of --data held out when --eval-data is not given (default: 0.1)")
     p.add_argument("--eval-steps", type=_positive_int, default=None, help="evaluate every N steps (default: at the end)")
     p.add_argument("--save-steps", type=_positive_int, default=None, help="checkpoint every N steps (default: none)")
+    p.add_argument("--report-to", choices=("none", "tensorboard", "wandb", "all"), default="none",
+                   help="log losses and metrics through Accelerate's trackers (default: none)")
     p.add_argument("--resume", default=None, help="checkpoint folder to resume from, or 'latest'")
     p.add_argument("--weight-decay", type=_non_negative_float, default=0.0, help="AdamW decoupled weight decay (default: 0)")
     p.add_argument("--warmup-ratio", type=_fraction, default=None, help="fraction of steps for warmup (default: 0 for heads on a frozen trunk, 0.1 otherwise)")
@@ -388,6 +390,7 @@ def _run_train(args: argparse.Namespace) -> int:
         bootstrap=bootstrap,
         eval_steps=args.eval_steps,
         save_steps=args.save_steps,
+        report_to=args.report_to,
         max_length=args.max_length,
         disable_tqdm=args.no_progress,
         feature_cache_dir=args.feature_cache or os.path.join(args.output, "feature_cache"),

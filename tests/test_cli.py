@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import json
 import os
 import subprocess
@@ -100,17 +102,21 @@ def test_train_then_score_csv_and_parquet(files, trained, capsys):
 
 
 def test_train_mc_dropout(files, tmp_path):
+    tensorboard = importlib.util.find_spec("tensorboard") is not None
     out = str(tmp_path / "mc")
     code = main(
         [
             "train", "--data", files["train"], "--backbone", files["bert"], "--kind", "mc-dropout",
             "--members", "4", "--epochs", "1", "--output", out, "--batch-size", "16",
             "--max-length", "32", "--eval-fraction", "0", "--no-progress", "-q",
+            "--report-to", "tensorboard" if tensorboard else "none",
         ]
     )  # fmt: skip
     assert code == 0
     log = json.load(open(os.path.join(out, "training_log.json")))
     assert log["config"]["bootstrap"] is False and log["n_eval"] == 0
+    events = glob.glob(os.path.join(out, "checkpoints", "runs", "**", "events.out.tfevents.*"), recursive=True)
+    assert bool(events) == bool(tensorboard)  # --report-to reaches Accelerate's tracker
     csv = str(tmp_path / "mc.csv")
     assert main(["score", "--model", out, "--data", files["test"], "--output", csv, "-q", "--no-progress"]) == 0
     df = pd.read_csv(csv)
