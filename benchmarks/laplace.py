@@ -1,7 +1,7 @@
 """Benchmark: cost of the Bayesian last layer (LaplaceRewardModel) against heads ensembles.
 
 (a) Fitting on cached features: ``RewardModelTrainer.train()`` of a ``LaplaceRewardModel`` (closed
-    form: MAP by Newton, evidence-chosen prior precision, posterior draws; then, like every model,
+    form: MAP by Newton, the unit-margin prior, posterior draws; then, like every model,
     the feature density and training offsets) vs training a ``heads`` ensemble K=8 with the default
     recipe (``HEADS_RECIPE``: 30 epochs, batch 32, anchored, bootstrap), both on the same cached
     pooled MiniLM features of the bundled hh-rlhf pairs (the shared feature store is filled
@@ -16,8 +16,8 @@ instead (an ``.npz`` with ``hh_c`` and ``hh_r``, ``[n_pairs, 384]`` in ``load_hh
 and ``--pairs`` uses the first N pairs only.
 
 Measured (2 shared CPU cores, one thread, process clock, all 1,734 pairs, precomputed features):
-fit heads K=8 12.1 s, Laplace 4.8 s (0.40x); score() one model 1.296 s, Laplace K=32 with the
-density 1.276 s (0.98x).
+fit heads K=8 10.8 s, Laplace 6.9 s (0.64x); score() one model 1.067 s, Laplace K=32 with the
+density 1.032 s (0.97x).
 
 Usage::
 
