@@ -143,8 +143,9 @@ def run_active_learning(
     kappa : float
         The ``"ucb"`` width.
     seed : int, default 0
-        Seed of the initial draw, of ``"random"`` and of ``"thompson"`` (round ``r`` uses
-        ``seed·1000 + r``).
+        Seed of the initial draw, of ``"random"`` and of ``"thompson"``: independent streams
+        spawned from ``numpy.random.SeedSequence(seed)`` (one for the initial draw, one per
+        round), so no two seeds or rounds share a stream.
     progress : bool, default False
         A tqdm bar over the rounds.
 
@@ -188,7 +189,8 @@ def run_active_learning(
             f"exceeds the pool of {n} pairs"
         )
     where = a + b  # orientation-free: swapping the sides of a pair does not move it
-    labelled = list(np.random.default_rng(seed).choice(n, size=n_initial, replace=False))
+    streams = np.random.SeedSequence(seed).spawn(n_rounds + 1)  # [0]: initial draw, [r]: round r
+    labelled = list(np.random.default_rng(streams[0]).choice(n, size=n_initial, replace=False))
     targets = list(oracle.query(np.asarray(labelled, dtype=np.int64)))
     if acquisition == "random":
         diversity = None
@@ -207,7 +209,7 @@ def run_active_learning(
             scores = acquisition_scores(
                 acquisition, pred["rewards_a"], pred["rewards_b"],
                 margin_mean=pred.get("margin_mean"), margin_var=pred.get("margin_var"),
-                kappa=kappa, seed=seed * 1000 + r,
+                kappa=kappa, seed=int(streams[r].generate_state(1)[0]),
             )
             pick = pool[select_batch(scores, batch_size, features=where[pool], diversity=diversity,
                                      candidate_factor=candidate_factor)]
