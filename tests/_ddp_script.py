@@ -14,7 +14,7 @@ could only be compared loosely; in float64 they agree to ~1e-12.
 * ``dpo LM_DIR OUT PER_DEVICE``: :class:`UncertaintyDPOTrainer` with per-pair weights, soft
   targets and precomputed reference log-probs for 4 steps (a checkpoint every 2), then a second
   trainer resumed from ``checkpoint-2`` to step 4.
-* ``online LM_DIR OUT PER_DEVICE``: :class:`OnlineTrainer` (RLOO) for 2 steps on FIXED
+* ``online LM_DIR OUT PER_DEVICE [ALGORITHM]``: :class:`OnlineTrainer` (RLOO or PPO) for 2 steps on FIXED
   rollouts (sampled once from all the step's prompts with one seed, each process taking its rows),
   then 1 ordinary step (each process samples its own prompts).
 """
@@ -121,7 +121,7 @@ def slice_rollout(ro, start: int, stop: int):
     return dataclasses.replace(ro, **{f.name: cut(getattr(ro, f.name)) for f in dataclasses.fields(ro)})
 
 
-def run_online(lm_dir: str, out: str, per_device: int) -> None:
+def run_online(lm_dir: str, out: str, per_device: int, algorithm: str = "rloo") -> None:
     from _tiny_models import load_tiny_lm
     from transformers import AutoTokenizer
 
@@ -132,12 +132,18 @@ def run_online(lm_dir: str, out: str, per_device: int) -> None:
     cfg = OnlineConfig(
         per_device_train_batch_size=per_device, k=3, max_new_tokens=5, learning_rate=3e-3, kl_coef=0.05,
         penalty_method="lcb", penalty_coef=0.5, max_grad_norm=1.0, disable_tqdm=True, seed=5,
-        output_dir=os.path.join(out, "run"),
+        output_dir=os.path.join(out, "run"), algorithm=algorithm,
     )  # fmt: skip
-    trainer = OnlineTrainer(
-        load_tiny_lm(lm_dir).double(), load_tiny_lm(lm_dir).double(), tok, lambda p, c: count_reward(p, c, "is"),
-        prompts, cfg,
-    )  # fmt: skip
+    def eos_prone():
+        # +4 on the EOS logit (through ln_f's bias), so completions end at different lengths and the
+        # processes hold different numbers of tokens: the token mean must be a global one
+        m = load_tiny_lm(lm_dir).double()
+        with torch.no_grad():
+            w = m.transformer.wte.weight[tok.eos_token_id]
+            m.transformer.ln_f.bias += 4.0 * w / w.dot(w)
+        return m
+
+    trainer = OnlineTrainer(eos_prone(), eos_prone(), tok, lambda p, c: count_reward(p, c, "is"), prompts, cfg)
     acc = trainer.accelerator
     rank, n_proc = acc.process_index, acc.num_processes
     fixed = []
@@ -148,6 +154,7 @@ def run_online(lm_dir: str, out: str, per_device: int) -> None:
         n = len(ro) // n_proc
         stats = trainer.step(rollout=slice_rollout(ro, rank * n, (rank + 1) * n))
         fixed.append({k: v for k, v in stats.items() if isinstance(v, float)})
+        fixed[-1]["tokens"] = ro.response_mask.reshape(n_proc, -1).sum(1).tolist()  # per process
     if acc.is_main_process:
         os.makedirs(out, exist_ok=True)
         _save_weights(trainer.policy, os.path.join(out, "after_fixed.safetensors"))
@@ -172,6 +179,6 @@ if __name__ == "__main__":
     if mode == "dpo":
         run_dpo(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif mode == "online":
-        run_online(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        run_online(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:])
     else:
         raise SystemExit(f"unknown mode {mode!r}")
