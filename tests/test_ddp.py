@@ -17,7 +17,6 @@ from safetensors.torch import load_file
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tests", "_ddp_script.py")
 
-pytestmark = pytest.mark.slow
 
 
 def _free_port() -> int:
@@ -49,6 +48,7 @@ def _max_diff(a: dict, b: dict) -> float:
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
+@pytest.mark.slow
 def test_dpo_two_processes_match_one(tiny_lm_dir, tmp_path):
     """2 processes x 2 pairs == 1 process x 4 pairs: weighted soft-target DPO with precomputed
     reference log-probs, 4 steps; checkpoints written once; resuming on 2 processes is exact."""
@@ -107,6 +107,7 @@ def test_dpo_two_processes_match_one(tiny_lm_dir, tmp_path):
     assert _max_diff({k: final[k] for k in p0}, p0) == 0.0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("algorithm", ["rloo", "ppo"])
 def test_online_two_processes_match_one(tiny_lm_dir, tmp_path, algorithm):
     """RLOO / PPO on 2 processes (2 prompts x k=3 each) == 1 process (4 prompts) for fixed rollouts
@@ -144,3 +145,53 @@ def test_online_two_processes_match_one(tiny_lm_dir, tmp_path, algorithm):
     for j, k in enumerate(r2["local_keys"]):
         assert last[k] == pytest.approx(local[:, j].mean(), abs=1e-12), k
     assert not np.allclose(local[0], local[1])  # the processes really saw different samples
+
+
+def test_sharded_engines_are_refused_where_unsupported_and_save_gathers():
+    """FSDP / DeepSpeed: resumable checkpoints and the online / reward trainers refuse with a
+    ValueError naming the setting; DDP and one process pass; the final save asks for the gathered
+    state only when parameters are sharded."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from auq.training._accelerate import (
+        check_resumable_checkpoints,
+        full_state_dict,
+        refuse_sharding,
+    )
+
+    gathered = {"w": torch.ones(2)}
+    fsdp = SimpleNamespace(distributed_type=DistributedType.FSDP, get_state_dict=lambda model: gathered)
+    ds = SimpleNamespace(distributed_type=DistributedType.DEEPSPEED)
+    ddp = SimpleNamespace(distributed_type=DistributedType.MULTI_CPU, get_state_dict=lambda model: 1 / 0)
+    for acc in (fsdp, ds):
+        with pytest.raises(ValueError, match="save_steps=5.*save_model"):
+            check_resumable_checkpoints(acc, 5)
+        check_resumable_checkpoints(acc, 0)
+        with pytest.raises(ValueError, match="OnlineTrainer runs on one process or under DDP"):
+            refuse_sharding(acc, "OnlineTrainer", "generation")
+    check_resumable_checkpoints(ddp, 5)
+    refuse_sharding(ddp, "OnlineTrainer", "generation")
+    assert full_state_dict(object(), fsdp) is gathered
+    assert full_state_dict(object(), ddp) is None and full_state_dict(object(), None) is None
+
+
+def test_save_model_files_writes_a_given_full_state_dict(tiny_lm_dir, tmp_path):
+    """What the DPO trainer's save_model does under FSDP / DeepSpeed: the gathered state dict, not the
+    (sharded) module's own, goes to ``save_pretrained``; loading the folder gives those weights."""
+    from _tiny_models import load_tiny_lm
+    from transformers import AutoModelForCausalLM
+
+    from auq.training._checkpoint import save_model_files
+
+    model = load_tiny_lm(tiny_lm_dir)
+    full = {k: v + 1.0 for k, v in load_tiny_lm(tiny_lm_dir, perturb=0.1).state_dict().items()}
+    save_model_files(model, str(tmp_path / "hf"), state_dict=full)
+    loaded = AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf")).state_dict()
+    assert _max_diff({k: loaded[k] for k in full}, full) == 0.0
+    assert _max_diff({k: loaded[k] for k in full}, model.state_dict()) > 0.5
+    plain = torch.nn.Linear(2, 2)  # no save_pretrained: model.safetensors from the given state dict
+    given = {"weight": torch.full((2, 2), 3.0), "bias": torch.zeros(2)}
+    save_model_files(plain, str(tmp_path / "plain"), state_dict=given)
+    assert _max_diff(load_file(str(tmp_path / "plain" / "model.safetensors")), given) == 0.0

@@ -69,6 +69,15 @@ def full_state_dict(model: Any, accelerator: Any) -> dict[str, Any] | None:
     return accelerator.get_state_dict(model)
 
 
+def refuse_sharding(accelerator: Any, trainer: str, why: str) -> None:
+    """Raise a ``ValueError`` naming ``trainer`` when ``accelerator`` shards parameters (FSDP / DeepSpeed)."""
+    if is_sharded(accelerator):
+        raise ValueError(
+            f"{trainer} runs on one process or under DDP, not under {accelerator.distributed_type} ({why}); "
+            "launch it with `accelerate launch --multi_gpu` (see docs/scale-out.md)"
+        )
+
+
 def check_resumable_checkpoints(accelerator: Any, save_steps: int) -> None:
     """Refuse ``save_steps`` under FSDP / DeepSpeed: auq's resumable checkpoints hold a full optimizer
     state, which those engines shard. (The final ``save_model`` gathers the full weights and works.)"""

@@ -55,9 +55,9 @@ from torch import nn
 
 from auq._checks import as_float_tensor, check_int
 from auq.training._accelerate import (
-    check_resumable_checkpoints,
     cpu_process_group,
     reduce_mean,
+    refuse_sharding,
     respect_precision,
 )
 from auq.training._args import create_scheduler
@@ -238,7 +238,7 @@ class OnlineTrainer:
         self.accelerator = Accelerator(cpu=cpu_process_group(), mixed_precision=None, step_scheduler_with_optimizer=False,
                                        **tracker_kwargs(self.config))
         respect_precision(self.accelerator, "no")
-        check_resumable_checkpoints(self.accelerator, self.config.save_steps)
+        refuse_sharding(self.accelerator, "OnlineTrainer", "generation reads the whole policy on every process")
         self.ref_policy.eval()
         self.ref_policy.requires_grad_(False)
         self.ref_policy.to(self.accelerator.device)
@@ -534,7 +534,6 @@ class OnlineTrainer:
         schedule state, value head, RNG states and ``trainer_state.json`` (step, config, history,
         member offsets); see :mod:`auq.training._checkpoint`."""
         cfg, acc = self.config, self.accelerator
-        check_resumable_checkpoints(acc, 1)
         seen = self.step_count * cfg.per_device_train_batch_size * acc.num_processes
         epoch, pos = divmod(seen, len(self.prompts))
         out = save_checkpoint(

@@ -67,7 +67,7 @@ from torch import nn
 from .._checks import check_int
 from ..models._features import FeatureCache
 from ..models._laplace_math import unit_prior_precision
-from ._accelerate import cpu_process_group, respect_precision
+from ._accelerate import cpu_process_group, refuse_sharding, respect_precision
 from ._args import create_scheduler
 from ._batching import (
     _FEATURE_KEYS,
@@ -209,6 +209,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
         )
         self.trackers = Trackers(config, self.accelerator, "reward_model")
         respect_precision(self.accelerator, mixed)
+        refuse_sharding(self.accelerator, "RewardModelTrainer", "its models save their own, unsharded weights")
         self.use_features = bool(getattr(model, "trunk_frozen", False)) and all(
             callable(getattr(model, a, None)) for a in ("encode", "forward_features")
         )
