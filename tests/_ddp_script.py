@@ -14,7 +14,7 @@ could only be compared loosely; in float64 they agree to ~1e-12.
 * ``dpo LM_DIR OUT PER_DEVICE``: :class:`UncertaintyDPOTrainer` with per-pair weights, soft
   targets and precomputed reference log-probs for 4 steps (a checkpoint every 2), then a second
   trainer resumed from ``checkpoint-2`` to step 4.
-* ``online LM_DIR OUT PER_DEVICE [ALGORITHM]``: :class:`OnlineTrainer` (RLOO or PPO) for 2 steps on FIXED
+* ``online LM_DIR OUT PER_DEVICE rloo,ppo``: :class:`OnlineTrainer` (each algorithm under ``OUT/<algorithm>``) for 2 steps on FIXED
   rollouts (sampled once from all the step's prompts with one seed, each process taking its rows),
   then 1 ordinary step (each process samples its own prompts).
 """
@@ -179,6 +179,7 @@ if __name__ == "__main__":
     if mode == "dpo":
         run_dpo(sys.argv[2], sys.argv[3], int(sys.argv[4]))
     elif mode == "online":
-        run_online(sys.argv[2], sys.argv[3], int(sys.argv[4]), *sys.argv[5:])
+        for algorithm in sys.argv[5].split(","):  # one launch for several algorithms: OUT/<algorithm>
+            run_online(sys.argv[2], os.path.join(sys.argv[3], algorithm), int(sys.argv[4]), algorithm)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

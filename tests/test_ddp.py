@@ -108,15 +108,19 @@ def test_dpo_two_processes_match_one(tiny_lm_dir, tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("algorithm", ["rloo", "ppo"])
-def test_online_two_processes_match_one(tiny_lm_dir, tmp_path, algorithm):
-    """RLOO / PPO on 2 processes (2 prompts x k=3 each) == 1 process (4 prompts) for fixed rollouts
+def test_online_two_processes_match_one(tiny_lm_dir, tmp_path):
+    """RLOO and PPO on 2 processes (2 prompts x k=3 each) == 1 process (4 prompts) for fixed rollouts
     (token means over the global token count; PPO's advantages whitened with global statistics);
     then a sampled step keeps both processes identical and logs the means over processes."""
+    two, one = str(tmp_path / "two"), str(tmp_path / "one")
+    _run_one_and_two(["online", tiny_lm_dir, two, "2", "rloo,ppo"], ["online", tiny_lm_dir, one, "4", "rloo,ppo"])
+    for algorithm in ("rloo", "ppo"):
+        _check_online(tiny_lm_dir, os.path.join(two, algorithm), os.path.join(one, algorithm), algorithm)
+
+
+def _check_online(tiny_lm_dir: str, two: str, one: str, algorithm: str) -> None:
     from _tiny_models import load_tiny_lm
 
-    two, one = str(tmp_path / "two"), str(tmp_path / "one")
-    _run_one_and_two(["online", tiny_lm_dir, two, "2", algorithm], ["online", tiny_lm_dir, one, "4", algorithm])
     r1 = json.load(open(os.path.join(one, "result.json")))
     r2 = json.load(open(os.path.join(two, "result.json")))
     assert (r1["num_processes"], r2["num_processes"]) == (1, 2)
