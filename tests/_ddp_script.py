@@ -16,7 +16,8 @@ could only be compared loosely; in float64 they agree to ~1e-12.
   trainer resumed from ``checkpoint-2`` to step 4.
 * ``online LM_DIR OUT PER_DEVICE rloo,ppo``: :class:`OnlineTrainer` (each algorithm under ``OUT/<algorithm>``) for 2 steps on FIXED
   rollouts (sampled once from all the step's prompts with one seed, each process taking its rows),
-  then 1 ordinary step (each process samples its own prompts).
+  then 1 ordinary step (each process samples its own prompts), then a checkpoint that a fresh
+  trainer loads: one more step of each must agree.
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def _save_weights(model, path: str) -> None:
 
 def _write(out: str, rank: int, model, result: dict) -> None:
     os.makedirs(out, exist_ok=True)
-    _save_weights(model, os.path.join(out, f"proc{rank}.safetensors"))
+    if model is not None:
+        _save_weights(model, os.path.join(out, f"proc{rank}.safetensors"))
     if rank == 0:
         with open(os.path.join(out, "result.json"), "w") as f:
             json.dump(result, f)
@@ -165,8 +167,20 @@ def run_online(lm_dir: str, out: str, per_device: int, algorithm: str = "rloo") 
 
     trainer.train(steps=1, callback=record)
     local_all = acc.gather(torch.tensor([local[k] for k in sorted(local)], dtype=torch.float64).reshape(1, -1))
-    _write(out, rank, trainer.policy, {
-        "num_processes": n_proc, "fixed": fixed, "records": trainer.records,
+    _save_weights(trainer.policy, os.path.join(out, f"proc{rank}.safetensors"))
+    # a checkpoint after step 3 (main process writes, each its RNG); a fresh trainer on the same
+    # processes loads it, and one more step of each gives the same weights and statistics
+    ckpt = trainer.save_checkpoint()
+    resumed = OnlineTrainer(eos_prone(), eos_prone(), tok, lambda p, c: count_reward(p, c, "is"), prompts, cfg)
+    resumed.load_checkpoint(ckpt)
+    trainer.step()
+    resumed.step()
+    same = all(torch.equal(a, b) for a, b in zip(trainer.policy.parameters(), resumed.policy.parameters()))
+    same = same and trainer.records == resumed.records
+    resumed_same = acc.gather(torch.tensor([float(same)], dtype=torch.float64)).tolist()
+    _write(out, rank, None, {
+        "num_processes": n_proc, "fixed": fixed, "records": trainer.records[:3],
+        "resumed_same": resumed_same, "checkpoint_files": sorted(os.listdir(ckpt)),
         "local_keys": sorted(local), "local_stats": local_all.tolist(),
         "offsets": trainer.member_offsets.tolist(),
     })  # fmt: skip

@@ -148,6 +148,9 @@ def _check_online(tiny_lm_dir: str, two: str, one: str, algorithm: str) -> None:
     last = r2["records"][-1]
     for j, k in enumerate(r2["local_keys"]):
         assert last[k] == pytest.approx(local[:, j].mean(), abs=1e-12), k
+    # checkpoint on 2 processes: written once, every process's RNG beside it; resuming continues exactly
+    assert {"rng_state_0.safetensors", "rng_state_1.safetensors", "trainer_state.json"} <= set(r2["checkpoint_files"])
+    assert r2["resumed_same"] == [1.0, 1.0] and r1["resumed_same"] == [1.0]  # per process
     assert not np.allclose(local[0], local[1])  # the processes really saw different samples
 
 
