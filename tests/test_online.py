@@ -166,6 +166,29 @@ def test_step_advantages_sum_to_zero_per_prompt_and_kl_zero_at_start(paths):
     assert trainer.rollout(["<bos>"], k=8).kl.abs().sum() > 0
 
 
+def test_step_on_a_given_rollout_equals_the_sampled_step(paths):
+    """``step(rollout=...)`` learns from the given samples exactly as from its own; bad rollouts are refused."""
+    prompts = ["<bos>", f"<bos> {WORDS[0]}"]
+    trainers = []
+    for _ in range(2):
+        policy, tok = load(paths)
+        trainers.append(OnlineTrainer(policy, load(paths)[0], tok, count_reward, prompts,
+                                      fast_config(per_device_train_batch_size=2, kl_coef=0.05)))
+    a, b = trainers
+    out_a = a.step()
+    ro = b.rollout(b._batch_prompts(0))  # what step() would sample at step 0
+    out_b = b.step(rollout=ro)
+    assert out_b["rollout"] is ro and out_a["rollout"].completions == ro.completions
+    assert a.records == b.records
+    for pa, pb in zip(a.policy.parameters(), b.policy.parameters()):
+        assert torch.equal(pa, pb)
+    with pytest.raises(TypeError, match="rollout must be a Rollout"):
+        b.step(rollout={"completions": []})
+    short = b.rollout(["<bos>"], k=3)  # 3 rows: not groups of k=4
+    with pytest.raises(ValueError, match="groups of k=4"):
+        b.step(rollout=short)
+
+
 def test_lcb_with_zero_coef_equals_mean(paths):
     results = {}
     for method in ("mean", "lcb", "uwo"):

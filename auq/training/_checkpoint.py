@@ -229,16 +229,25 @@ def _unwrap(model: Any, accelerator: Any) -> Any:
     return accelerator.unwrap_model(model) if accelerator is not None else model
 
 
-def save_model_files(model: Any, path: str, *, tokenizer: Any = None, **save_kwargs: Any) -> None:
+def save_model_files(
+    model: Any, path: str, *, tokenizer: Any = None, state_dict: Mapping[str, torch.Tensor] | None = None,
+    **save_kwargs: Any,
+) -> None:
     """Write ``model`` to the folder ``path``: its ``save_pretrained`` when it has one (``save_kwargs``
-    passed on), else its state dict as ``model.safetensors``; the tokenizer beside it."""
+    passed on), else its state dict as ``model.safetensors``; the tokenizer beside it.
+
+    ``state_dict`` replaces the model's own (the full state gathered from an FSDP / DeepSpeed model,
+    whose local parameters are shards); it goes to ``save_pretrained(state_dict=...)``."""
     from .._io import save_safetensors
 
     if callable(getattr(model, "save_pretrained", None)):
+        if state_dict is not None:
+            save_kwargs["state_dict"] = state_dict
         model.save_pretrained(path, **save_kwargs)
     else:
         os.makedirs(path, exist_ok=True)
-        state = {k: v.detach().to("cpu").clone().contiguous() for k, v in model.state_dict().items()}
+        own = model.state_dict() if state_dict is None else state_dict
+        state = {k: v.detach().to("cpu").clone().contiguous() for k, v in own.items()}
         save_safetensors(state, os.path.join(path, "model.safetensors"))
     if tokenizer is not None and callable(getattr(tokenizer, "save_pretrained", None)):
         tokenizer.save_pretrained(path)

@@ -44,7 +44,7 @@ class Trackers:
     config : TrainingArgumentsBase
     accelerator : accelerate.Accelerator or None
         The trainer's own (built with :func:`tracker_kwargs`); ``None`` builds one for logging only
-        when ``report_to`` asks for a tracker (the online trainer runs without Accelerate).
+        when ``report_to`` asks for a tracker.
     project : str
         Run name under ``logging_dir``.
 

@@ -28,7 +28,13 @@ import torch
 from auq._checks import check_choice, renamed_kwargs
 from auq._io import remove_stale_temps, temp_path
 from auq._math import binary_entropy
-from auq.training._accelerate import respect_precision
+from auq.training._accelerate import (
+    check_resumable_checkpoints,
+    cpu_process_group,
+    full_state_dict,
+    reduce_mean,
+    respect_precision,
+)
 from auq.training._args import create_scheduler
 from auq.training._batching import _IndexedDataset
 from auq.training._checkpoint import (
@@ -277,6 +283,7 @@ class UncertaintyDPOTrainer:
         self.train_dataset = train_dataset
         self.eval_dataset = eval_dataset
         self.accelerator = Accelerator(
+            cpu=cpu_process_group(),  # a gloo group under `accelerate launch` without CUDA
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             # "no" leaves an already initialised Accelerate state (e.g. from another trainer) as it is
             mixed_precision=None if config.mixed_precision_mode() == "no" else config.mixed_precision_mode(),
@@ -286,6 +293,7 @@ class UncertaintyDPOTrainer:
             **tracker_kwargs(config),
         )
         respect_precision(self.accelerator, config.mixed_precision_mode())
+        check_resumable_checkpoints(self.accelerator, config.save_steps)
         self.collator = CausalLMPreferenceCollator(tokenizer, config.max_length, config.max_prompt_length)
         torch.manual_seed(config.seed)
         if config.disable_dropout:
@@ -332,20 +340,32 @@ class UncertaintyDPOTrainer:
     # ------------------------------------------------------------------ pieces
     @torch.no_grad()
     def _precompute_ref(self, dataset: Any) -> dict[str, torch.Tensor]:
+        """Reference log-probs of every pair, ``[n, 2]`` float64 (chosen, rejected), on every process.
+
+        Under several processes each computes a contiguous share of the pairs into its rows of a
+        zero table and one all-reduce (sum) fills every process's table: each row has exactly one
+        writer, so the sums are the values themselves, bit for bit."""
         from tqdm.auto import tqdm
 
+        acc = self.accelerator
         n = len(dataset)
         out = torch.zeros(n, 2, dtype=torch.float64)
-        written = torch.zeros(n, dtype=torch.bool)
-        loader = torch.utils.data.DataLoader(dataset, batch_size=self._eval_batch_size, shuffle=False, collate_fn=self.collator)
-        for batch in tqdm(loader, desc="reference log-probs", disable=self.config.disable_tqdm):
-            batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+        written = torch.zeros(n, dtype=torch.float64)
+        with acc.split_between_processes(list(range(n))) as share:
+            part = torch.utils.data.Subset(dataset, share)
+        loader = torch.utils.data.DataLoader(part, batch_size=self._eval_batch_size, shuffle=False, collate_fn=self.collator)
+        for batch in tqdm(loader, desc="reference log-probs", disable=self.config.disable_tqdm or not acc.is_main_process):
+            batch = {k: v.to(acc.device) for k, v in batch.items()}
             lp, _ = sequence_logps(self.ref_model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
             b = batch["index"].shape[0]
-            out[batch["index"].cpu(), 0] = lp[:b].double().cpu()
-            out[batch["index"].cpu(), 1] = lp[b:].double().cpu()
-            written[batch["index"].cpu()] = True
-        if not bool(written.all()):  # each pair's own row: a missing or repeated index would leave one unwritten
+            idx = batch["index"].cpu()
+            out[idx, 0] = lp[:b].double().cpu()
+            out[idx, 1] = lp[b:].double().cpu()
+            written[idx] += 1.0
+        if acc.num_processes > 1:
+            out = acc.reduce(out.to(acc.device), reduction="sum").cpu()
+            written = acc.reduce(written.to(acc.device), reduction="sum").cpu()
+        if not bool((written == 1.0).all()):  # each pair's own row, written once: a missing or repeated index fails
             raise RuntimeError("reference log-probs were not computed for every pair")
         return {"logps": out}
 
@@ -361,7 +381,13 @@ class UncertaintyDPOTrainer:
 
     def compute_loss(self, batch: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss and metrics of one collated batch (see :class:`CausalLMPreferenceCollator`)."""
-        cfg = self.config
+        return self._compute_loss(batch, across_processes=False)
+
+    def _compute_loss(self, batch: Mapping[str, torch.Tensor], across_processes: bool) -> tuple[torch.Tensor, dict[str, float]]:
+        """``across_processes`` (training under several processes): a weighted mean divides by the
+        global ``Σw`` over the processes' batches (one all-reduce), so after DDP averages the
+        gradients the update is that of one process seeing the whole global batch."""
+        cfg, acc = self.config, self.accelerator
         b = batch["index"].shape[0]
         logps, n_tok = sequence_logps(self.model, batch["input_ids"], batch["attention_mask"], batch["response_mask"])
         pc, pr = logps[:b], logps[b:]
@@ -369,8 +395,12 @@ class UncertaintyDPOTrainer:
         rc, rr = rc.to(pc.dtype), rr.to(pc.dtype)
         w = batch["weights"].to(pc.dtype) if cfg.use_weights else None
         q = batch["targets"].to(pc.dtype) if cfg.use_targets else None
+        global_w = (across_processes and acc.num_processes > 1 and w is not None
+                    and cfg.weight_normalization == "weights")
+        red = "none" if global_w else "mean"  # "none": per-pair w·loss, summed below
         if cfg.loss_type == "sigmoid":
-            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, weight_normalization=cfg.weight_normalization)
+            loss = dpo_loss(pc, pr, rc, rr, beta=cfg.beta, weights=w, targets=q, reduction=red,
+                            weight_normalization=cfg.weight_normalization)
         elif cfg.loss_type == "robust":
             eps: Any = cfg.robust_epsilon
             if cfg.robust_from_targets:
@@ -381,12 +411,16 @@ class UncertaintyDPOTrainer:
                 eps = flip_rate_from_uncertainty(
                     binary_entropy(q_t), input="entropy", max_rate=cfg.robust_max_rate
                 ).to(pc.dtype)
-            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, weight_normalization=cfg.weight_normalization)
+            loss = robust_dpo_loss(pc, pr, rc, rr, beta=cfg.beta, epsilon=eps, weights=w, reduction=red,
+                                   weight_normalization=cfg.weight_normalization)
         else:
             loss = ipo_loss(
                 pc, pr, rc, rr, beta=cfg.beta, chosen_lengths=n_tok[:b], rejected_lengths=n_tok[b:],
-                weights=w, targets=q, weight_normalization=cfg.weight_normalization,
+                weights=w, targets=q, reduction=red, weight_normalization=cfg.weight_normalization,
             )
+        if global_w:
+            denom = acc.reduce(w.detach().sum().to(torch.float64), reduction="sum") / acc.num_processes
+            loss = loss.sum() / (denom if float(denom) > 0 else torch.ones_like(denom)).to(loss.dtype)
         r = dpo_implicit_rewards(pc, pr, rc, rr, beta=cfg.beta)
         metrics = {
             "loss": float(loss.detach()),
@@ -441,7 +475,7 @@ class UncertaintyDPOTrainer:
                 loader, first, skip = skip_first_batches(self.train_loader, skip), skip, 0
             for i, batch in enumerate(loader, start=first):
                 with acc.accumulate(self.model):
-                    loss, metrics = self.compute_loss(batch)
+                    loss, metrics = self._compute_loss(batch, across_processes=True)
                     acc.backward(loss)
                     if acc.sync_gradients and cfg.max_grad_norm:
                         acc.clip_grad_norm_(self.model.parameters(), cfg.max_grad_norm)
@@ -449,7 +483,7 @@ class UncertaintyDPOTrainer:
                     if acc.sync_gradients:
                         self.scheduler.step()
                     self.optimizer.zero_grad()
-                self._window.append(metrics)
+                self._window.append(reduce_mean(metrics, acc))  # logged values: means over processes
                 if not acc.sync_gradients:
                     continue
                 self.global_step += 1
@@ -508,8 +542,9 @@ class UncertaintyDPOTrainer:
         """Save the policy (``save_pretrained``: safetensors + config) and the tokenizer to
         ``output_dir`` (default ``config.output_dir``); returns the folder."""
         out = os.fspath(output_dir) if output_dir is not None else self.config.output_dir
+        full = full_state_dict(self.model, self.accelerator)  # FSDP / DeepSpeed: gathered (every process calls it)
         if self.accelerator.is_main_process:
-            save_model_files(self.accelerator.unwrap_model(self.model), out, tokenizer=self.tokenizer)
+            save_model_files(self.accelerator.unwrap_model(self.model), out, tokenizer=self.tokenizer, state_dict=full)
         self.accelerator.wait_for_everyone()
         return out
 
@@ -518,6 +553,7 @@ class UncertaintyDPOTrainer:
         ``save_total_limit`` removed): policy and tokenizer under ``model/``, optimizer, schedule,
         RNG states, data position and ``trainer_state.json`` (see :mod:`auq.training._checkpoint`)."""
         cfg = self.config
+        check_resumable_checkpoints(self.accelerator, 1)
         epoch, batches = self._data_position
         tensors = {"ref_logps": self._ref_cache} if self._ref_cache is not None else {}
         out = save_checkpoint(

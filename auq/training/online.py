@@ -26,7 +26,15 @@ One step of :class:`OnlineTrainer`:
    with a leave-one-out baseline.
 
 Dropout is kept off (the policy stays in eval mode) so that sampling, old and new log-probs are
-computed by the same function. :func:`best_of_n` is the training-free counterpart: sample ``n``
+computed by the same function.
+
+Under ``accelerate launch`` (DDP) each process takes its own ``per_device_train_batch_size``
+prompts of a step's global batch and samples, scores and computes advantages for them alone (the
+RLOO baseline stays inside a prompt's group of ``k``); the gradient is all-reduced, and the
+batch-level quantities are made global with small all-reduces, so an update equals the one-process
+update on the whole batch: token means divide by the global token count, whitening uses global
+statistics, the first batch's member offsets are the global means, and the logged statistics are
+means over processes. :func:`best_of_n` is the training-free counterpart: sample ``n``
 completions per prompt and keep the one with the best penalised proxy reward; its KL to the
 sampling policy is ``log n - (n - 1)/n`` (Stiennon et al. 2020).
 """
@@ -46,6 +54,12 @@ import torch
 from torch import nn
 
 from auq._checks import as_float_tensor, check_int
+from auq.training._accelerate import (
+    cpu_process_group,
+    reduce_mean,
+    refuse_sharding,
+    respect_precision,
+)
 from auq.training._args import create_scheduler
 from auq.training._checkpoint import (
     checkpoint_dir,
@@ -59,12 +73,11 @@ from auq.training._checkpoint import (
 from auq.training._generation import (
     _check_prompts,
     _decode,
-    _device,
     _sample,
     _token_logprobs,
 )
 from auq.training._online_config import OnlineConfig
-from auq.training._trackers import Trackers
+from auq.training._trackers import Trackers, tracker_kwargs
 from auq.training.best_of_n import (  # noqa: F401  (re-exported: they lived here before)
     BestOfNResult,
     _default_offsets,
@@ -219,8 +232,16 @@ class OnlineTrainer:
         self.ref_policy = ref_policy if ref_policy is not None else copy.deepcopy(policy)
         if not isinstance(self.ref_policy, nn.Module):
             raise TypeError(f"ref_policy must be a causal LM or None, got {type(ref_policy).__name__}")
+        from accelerate import Accelerator
+
+        # the policy trains in its own dtype (no autocast); trackers (report_to) log through this
+        self.accelerator = Accelerator(cpu=cpu_process_group(), mixed_precision=None, step_scheduler_with_optimizer=False,
+                                       **tracker_kwargs(self.config))
+        respect_precision(self.accelerator, "no")
+        refuse_sharding(self.accelerator, "OnlineTrainer", "generation reads the whole policy on every process")
         self.ref_policy.eval()
         self.ref_policy.requires_grad_(False)
+        self.ref_policy.to(self.accelerator.device)
         self.policy.eval()
         self.tokenizer = tokenizer
         self.reward_fn = reward_fn
@@ -241,34 +262,47 @@ class OnlineTrainer:
             with torch.no_grad():
                 self.value_head.weight.normal_(0.0, 1.0 / math.sqrt(hidden), generator=gen)
                 self.value_head.bias.zero_()
-            self.value_head.to(_device(self.policy))
             params += list(self.value_head.parameters())
-        self.optimizer = torch.optim.AdamW(
-            params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay
-        )
+        optimizer = torch.optim.AdamW(params, lr=self.config.learning_rate, weight_decay=self.config.weight_decay)
+        # ``policy`` / ``value_head`` stay the plain modules (generation, no-grad log-probs, saving);
+        # the prepared ones (DDP-wrapped under several processes) run the gradient forwards
+        if self.value_head is not None:
+            self._train_policy, self._train_value_head, self.optimizer = self.accelerator.prepare(
+                self.policy, self.value_head, optimizer)
+        else:
+            self._train_policy, self.optimizer = self.accelerator.prepare(self.policy, optimizer)
+            self._train_value_head = None
         #: rollout steps of a full run: ``max_steps``, or ``num_train_epochs`` passes over the prompts
-        self.total_steps = self.config.total_steps(math.ceil(len(self.prompts) / self.config.per_device_train_batch_size))
+        global_batch = self.config.per_device_train_batch_size * self.accelerator.num_processes
+        self.total_steps = self.config.total_steps(math.ceil(len(self.prompts) / global_batch))
         #: the learning-rate schedule, advanced once per rollout step
         self.scheduler = create_scheduler(self.optimizer, self.config, self.total_steps)
-        self.trackers = Trackers(self.config, None, "online")
+        self.trackers = Trackers(self.config, self.accelerator, "online")
+        self._local_stats: dict[str, float] = {}  # this process's statistics of the last step
 
     # ------------------------------------------------------------------ rollouts
-    def _forward(self, ids: torch.Tensor, attn: torch.Tensor, n_prompt: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _forward(self, ids: torch.Tensor, attn: torch.Tensor, n_prompt: int, train: bool = False
+                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        policy, head = (self._train_policy, self._train_value_head) if train else (self.policy, self.value_head)
         lp, hidden = _token_logprobs(
-            self.policy, ids, attn, n_prompt, self.config.temperature, want_hidden=self.value_head is not None
+            policy, ids, attn, n_prompt, self.config.temperature, want_hidden=self.value_head is not None
         )
-        values = self.value_head(hidden.float()).squeeze(-1) if self.value_head is not None else None
+        values = head(hidden.float()).squeeze(-1) if head is not None else None
         return lp, values
 
     @torch.no_grad()
     def rollout(self, prompts: Sequence[str], k: int | None = None, seed: int | None = None) -> Rollout:
         """Sample ``k`` completions per prompt with the current policy and compute log-probs and KL.
 
-        ``seed`` defaults to ``config.seed + step``; the global RNG state is left untouched.
+        ``seed`` defaults to ``config.seed + step`` (plus ``process_index · 2**32`` under several
+        processes, so each samples its own stream); the global RNG state is left untouched.
         """
         prompts = _check_prompts(prompts)
         k = self.config.k if k is None else check_int(k, "k", minimum=1)
-        seed = self.config.seed + self.step_count if seed is None else check_int(seed, "seed", minimum=0)
+        if seed is None:
+            seed = self.config.seed + self.step_count + self.accelerator.process_index * (1 << 32)
+        else:
+            seed = check_int(seed, "seed", minimum=0)
         rep, ids, attn, rmask, n_prompt = _sample(
             self.policy, self.tokenizer, prompts, k, self.config.max_new_tokens, self.config.temperature, seed
         )
@@ -295,7 +329,9 @@ class OnlineTrainer:
         """
         member = _member_rewards(self.reward_fn(rollout.prompts, rollout.completions), len(rollout))
         if self.member_offsets is None:
-            self.member_offsets = _default_offsets(self.reward_fn, member)
+            acc = self.accelerator  # every process's first batch: one set of offsets, one objective
+            every = member if acc.num_processes == 1 else acc.gather(member.to(acc.device)).cpu()
+            self.member_offsets = _default_offsets(self.reward_fn, every)
             logger.info("member offsets fixed %s: %s", "at 0 (anchored rewards)" if getattr(self.reward_fn, "anchored", False)
                         else "from the first batch", self.member_offsets.tolist())
         if self.member_offsets.shape[0] != member.shape[1]:
@@ -305,21 +341,58 @@ class OnlineTrainer:
         pen = _penalize(member, self.config.penalty_method, self.config.penalty_coef, self.member_offsets)
         return member, pen
 
-    def _batch_prompts(self, step: int) -> list[str]:
+    def _batch_prompts(self, step: int, rank: int | None = None) -> list[str]:
+        """Process ``rank``'s (default: this one's) share of step ``step``'s global batch of prompts."""
         n, b = len(self.prompts), self.config.per_device_train_batch_size
+        rank = self.accelerator.process_index if rank is None else rank
+        start = (step * self.accelerator.num_processes + rank) * b
         out = []
-        for j in range(step * b, (step + 1) * b):
+        for j in range(start, start + b):
             epoch, pos = divmod(j, n)
             order = np.random.default_rng([self.config.seed, epoch]).permutation(n)
             out.append(self.prompts[int(order[pos])])
         return out
 
     # ------------------------------------------------------------------ one step
-    def step(self) -> dict[str, Any]:
+    def _whiten(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """:func:`~auq.training.rl.whiten` with statistics over every process's batch."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return whiten(x, mask)
+        m = torch.ones_like(x) if mask is None else torch.broadcast_to(mask, x.shape).to(x.dtype)
+        s = acc.reduce(torch.stack([(x * m).sum(), m.sum()]).double(), reduction="sum")
+        mean = s[0] / s[1]
+        ss = acc.reduce(((x.double() - mean) ** 2 * m).sum(), reduction="sum")
+        var = ss / (s[1] - 1)  # Bessel-corrected, as whiten
+        return ((x.double() - mean) * torch.rsqrt(var + 1e-8)).to(x.dtype)
+
+    def _token_share(self, m: torch.Tensor) -> float:
+        """``T_local · P / T_global``: scales a token mean over this process's tokens so that, once
+        DDP averages the gradients over P processes, the update is the mean over all tokens."""
+        acc = self.accelerator
+        if acc.num_processes == 1:
+            return 1.0
+        local = m.sum().double()
+        return float(local * acc.num_processes / acc.reduce(local, reduction="sum"))
+
+    def step(self, rollout: Rollout | None = None) -> dict[str, Any]:
         """Run one step (sample, score, penalise, update). Returns the logged stats plus the
-        ``rollout``, ``member_rewards``, ``penalized`` and ``advantages`` of the batch."""
+        ``rollout``, ``member_rewards``, ``penalized`` and ``advantages`` of the batch.
+
+        ``rollout`` (optional) is learnt from instead of sampling this step's prompts (e.g. samples
+        replayed or drawn elsewhere); its rows must come in groups of ``k`` per prompt. Under
+        several processes each passes its own share; the logged stats are means over processes.
+        """
         cfg = self.config
-        ro = self.rollout(self._batch_prompts(self.step_count))
+        if rollout is None:
+            ro = self.rollout(self._batch_prompts(self.step_count))
+        elif not isinstance(rollout, Rollout):
+            raise TypeError(f"rollout must be a Rollout, got {type(rollout).__name__}")
+        elif len(rollout) % cfg.k or (cfg.algorithm == "ppo" and rollout.values is None):
+            raise ValueError(f"rollout must hold groups of k={cfg.k} completions (and values for PPO); "
+                             f"got {len(rollout)} rows")
+        else:
+            ro = rollout
         member, pen = self.score(ro)
         dev = ro.logprobs.device
         pen_t = pen.to(dev, torch.float32)
@@ -329,7 +402,7 @@ class OnlineTrainer:
             total = pen_t - (cfg.kl_coef * tok_kl.sum(1) if cfg.kl_in_reward else 0.0)
             adv = rloo_advantages(total, cfg.k)
             if cfg.normalize_advantages:
-                adv = whiten(adv)
+                adv = self._whiten(adv)
             adv_tok = adv[:, None].expand_as(mask).contiguous()
             returns = None
         else:
@@ -338,7 +411,7 @@ class OnlineTrainer:
             rewards = rewards.clone()
             rewards[torch.arange(len(ro), device=dev), last] += pen_t
             adv_tok, returns = compute_gae(rewards, ro.values, mask, cfg.gamma, cfg.lam)
-            adv_tok = whiten(adv_tok, mask) * mask
+            adv_tok = self._whiten(adv_tok, mask) * mask
             adv = masked_mean(adv_tok, mask, dim=1)
         losses = []
         lr = float(self.scheduler.get_last_lr()[0])
@@ -349,7 +422,7 @@ class OnlineTrainer:
             order = torch.randperm(n, generator=gen) if mb < n else torch.arange(n)
             for s in range(0, n, mb):
                 idx = order[s : s + mb].to(dev)
-                lp, values = self._forward(ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt_tokens)
+                lp, values = self._forward(ro.input_ids[idx], ro.attention_mask[idx], ro.n_prompt_tokens, train=True)
                 m = mask[idx]
                 loss = ppo_loss(lp * m, ro.logprobs[idx], adv_tok[idx], m, cfg.clip_range).loss
                 if not cfg.kl_in_reward and cfg.kl_coef > 0:
@@ -358,26 +431,29 @@ class OnlineTrainer:
                     loss = loss + cfg.vf_coef * value_loss(
                         values * m, ro.values[idx], returns[idx], m, cfg.clip_range_value
                     )
+                share = self._token_share(m)
+                if share != 1.0:
+                    loss = loss * share
                 self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                self.accelerator.backward(loss)
                 if cfg.max_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(
+                    self.accelerator.clip_grad_norm_(
                         [p for g in self.optimizer.param_groups for p in g["params"]], cfg.max_grad_norm
                     )
                 self.optimizer.step()
                 losses.append(float(loss.detach()))
         self.scheduler.step()
         centred = member - self.member_offsets
-        stats = {
-            "step": float(self.step_count),
+        self._local_stats = {
             "reward_mean": float(centred.mean()),
             "reward_std": float(centred.std(1, correction=0).mean()),
             "penalized_reward": float(pen.mean()),
             "kl": float(ro.kl.mean()),
             "response_length": float(mask.sum(1).mean()),
             "loss": float(np.mean(losses)),
-            "learning_rate": lr,
         }
+        stats = {"step": float(self.step_count), **reduce_mean(self._local_stats, self.accelerator),
+                 "learning_rate": lr}
         self.records.append(stats)
         self.step_count += 1
         logger.debug("step %d: %s", self.step_count, stats)
@@ -393,7 +469,8 @@ class OnlineTrainer:
 
         ``callback(trainer, step_output)`` is called after every step (e.g. to evaluate a gold
         reward, or :func:`auq.monitor.online_monitor_callback`); a callback that calls
-        :meth:`request_stop` ends training after that step. Checkpoints go to
+        :meth:`request_stop` ends training after that step (under several processes the callback
+        runs on each, and a stop requested on one stops all). Checkpoints go to
         ``config.output_dir/checkpoint-<s>`` every ``config.save_steps`` steps;
         ``resume_from_checkpoint`` (a folder, or ``True`` for the newest in ``output_dir``)
         continues from one exactly (see :meth:`load_checkpoint`).
@@ -407,13 +484,15 @@ class OnlineTrainer:
         steps = check_int(steps, "steps", minimum=0)
         self.stop_reason = None
         cfg = self.config
-        bar = tqdm(range(steps), desc=f"{cfg.algorithm} ({cfg.penalty_method})", disable=cfg.disable_tqdm)
+        acc = self.accelerator
+        bar = tqdm(range(steps), desc=f"{cfg.algorithm} ({cfg.penalty_method})",
+                   disable=cfg.disable_tqdm or not acc.is_main_process)
         self.trackers.start()
         for _ in bar:
             out = self.step()
             bar.set_postfix(reward=f"{out['reward_mean']:.3f}", pen=f"{out['penalized_reward']:.3f}",
                             kl=f"{out['kl']:.3f}")
-            if self.step_count % cfg.logging_steps == 0 or self.step_count == 1:
+            if acc.is_main_process and (self.step_count % cfg.logging_steps == 0 or self.step_count == 1):
                 logger.info(
                     "step %d: reward %.4f ± %.4f, penalised %.4f, KL %.4f", self.step_count,
                     out["reward_mean"], out["reward_std"], out["penalized_reward"], out["kl"],
@@ -424,6 +503,10 @@ class OnlineTrainer:
                 self.trackers.log(self.records[-1], self.step_count)
             if cfg.save_steps and self.step_count % cfg.save_steps == 0:
                 self.save_checkpoint()
+            if acc.num_processes > 1:  # a stop requested on any process stops all of them together
+                flag = torch.tensor([float(self.stop_reason is not None)], device=acc.device)
+                if float(acc.reduce(flag, reduction="max")) > 0 and self.stop_reason is None:
+                    self.stop_reason = "stop requested on another process"
             if self.stop_reason is not None:
                 logger.warning("training stopped after step %d: %s", self.step_count, self.stop_reason)
                 break
@@ -450,22 +533,24 @@ class OnlineTrainer:
         ``save_total_limit`` removed), atomically: policy and tokenizer under ``model/``, AdamW and
         schedule state, value head, RNG states and ``trainer_state.json`` (step, config, history,
         member offsets); see :mod:`auq.training._checkpoint`."""
-        cfg = self.config
-        seen = self.step_count * cfg.per_device_train_batch_size
+        cfg, acc = self.config, self.accelerator
+        seen = self.step_count * cfg.per_device_train_batch_size * acc.num_processes
         epoch, pos = divmod(seen, len(self.prompts))
         out = save_checkpoint(
             directory if directory is not None else checkpoint_dir(cfg.output_dir, self.step_count),
             model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler, tokenizer=self.tokenizer,
+            accelerator=acc,
             tensors={"value_head": self.value_head.state_dict()} if self.value_head is not None else None,
             state={
                 "global_step": self.step_count, "epoch": epoch,
-                "batches_in_epoch": math.ceil(pos / cfg.per_device_train_batch_size),
+                "batches_in_epoch": math.ceil(pos / (cfg.per_device_train_batch_size * acc.num_processes)),
                 "config": cfg.to_dict(), "log_history": self.records,
                 "member_offsets": None if self.member_offsets is None else self.member_offsets.tolist(),
             },
         )  # fmt: skip
-        if directory is None:
+        if directory is None and acc.is_main_process:
             rotate_checkpoints(cfg.output_dir, cfg.save_total_limit)
+        acc.wait_for_everyone()
         return out
 
     def load_checkpoint(self, directory: str | os.PathLike) -> None:
@@ -479,7 +564,8 @@ class OnlineTrainer:
             raise ValueError(
                 f"directory holds a {algorithm!r} checkpoint, trainer is {self.config.algorithm!r}"
             )
-        load_checkpoint(directory, model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler)
+        load_checkpoint(directory, model=self.policy, optimizer=self.optimizer, scheduler=self.scheduler,
+                        accelerator=self.accelerator)
         if self.value_head is not None:
             self.value_head.load_state_dict(load_tensors(directory, "value_head"))
         self.step_count = int(state["global_step"])

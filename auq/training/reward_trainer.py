@@ -67,7 +67,7 @@ from torch import nn
 from .._checks import check_int
 from ..models._features import FeatureCache
 from ..models._laplace_math import unit_prior_precision
-from ._accelerate import respect_precision
+from ._accelerate import cpu_process_group, refuse_sharding, respect_precision
 from ._args import create_scheduler
 from ._batching import (
     _FEATURE_KEYS,
@@ -192,12 +192,8 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
 
         mixed = config.mixed_precision_mode()
         find_unused = config.ddp_find_unused_parameters
-        # Under a torchrun-style launch (``accelerate launch --multi_gpu --num_processes N``) on a
-        # machine without CUDA, accelerate only forms a (gloo) process group when told to use
-        # the CPU; without this each process would silently train alone on all the data.
-        cpu = not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1
         self.accelerator = Accelerator(
-            cpu=cpu,
+            cpu=cpu_process_group(),  # a gloo group under `accelerate launch` without CUDA
             gradient_accumulation_steps=config.gradient_accumulation_steps,
             # "no" leaves an Accelerate state that another trainer (e.g. TRL's) already set up in
             # this process as it is, instead of failing; respect_precision then keeps float32
@@ -213,6 +209,7 @@ class RewardModelTrainer(_FitMixin, _EvaluationMixin, _CheckpointMixin):
         )
         self.trackers = Trackers(config, self.accelerator, "reward_model")
         respect_precision(self.accelerator, mixed)
+        refuse_sharding(self.accelerator, "RewardModelTrainer", "its models save their own, unsharded weights")
         self.use_features = bool(getattr(model, "trunk_frozen", False)) and all(
             callable(getattr(model, a, None)) for a in ("encode", "forward_features")
         )
