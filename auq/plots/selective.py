@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from contextlib import nullcontext
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from auq._checks import as_float_array, check_choice, check_labels, check_same_length
@@ -179,9 +177,7 @@ def risk_coverage_plot(
         drawn.append((label, cov, risk, _aurc(curve, err_name)))
 
     scale = 100.0 if percent else 1.0
-    with _style.paper_style() if ax is None else nullcontext():
-        if ax is None:
-            _, ax = plt.subplots(figsize=(_style.SINGLE_COLUMN, 2.8))
+    with _style.axes_or_new(ax, (_style.SINGLE_COLUMN, 2.8)) as ax:
         for i, (label, cov, risk, aurc) in enumerate(drawn):
             text = label
             if aurc is not None:

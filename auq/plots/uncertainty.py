@@ -318,11 +318,8 @@ def member_reward_plot(
     n_groups = len(arrays)
     slot = 0.8 / n_groups
     width = slot * 0.9
-    with _style.paper_style() if ax is None else nullcontext():
-        if ax is None:
-            _, ax = plt.subplots(
-                figsize=(min(_style.DOUBLE_COLUMN, max(_style.SINGLE_COLUMN, 0.45 * n_members * n_groups + 1.2)), 2.8)
-            )
+    figsize = (min(_style.DOUBLE_COLUMN, max(_style.SINGLE_COLUMN, 0.45 * n_members * n_groups + 1.2)), 2.8)
+    with _style.axes_or_new(ax, figsize) as ax:
         centers = np.arange(1, n_members + 1, dtype=float)
         for g, a in enumerate(arrays):
             c = _style.color(g)
