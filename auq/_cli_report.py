@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+from typing import Any
 
 __all__ = ["add_report_arguments", "run_report", "add_demo_arguments", "run_demo"]
 
@@ -49,6 +50,19 @@ def _bins_arg(text: str) -> int | str:
     return "auto" if text == "auto" else _positive_int(text)
 
 
+def _load_predictions_option(path: str, flag: str, **kwargs: Any) -> Any:
+    """A predictions file named by a command-line option; a missing or malformed file is a CLIError."""
+    from auq.cli import CLIError
+    from auq.report import load_predictions
+
+    if not os.path.isfile(path):
+        raise CLIError(f"{flag}: file not found: {path}")
+    try:
+        return load_predictions(path, **kwargs)
+    except ValueError as err:
+        raise CLIError(f"{flag}: {err}") from None
+
+
 def run_report(args: argparse.Namespace) -> int:
     from auq.cli import CLIError, _check_model_folder, _load_data, _load_model_option
     from auq.report import write_report
@@ -63,26 +77,12 @@ def run_report(args: argparse.Namespace) -> int:
         model = _load_model_option(args)
         predictions = score(model, data, batch_size=args.batch_size, progress=not args.no_progress).to_pandas()
     else:
-        if not os.path.isfile(args.predictions):
-            raise CLIError(f"--predictions: file not found: {args.predictions}")
-        from auq.report import load_predictions
-
-        try:
-            predictions = load_predictions(args.predictions, require_target=True)
-        except ValueError as err:
-            raise CLIError(f"--predictions: {err}") from None
+        predictions = _load_predictions_option(args.predictions, "--predictions", require_target=True)
     if os.path.exists(args.output) and not os.path.isdir(args.output):
         raise CLIError(f"--output: {args.output!r} is an existing file; give a folder")
     shifted = None
     if args.ood_predictions is not None:
-        from auq.report import load_predictions
-
-        if not os.path.isfile(args.ood_predictions):
-            raise CLIError(f"--ood-predictions: file not found: {args.ood_predictions}")
-        try:
-            shifted = load_predictions(args.ood_predictions)
-        except ValueError as err:
-            raise CLIError(f"--ood-predictions: {err}") from None
+        shifted = _load_predictions_option(args.ood_predictions, "--ood-predictions")
     report = write_report(
         predictions,
         args.output,

@@ -10,6 +10,7 @@ touching the temporary file of a writer that is still running.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ import shutil
 import stat
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 logger = logging.getLogger(__name__)
@@ -70,6 +71,18 @@ def follow_umask(root: str | os.PathLike) -> None:
                 fix(os.path.join(folder, name))
 
 
+@contextlib.contextmanager
+def _replace_when_written(tmp: str, path: str) -> Iterator[None]:
+    """Move ``tmp`` onto ``path`` once the body has written it; on any failure remove ``tmp``."""
+    try:
+        yield
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
 def save_safetensors(
     tensors: Mapping[str, Any], path: str | os.PathLike, metadata: Mapping[str, str] | None = None
 ) -> None:
@@ -79,14 +92,9 @@ def save_safetensors(
     path = os.fspath(path)
     remove_stale_temps(path)
     tmp = temp_path(path)
-    try:
+    with _replace_when_written(tmp, path):
         save_file(dict(tensors), tmp, metadata=None if metadata is None else dict(metadata))
         follow_umask(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def temp_path(path: str | os.PathLike, suffix: str = "") -> str:
@@ -217,16 +225,10 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
         raise IsADirectoryError(f"cannot write file {path!r}: it is an existing folder")
     remove_stale_temps(path)
     fd, tmp = _open_temp_file(os.path.abspath(path))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with _replace_when_written(tmp, path), os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any, *, indent: int = 2, sort_keys: bool = False) -> None:

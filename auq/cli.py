@@ -291,6 +291,7 @@ def _build_model(args: argparse.Namespace) -> Any:
         raise CLIError(f"--backbone: folder not found: {args.backbone}")
     if getattr(args, "heteroscedastic", False) and args.kind == "mc-dropout" and args.mc_scope != "head":
         raise CLIError("--heteroscedastic: needs --mc-scope head with --kind mc-dropout")
+    common = {"seed": args.seed, "pooling": args.pooling, "trust_remote_code": args.trust_remote_code}
     try:
         if args.kind == "laplace":
             for flag, given in (("--heteroscedastic", getattr(args, "heteroscedastic", False)),
@@ -306,33 +307,16 @@ def _build_model(args: argparse.Namespace) -> Any:
             return LaplaceRewardModel.from_backbone(
                 backbone, n_samples=args.members,
                 prior_precision="unit" if args.prior_precision is None else args.prior_precision,
-                rank=getattr(args, "rank", None),
-                seed=args.seed, pooling=args.pooling, trust_remote_code=args.trust_remote_code,
+                rank=getattr(args, "rank", None), **common,
             )
         if getattr(args, "rank", None) is not None:
             raise CLIError("--rank: applies to --kind laplace only")
+        common.update(train_trunk=args.train_trunk, heteroscedastic=bool(getattr(args, "heteroscedastic", False)))
         if args.kind == "mc-dropout":
             return MCDropoutRewardModel.from_backbone(
-                backbone,
-                n_samples=args.members,
-                scope=args.mc_scope,
-                p=args.mc_p,
-                seed=args.seed,
-                pooling=args.pooling,
-                train_trunk=args.train_trunk,
-                trust_remote_code=args.trust_remote_code,
-                heteroscedastic=bool(getattr(args, "heteroscedastic", False)),
+                backbone, n_samples=args.members, scope=args.mc_scope, p=args.mc_p, **common
             )
-        return RewardEnsemble.from_backbone(
-            backbone,
-            kind=args.kind,
-            n_members=args.members,
-            seed=args.seed,
-            pooling=args.pooling,
-            train_trunk=args.train_trunk,
-            trust_remote_code=args.trust_remote_code,
-            heteroscedastic=bool(getattr(args, "heteroscedastic", False)),
-        )
+        return RewardEnsemble.from_backbone(backbone, kind=args.kind, n_members=args.members, **common)
     except (ValueError, TypeError) as err:
         raise CLIError(f"--backbone/--kind: {err}") from None
     except Exception as err:  # loading a backbone fails in many ways (missing files, no network)

@@ -37,6 +37,7 @@ from ._checks import (
 )
 from ._io import atomic_write_text
 from ._report_html import _figure_of, _png_data_uri, _render_html
+from .calibration._recalibrator import _logit_from_prob, mirror_pairs
 
 logger = logging.getLogger(__name__)
 
@@ -125,20 +126,9 @@ def load_predictions(source: str | os.PathLike | pd.DataFrame, *, require_target
     return df
 
 
-def _logit(p: np.ndarray) -> np.ndarray:
-    """Log-odds of probabilities, clipped to [1e-12, 1 - 1e-12] (a rounded p of exactly 0 or 1)."""
-    p = np.clip(p, 1e-12, 1.0 - 1e-12)
-    return np.log(p) - np.log1p(-p)
-
-
 def _mirror(probs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each pair in both orders, each with weight 1/2 (order-free binary view)."""
-    n = probs.shape[0]
-    return (
-        np.concatenate([probs, 1.0 - probs]),
-        np.concatenate([targets, 1.0 - targets]),
-        np.full(2 * n, 0.5),
-    )
+    return mirror_pairs(probs, targets, np.full(probs.shape[0], 0.5))
 
 
 def _ci(metric, *arrays, n_resamples: int, seed: int, **kwargs) -> dict[str, Any]:
@@ -346,11 +336,11 @@ def recalibrate_split(
     test_idx, fit_idx = np.sort(order[:n_test]), np.sort(order[n_test:])
     recal, space = _make_recalibrator(method)
     fp, ft, _ = _mirror(probs[fit_idx], targets[fit_idx])
-    scores_fit = _logit(fp) if space == "logit" else fp
+    scores_fit = _logit_from_prob(fp) if space == "logit" else fp
     if "symmetrize" in recal.get_params():
         recal.set_params(symmetrize=False)  # already mirrored
     recal.fit(scores_fit, ft)
-    test_scores = _logit(probs[test_idx]) if space == "logit" else probs[test_idx]
+    test_scores = _logit_from_prob(probs[test_idx]) if space == "logit" else probs[test_idx]
     after = np.clip(np.asarray(recal.predict_proba(test_scores), dtype=np.float64), 0.0, 1.0)
     return test_idx, probs[test_idx], after, recal
 

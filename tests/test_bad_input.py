@@ -165,6 +165,8 @@ def test_cli_every_failure_is_one_line_naming_the_culprit(bad_files, tmp_path, m
         (["score", "--model", str(model), "--data", str(ok_pairs), "--output", str(tmp_path / "dir.csv")], ["--output", "existing folder"]),
         (["report", "--predictions", str(no_target), "--output", out], ["--predictions", "no 'target' column"]),
         (["report", "--predictions", str(preds), "--output", str(file_out)], ["--output", "existing file"]),
+        (["report", "--predictions", str(preds), "--output", out, "--ood-predictions", "none.csv"], ["--ood-predictions", "file not found", "none.csv"]),
+        (["report", "--predictions", str(preds), "--output", out, "--ood-predictions", str(file_out)], ["--ood-predictions"]),
     ]  # fmt: skip
     for argv, words in cases:
         assert main(argv) == 2, argv

@@ -134,3 +134,25 @@ def test_next_write_removes_what_a_killed_run_left(tmp_path):
     atomic_write_dir(tmp_path / "model", lambda d: open(os.path.join(d, "w"), "w").close())
     assert sorted(os.listdir(tmp_path)) == ["metrics.json", "model"]
     assert os.path.basename(temp_path(tmp_path / "x.csv", ".csv")).startswith(f".x.csv.tmp-{os.getpid()}-")
+
+
+@pytest.mark.parametrize("writer", ["bytes", "safetensors"])
+def test_interrupted_atomic_write_leaves_the_old_file_and_no_temporary(tmp_path, monkeypatch, writer):
+    import torch
+
+    from auq import _io
+
+    target = tmp_path / "f.bin"
+    target.write_bytes(b"old")
+
+    def interrupted(src, dst):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_io.os, "replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        if writer == "bytes":
+            _io.atomic_write_bytes(target, b"new")
+        else:
+            _io.save_safetensors({"x": torch.zeros(2)}, target)
+    assert target.read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]

@@ -208,35 +208,25 @@ def _accumulate(out, k, p, y, w, n_bins, tmp) -> None:
         np.multiply(v, w, out=tmp)
         return tmp
 
+    # per-pair products binned as sums: name -> (ufunc, left, right), weighted by w when given
+    products = {
+        "resid": (np.subtract, p, y),
+        "conf2": (np.multiply, p, p),
+        "label2": (np.multiply, y, y),
+        "conf_label": (np.multiply, p, y),
+    }
     for name in out:
         if name == "count":
             add(name, None)
         elif name == "weight":
-            if w is None:
-                out[name] += np.bincount(k, minlength=n_bins)
-            else:
-                add(name, w)
+            add(name, w)  # the count when unweighted
         elif name == "conf":
             add(name, weighted(p))
         elif name == "label":
             add(name, weighted(y))
-        elif name == "resid":
-            np.subtract(p, y, out=tmp)
-            if w is not None:
-                tmp *= w
-            add(name, tmp)
-        elif name == "conf2":
-            np.multiply(p, p, out=tmp)
-            if w is not None:
-                tmp *= w
-            add(name, tmp)
-        elif name == "label2":
-            np.multiply(y, y, out=tmp)
-            if w is not None:
-                tmp *= w
-            add(name, tmp)
-        elif name == "conf_label":
-            np.multiply(p, y, out=tmp)
+        elif name in products:
+            op, a, b = products[name]
+            op(a, b, out=tmp)
             if w is not None:
                 tmp *= w
             add(name, tmp)

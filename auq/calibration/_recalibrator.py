@@ -50,8 +50,18 @@ def _logistic_nll(x: np.ndarray, y: np.ndarray, w: np.ndarray) -> float:
 
 
 def _logit_from_prob(p: np.ndarray) -> np.ndarray:
+    """Log-odds of probabilities clipped to ``[EPS, 1 - EPS]`` (a rounded p of exactly 0 or 1)."""
     q = np.clip(p, EPS, 1.0 - EPS)
     return np.log(q) - np.log1p(-q)
+
+
+def mirror_pairs(
+    scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, input: str = "prob"
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every pair in both orders: scores ``s`` then their mirror (``1 - s`` for probabilities, ``-s``
+    for logits), labels ``y`` then ``1 - y``, the weights repeated."""
+    mirror = (1.0 - scores) if input == "prob" else -scores
+    return np.concatenate([scores, mirror]), np.concatenate([labels, 1.0 - labels]), np.concatenate([weights, weights])
 
 
 def _fit_logistic(
@@ -139,10 +149,7 @@ class _Recalibrator(BaseEstimator):
         if not isinstance(self.symmetrize, (bool, np.bool_)):
             raise TypeError(f"symmetrize must be a bool, got {type(self.symmetrize).__name__}")
         if self.symmetrize:
-            mirror = (1.0 - s) if self.input == "prob" else -s
-            s = np.concatenate([s, mirror])
-            y = np.concatenate([y, 1.0 - y])
-            w = np.concatenate([w, w])
+            s, y, w = mirror_pairs(s, y, w, self.input)
         elif self._needs_two_classes:
             pos = w > 0
             yy = y[pos]

@@ -88,6 +88,12 @@ def _ece_stats(norm: str) -> tuple[str, ...]:
     return ("resid",) if norm == "l1" else ("weight", "resid")
 
 
+def _binned_ece(p: np.ndarray, y: np.ndarray, w: np.ndarray | None, n_bins: int, strategy: str, norm: str) -> float:
+    """Calibration error of confidences ``p`` against outcomes ``y`` (checked inputs)."""
+    sums = _binning.bin_sums(p, y, w, n_bins, _ece_stats(norm), _edges(p, n_bins, strategy))
+    return _ece_from_sums(sums, _total_weight(p.shape[0], w), norm)
+
+
 def expected_calibration_error(
     probs: Any,
     labels: Any,
@@ -136,8 +142,7 @@ def expected_calibration_error(
     n_bins = _check_binning(n_bins, strategy)
     _checks.check_choice(norm, "norm", NORMS)
     p, y, w = _prepare(probs, labels, weights)
-    sums = _binning.bin_sums(p, y, w, n_bins, _ece_stats(norm), _edges(p, n_bins, strategy))
-    return _ece_from_sums(sums, _total_weight(p.shape[0], w), norm)
+    return _binned_ece(p, y, w, n_bins, strategy, norm)
 
 
 def pairwise_correctness(probs: Any, targets: Any = None) -> np.ndarray:
@@ -196,8 +201,7 @@ def pairwise_calibration_error(
     _checks.check_choice(norm, "norm", NORMS)
     p, q, w = _prepare_targets(probs, targets, weights)
     conf, correct = _pairwise_confidence(p, q)
-    sums = _binning.bin_sums(conf, correct, w, n_bins, _ece_stats(norm), _edges(conf, n_bins, strategy))
-    return _ece_from_sums(sums, _total_weight(p.shape[0], w), norm)
+    return _binned_ece(conf, correct, w, n_bins, strategy, norm)
 
 
 # ----------------------------------------------------------------------------- reliability table
@@ -286,6 +290,13 @@ def _table_from_sums(sums: dict[str, np.ndarray], edges: np.ndarray) -> Reliabil
 _TABLE_STATS = ("count", "weight", "conf", "label", "resid")
 
 
+def _binned_table(p: np.ndarray, y: np.ndarray, w: np.ndarray | None, n_bins: int, strategy: str) -> ReliabilityTable:
+    """Reliability table of confidences ``p`` against outcomes ``y`` (checked inputs)."""
+    edges = _edges(p, n_bins, strategy)
+    sums = _binning.bin_sums(p, y, w, n_bins, _TABLE_STATS, edges)
+    return _table_from_sums(sums, _binning.uniform_edges(n_bins) if edges is None else edges)
+
+
 def reliability_table(
     probs: Any,
     labels: Any,
@@ -318,9 +329,7 @@ def reliability_table(
     """
     n_bins = _check_binning(n_bins, strategy)
     p, y, w = _prepare(probs, labels, weights)
-    edges = _edges(p, n_bins, strategy)
-    sums = _binning.bin_sums(p, y, w, n_bins, _TABLE_STATS, edges)
-    return _table_from_sums(sums, _binning.uniform_edges(n_bins) if edges is None else edges)
+    return _binned_table(p, y, w, n_bins, strategy)
 
 
 def pairwise_reliability_table(
@@ -343,9 +352,7 @@ def pairwise_reliability_table(
     n_bins = _check_binning(n_bins, strategy)
     p, q, w = _prepare_targets(probs, targets, weights)
     conf, correct = _pairwise_confidence(p, q)
-    edges = _edges(conf, n_bins, strategy)
-    sums = _binning.bin_sums(conf, correct, w, n_bins, _TABLE_STATS, edges)
-    return _table_from_sums(sums, _binning.uniform_edges(n_bins) if edges is None else edges)
+    return _binned_table(conf, correct, w, n_bins, strategy)
 
 
 # ----------------------------------------------------------------------------- debiased ECE

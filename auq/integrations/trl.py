@@ -408,7 +408,7 @@ class UncertaintyPenalizedReward:
         device: Any = None,
         name: str | None = None,
     ) -> None:
-        from auq.data import PreferenceCollator
+        from auq.models._completions import completion_collator
 
         if not isinstance(ensemble, torch.nn.Module) or not callable(ensemble):
             raise TypeError(f"ensemble must be an auq reward model (nn.Module), got {type(ensemble).__name__}")
@@ -422,10 +422,7 @@ class UncertaintyPenalizedReward:
         if tokenizer is None:
             raise ValueError("tokenizer is required when the ensemble has no tokenizer attribute")
         self.tokenizer = tokenizer
-        if hasattr(ensemble, "make_collator"):  # the training length, capped at the backbone's positions
-            self._collator = ensemble.make_collator(max_length, tokenizer=tokenizer)
-        else:
-            self._collator = PreferenceCollator(tokenizer, max_length=max_length or 512)
+        self._collator = completion_collator(ensemble, tokenizer, max_length)
         self.device = device
         self.__name__ = name or f"auq_{self.method}"
         self.last_std: np.ndarray | None = None
@@ -443,40 +440,15 @@ class UncertaintyPenalizedReward:
         """Member rewards ``[n, K]`` (float64) of each ``prompt + completion`` (text or messages)."""
         return self._score(prompts, completions, features=False)[0]
 
-    @torch.no_grad()
     def _score(self, prompts: Sequence[Any], completions: Sequence[Any], features: bool) -> tuple[np.ndarray, Any]:
         """Member rewards and (``features``) pooled features ``[n, H]`` from one trunk pass."""
-        from auq.models._scoring import _features_and_rewards
+        from auq.models._completions import score_completions
 
-        if len(prompts) != len(completions):
-            raise ValueError(
-                f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"
-            )
         model = self.ensemble
         device = self.device if self.device is not None else next(model.parameters()).device
-        was_training = model.training
-        model.eval()
-        out, feats = [], []
-        try:
-            for start in range(0, len(completions), self.batch_size):
-                sl = slice(start, start + self.batch_size)
-                # the collator renders prompt + response exactly as the ensemble saw it in training;
-                # only the "chosen" side is scored (the empty "rejected" side is never run)
-                examples = [
-                    {"prompt": p, "chosen": c, "rejected": ""}
-                    for p, c in zip(prompts[sl], completions[sl])
-                ]
-                batch = self._collator(examples)
-                ids, mask = batch["input_ids_chosen"].to(device), batch["attention_mask_chosen"].to(device)
-                if features:
-                    f, r, _ = _features_and_rewards(model, ids, mask)
-                    feats.append(f.detach().float().cpu().to(torch.float64))
-                else:
-                    r = model(ids, mask)
-                out.append(r.detach().float().cpu().to(torch.float64))
-        finally:
-            model.train(was_training)
-        return torch.cat(out).numpy(), (torch.cat(feats).numpy() if features else None)
+        return score_completions(
+            model, self._collator, prompts, completions, batch_size=self.batch_size, device=device, features=features
+        )
 
     def __call__(self, prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
         from auq.estimators import response_reward_stats

@@ -23,6 +23,11 @@ from auq._checks import check_device, check_int
 from . import _io, _trunk_store
 from ._backbone import (
     ensure_pad_token,
+    hidden_size_of,
+    load_backbone,
+    load_tokenizer,
+    pool_hidden_states,
+    resolve_pooling,
 )
 from ._config import RewardModelConfig
 from ._uncertainty import UncertaintyState
@@ -53,6 +58,29 @@ def _backbone_name(path_or_hub_id: Any) -> str:
     return os.fspath(path_or_hub_id) if isinstance(path_or_hub_id, (str, os.PathLike)) else ""
 
 
+def _backbone_fields(backbone: nn.Module, *, backbone_name: str, pooling: str, seed: Any) -> dict[str, Any]:
+    """The :class:`RewardModelConfig` fields a model takes from its backbone (``pooling`` resolved,
+    ``seed`` checked)."""
+    bcfg = backbone.config
+    return {
+        "backbone": backbone_name,
+        "backbone_model_type": str(getattr(bcfg, "model_type", "")),
+        "pooling": resolve_pooling(pooling, bcfg),
+        "hidden_size": hidden_size_of(bcfg),
+        "seed": _check_seed(seed),
+    }
+
+
+def _load_backbone_and_tokenizer(
+    path_or_hub_id: str | os.PathLike, tokenizer: Any, trust_remote_code: bool, backbone_kwargs: dict[str, Any]
+) -> tuple[nn.Module, Any]:
+    """What every ``from_backbone`` loads: the backbone, and its tokenizer unless one is given."""
+    backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
+    if tokenizer is None:
+        tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code=trust_remote_code)
+    return backbone, tokenizer
+
+
 def _takes_position_ids(backbone: nn.Module) -> bool:
     base = backbone.get_base_model() if hasattr(backbone, "get_base_model") else backbone
     if getattr(getattr(base, "config", None), "model_type", "") in _OFFSET_POSITIONS:
@@ -77,6 +105,22 @@ def _run_backbone(backbone: nn.Module, input_ids: torch.Tensor, attention_mask: 
 
 
 _OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "longformer")
+
+
+class _SingleBackboneMixin:
+    """Trunk plumbing of a model with one backbone in ``self.backbone`` (pooled ``[B, H]`` features)."""
+
+    def _trunk_modules(self) -> list[nn.Module]:
+        return [self.backbone]
+
+    def _backbone_config(self) -> Any:
+        return self.backbone.config
+
+    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Pooled features ``[B, H]`` of the backbone (``config.pooling``)."""
+        with self._trunk_context():
+            hidden = _run_backbone(self.backbone, input_ids, attention_mask)
+            return pool_hidden_states(hidden, attention_mask, self.config.pooling)
 
 
 class BaseRewardModel(UncertaintyState, nn.Module):

@@ -277,6 +277,14 @@ class FeatureCache:
         return fc, fr
 
 
+def cached_pair_features(
+    feature_cache: Any, model: Any, dataset: Any, *, collator: Any, batch_size: int, device: Any, progress: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+    """:meth:`FeatureCache.features` of ``feature_cache`` (a folder, or a :class:`FeatureCache`)."""
+    cache = feature_cache if isinstance(feature_cache, FeatureCache) else FeatureCache(feature_cache)
+    return cache.features(model, dataset, collator=collator, batch_size=batch_size, device=device, progress=progress)
+
+
 @contextlib.contextmanager
 def _locked(path: str):
     """An exclusive advisory lock on ``path`` (POSIX ``flock``; a no-op where there is none)."""

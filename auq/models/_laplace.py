@@ -22,15 +22,15 @@ from torch import nn
 from auq._checks import as_float_tensor, check_int
 from auq._math import probit_scaled_logit
 
-from ._backbone import (
-    backbone_from_config,
-    hidden_size_of,
-    load_backbone,
-    load_tokenizer,
-    pool_hidden_states,
-    resolve_pooling,
+from ._backbone import backbone_from_config
+from ._base import (
+    _MODEL_CLASSES,
+    BaseRewardModel,
+    _backbone_fields,
+    _backbone_name,
+    _load_backbone_and_tokenizer,
+    _SingleBackboneMixin,
 )
-from ._base import _MODEL_CLASSES, BaseRewardModel, _backbone_name, _check_seed, _run_backbone
 from ._config import RewardModelConfig
 from ._laplace_math import LaplacePosterior, check_prior_precision, fit_laplace_posterior
 
@@ -43,7 +43,16 @@ _NOT_FITTED = (
 )
 
 
-class LaplaceRewardModel(BaseRewardModel):
+def _check_laplace_args(n_samples: Any, prior_precision: Any, rank: Any) -> tuple[int, float | str, int | None]:
+    """Checked ``n_samples``, ``prior_precision`` and ``rank``."""
+    return (
+        check_int(n_samples, "n_samples", minimum=1),
+        check_prior_precision(prior_precision),
+        None if rank is None else check_int(rank, "rank", minimum=1),
+    )
+
+
+class LaplaceRewardModel(_SingleBackboneMixin, BaseRewardModel):
     """Frozen backbone + pooling + a Laplace (Gaussian) posterior over a linear reward head.
 
     Parameters
@@ -129,19 +138,12 @@ class LaplaceRewardModel(BaseRewardModel):
         pooling: str = "auto",
         backbone_name: str = "",
     ):
-        n_samples = check_int(n_samples, "n_samples", minimum=1)
-        prior_precision = check_prior_precision(prior_precision)
-        rank = None if rank is None else check_int(rank, "rank", minimum=1)
-        bcfg = backbone.config
+        n_samples, prior_precision, rank = _check_laplace_args(n_samples, prior_precision, rank)
         config = RewardModelConfig(
             auq_model_type="laplace",
             kind="laplace",
             n_members=n_samples,
-            backbone=backbone_name,
-            backbone_model_type=str(getattr(bcfg, "model_type", "")),
-            pooling=resolve_pooling(pooling, bcfg),
-            hidden_size=hidden_size_of(bcfg),
-            seed=_check_seed(seed),
+            **_backbone_fields(backbone, backbone_name=backbone_name, pooling=pooling, seed=seed),
             train_trunk=False,
             n_samples=n_samples,
             prior_precision=prior_precision,
@@ -177,13 +179,8 @@ class LaplaceRewardModel(BaseRewardModel):
         **backbone_kwargs: Any,
     ) -> LaplaceRewardModel:
         """Load a backbone by path or Hub id and wrap it with an (unfitted) Laplace head."""
-        check_int(n_samples, "n_samples", minimum=1)
-        check_prior_precision(prior_precision)
-        if rank is not None:
-            check_int(rank, "rank", minimum=1)
-        backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
-        if tokenizer is None:
-            tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code=trust_remote_code)
+        _check_laplace_args(n_samples, prior_precision, rank)  # before loading the backbone
+        backbone, tokenizer = _load_backbone_and_tokenizer(path_or_hub_id, tokenizer, trust_remote_code, backbone_kwargs)
         return cls(
             backbone, tokenizer, n_samples=n_samples, prior_precision=prior_precision, rank=rank,
             seed=seed, pooling=pooling, backbone_name=_backbone_name(path_or_hub_id),
@@ -237,12 +234,6 @@ class LaplaceRewardModel(BaseRewardModel):
         """The prior precision ``α`` of the fitted posterior."""
         self._check_fitted()
         return float(self.fitted_prior_precision)
-
-    def _trunk_modules(self) -> list[nn.Module]:
-        return [self.backbone]
-
-    def _backbone_config(self) -> Any:
-        return self.backbone.config
 
     def _check_fitted(self) -> None:
         if not self.is_fitted:
@@ -310,12 +301,6 @@ class LaplaceRewardModel(BaseRewardModel):
         return vt[: max(1, min(rank, keep))].T
 
     # -- forward ----------------------------------------------------------------------------
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``[B, H]`` of the frozen trunk."""
-        with self._trunk_context():
-            hidden = _run_backbone(self.backbone, input_ids, attention_mask)
-            return pool_hidden_states(hidden, attention_mask, self.config.pooling)
-
     def _pair_features(self, features_chosen: Any, features_rejected: Any) -> tuple[torch.Tensor, torch.Tensor]:
         fc = self._features(features_chosen, "features_chosen")
         fr = self._features(features_rejected, "features_rejected")

@@ -308,6 +308,18 @@ class _Problem:
         raise RuntimeError("could not bracket the maximum of the evidence over the prior precision")
 
 
+def _per_pair(values: Any, name: str, d: torch.Tensor) -> torch.Tensor:
+    """A float64 per-pair vector like ``d``'s rows: ones when ``values`` is None, else checked."""
+    n = d.shape[0]
+    if values is None:
+        return torch.ones(n, dtype=torch.float64, device=d.device)
+    t, _ = as_float_tensor(values, name, ndim=1, like=d)
+    t = t.detach().to(d)
+    if t.shape[0] != n:
+        raise ValueError(f"{name} must have length {n} (one per pair), got {t.shape[0]}")
+    return t
+
+
 def fit_laplace_posterior(
     features_diff: Any,
     targets: Any = None,
@@ -373,21 +385,11 @@ def fit_laplace_posterior(
     d, _ = as_float_tensor(features_diff, "features", ndim=2)
     d = d.detach().to(torch.float64)
     n = d.shape[0]
-    if targets is None:
-        q = torch.ones(n, dtype=torch.float64, device=d.device)
-    else:
-        q, _ = as_float_tensor(targets, "targets", ndim=1, like=d)
-        q = q.detach().to(d)
-        if q.shape[0] != n:
-            raise ValueError(f"targets must have length {n} (one per pair), got {q.shape[0]}")
+    q = _per_pair(targets, "targets", d)
+    if targets is not None:
         check_labels(q, "targets")
-    if weights is None:
-        c = torch.ones(n, dtype=torch.float64, device=d.device)
-    else:
-        c, _ = as_float_tensor(weights, "weights", ndim=1, like=d)
-        c = c.detach().to(d)
-        if c.shape[0] != n:
-            raise ValueError(f"weights must have length {n} (one per pair), got {c.shape[0]}")
+    c = _per_pair(weights, "weights", d)
+    if weights is not None:
         if bool((c < 0).any()):
             raise ValueError(f"weights must be non-negative, got a value of {float(c.min())!r}")
         if not float(c.sum()) > 0:

@@ -11,22 +11,16 @@ from torch import nn
 
 from auq._checks import check_choice, check_float, check_int
 
-from ._backbone import (
-    backbone_from_config,
-    find_layer_list,
-    hidden_size_of,
-    load_backbone,
-    load_tokenizer,
-    pool_hidden_states,
-    resolve_pooling,
-)
+from ._backbone import backbone_from_config, find_layer_list, pool_hidden_states
 from ._base import (
     _MODEL_CLASSES,
     BaseRewardModel,
+    _backbone_fields,
     _backbone_name,
     _check_head_hidden,
-    _check_seed,
+    _load_backbone_and_tokenizer,
     _run_backbone,
+    _SingleBackboneMixin,
 )
 from ._config import MC_SCOPES, RewardModelConfig
 from ._heads import MemberHeads
@@ -71,7 +65,16 @@ _MC_HETERO = (
 )
 
 
-class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
+def _check_mc_args(n_samples: Any, scope: Any, p: Any, heteroscedastic: Any) -> tuple[int, float]:
+    """Checked ``n_samples`` and ``p`` (``scope`` and ``heteroscedastic`` checked in place)."""
+    n_samples = check_int(n_samples, "n_samples", minimum=1)
+    check_choice(scope, "scope", MC_SCOPES)
+    if check_heteroscedastic(heteroscedastic) and scope != "head":
+        raise ValueError(_MC_HETERO)
+    return n_samples, check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
+
+
+class MCDropoutRewardModel(HeteroscedasticMixin, _SingleBackboneMixin, BaseRewardModel):
     """Monte-Carlo dropout reward model: T dropout samples are T reward columns.
 
     Parameters
@@ -114,6 +117,7 @@ class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
     rewards, different seeds -> different samples); in training mode fresh masks are drawn from
     the global torch RNG on each call. Dropout is applied through the masks only; no module's
     ``training`` flag is changed (batch-norm and the backbone's own dropout are untouched).
+    ``encode`` returns the deterministic pooled features ``[B, H]`` (no MC dropout applied).
 
     Examples
     --------
@@ -139,25 +143,16 @@ class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
         backbone_name: str = "",
         heteroscedastic: bool = False,
     ):
-        n_samples = check_int(n_samples, "n_samples", minimum=1)
-        check_choice(scope, "scope", MC_SCOPES)
-        if check_heteroscedastic(heteroscedastic) and scope != "head":
-            raise ValueError(_MC_HETERO)
-        p = check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
+        n_samples, p = _check_mc_args(n_samples, scope, p, heteroscedastic)
         if mc_batch_size is not None:
             mc_batch_size = check_int(mc_batch_size, "mc_batch_size", minimum=1)
         if train_trunk is None:
             train_trunk = scope == "full"
-        bcfg = backbone.config
         config = RewardModelConfig(
             auq_model_type="mc_dropout",
             kind="mc_dropout",
             n_members=n_samples,
-            backbone=backbone_name,
-            backbone_model_type=str(getattr(bcfg, "model_type", "")),
-            pooling=resolve_pooling(pooling, bcfg),
-            hidden_size=hidden_size_of(bcfg),
-            seed=_check_seed(seed),
+            **_backbone_fields(backbone, backbone_name=backbone_name, pooling=pooling, seed=seed),
             train_trunk=bool(train_trunk),
             head_hidden=_check_head_hidden(head_hidden),
             n_samples=n_samples,
@@ -198,14 +193,8 @@ class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
         **backbone_kwargs: Any,
     ) -> MCDropoutRewardModel:
         """Load a backbone by path or Hub id and wrap it for MC dropout."""
-        check_int(n_samples, "n_samples", minimum=1)
-        check_choice(scope, "scope", MC_SCOPES)
-        if check_heteroscedastic(heteroscedastic) and scope != "head":
-            raise ValueError(_MC_HETERO)
-        check_float(p, "p", minimum=0.0, maximum=1.0, inclusive=(True, False))
-        backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
-        if tokenizer is None:
-            tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code=trust_remote_code)
+        _check_mc_args(n_samples, scope, p, heteroscedastic)  # before loading the backbone
+        backbone, tokenizer = _load_backbone_and_tokenizer(path_or_hub_id, tokenizer, trust_remote_code, backbone_kwargs)
         return cls(
             backbone, tokenizer, n_samples=n_samples, scope=scope, p=p, seed=seed, pooling=pooling,
             mc_batch_size=mc_batch_size, batched=batched, train_trunk=train_trunk,
@@ -220,12 +209,6 @@ class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
     @property
     def scope(self) -> str:
         return str(self.config.scope)
-
-    def _trunk_modules(self) -> list[nn.Module]:
-        return [self.backbone]
-
-    def _backbone_config(self) -> Any:
-        return self.backbone.config
 
     # -- masks ------------------------------------------------------------------------------
     def sample_masks(self, device: torch.device | str = "cpu", generator: torch.Generator | None = None) -> list[torch.Tensor]:
@@ -256,12 +239,6 @@ class MCDropoutRewardModel(HeteroscedasticMixin, BaseRewardModel):
         return self._mask_cache[key]
 
     # -- forward ----------------------------------------------------------------------------
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Deterministic pooled features ``[B, H]`` (no MC dropout applied)."""
-        with self._trunk_context():
-            hidden = _run_backbone(self.backbone, input_ids, attention_mask)
-            return pool_hidden_states(hidden, attention_mask, self.config.pooling)
-
     def forward_features(self, features: torch.Tensor) -> torch.Tensor:
         """``scope="head"``: T dropout samples of the head on features ``[B, H]`` -> ``[B, T]``."""
         if self.scope != "head":

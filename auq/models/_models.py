@@ -17,21 +17,16 @@ from torch import nn
 from auq._checks import check_choice, check_float, check_int
 
 from . import _io
-from ._backbone import (
-    backbone_from_config,
-    hidden_size_of,
-    load_backbone,
-    load_tokenizer,
-    pool_hidden_states,
-    resolve_pooling,
-)
+from ._backbone import backbone_from_config, pool_hidden_states
 from ._base import (
     _MODEL_CLASSES,
     BaseRewardModel,
+    _backbone_fields,
     _backbone_name,
     _check_head_hidden,
-    _check_seed,
+    _load_backbone_and_tokenizer,
     _run_backbone,
+    _SingleBackboneMixin,
 )
 from ._config import ENSEMBLE_KINDS, RewardModelConfig
 from ._heads import MemberHeads
@@ -43,7 +38,7 @@ __all__ = ["RewardModel", "RewardEnsemble"]
 
 
 # ---------------------------------------------------------------------------------------------
-class RewardModel(HeteroscedasticMixin, BaseRewardModel):
+class RewardModel(HeteroscedasticMixin, _SingleBackboneMixin, BaseRewardModel):
     """A backbone + pooling + scalar head: one reward column (``n_members = 1``).
 
     Parameters
@@ -84,16 +79,11 @@ class RewardModel(HeteroscedasticMixin, BaseRewardModel):
         backbone_name: str = "",
         heteroscedastic: bool = False,
     ):
-        bcfg = backbone.config
         config = RewardModelConfig(
             auq_model_type="reward_model",
             kind="single",
             n_members=1,
-            backbone=backbone_name,
-            backbone_model_type=str(getattr(bcfg, "model_type", "")),
-            pooling=resolve_pooling(pooling, bcfg),
-            hidden_size=hidden_size_of(bcfg),
-            seed=_check_seed(seed),
+            **_backbone_fields(backbone, backbone_name=backbone_name, pooling=pooling, seed=seed),
             train_trunk=bool(train_trunk),
             head_hidden=_check_head_hidden(head_hidden),
             heteroscedastic=check_heteroscedastic(heteroscedastic),
@@ -121,26 +111,12 @@ class RewardModel(HeteroscedasticMixin, BaseRewardModel):
         **backbone_kwargs: Any,
     ) -> RewardModel:
         """Load a backbone by path or Hub id (``AutoModel``/``AutoTokenizer``) and add a head."""
-        backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
-        if tokenizer is None:
-            tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code=trust_remote_code)
+        backbone, tokenizer = _load_backbone_and_tokenizer(path_or_hub_id, tokenizer, trust_remote_code, backbone_kwargs)
         return cls(
             backbone, tokenizer, pooling=pooling, seed=seed, train_trunk=train_trunk,
             head_hidden=head_hidden, backbone_name=_backbone_name(path_or_hub_id),
             heteroscedastic=heteroscedastic,
         )
-
-    def _trunk_modules(self) -> list[nn.Module]:
-        return [self.backbone]
-
-    def _backbone_config(self) -> Any:
-        return self.backbone.config
-
-    def encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """Pooled features ``[B, H]``."""
-        with self._trunk_context():
-            hidden = _run_backbone(self.backbone, input_ids, attention_mask)
-            return pool_hidden_states(hidden, attention_mask, self.config.pooling)
 
     def forward_features(self, features: torch.Tensor) -> torch.Tensor:
         """Rewards ``[B, 1]`` from pooled features ``[B, H]``."""
@@ -240,7 +216,6 @@ class RewardEnsemble(HeteroscedasticMixin, BaseRewardModel):
             train_trunk = True  # the trunk's features change in training: not cacheable
         elif train_trunk is None:
             train_trunk = kind == "independent"
-        bcfg = backbone.config
         lora = None
         if kind == "lora":
             lora = {
@@ -253,11 +228,7 @@ class RewardEnsemble(HeteroscedasticMixin, BaseRewardModel):
             auq_model_type="reward_ensemble",
             kind=kind,
             n_members=n_members,
-            backbone=backbone_name,
-            backbone_model_type=str(getattr(bcfg, "model_type", "")),
-            pooling=resolve_pooling(pooling, bcfg),
-            hidden_size=hidden_size_of(bcfg),
-            seed=_check_seed(seed),
+            **_backbone_fields(backbone, backbone_name=backbone_name, pooling=pooling, seed=seed),
             train_trunk=bool(train_trunk),
             head_hidden=_check_head_hidden(head_hidden),
             lora=lora,
@@ -404,9 +375,7 @@ class RewardEnsemble(HeteroscedasticMixin, BaseRewardModel):
         """
         check_choice(kind, "kind", ENSEMBLE_KINDS)
         check_int(n_members, "n_members", minimum=1)
-        backbone = load_backbone(path_or_hub_id, trust_remote_code=trust_remote_code, **backbone_kwargs)
-        if tokenizer is None:
-            tokenizer = load_tokenizer(path_or_hub_id, trust_remote_code=trust_remote_code)
+        backbone, tokenizer = _load_backbone_and_tokenizer(path_or_hub_id, tokenizer, trust_remote_code, backbone_kwargs)
         return cls(
             backbone, tokenizer, kind=kind, n_members=n_members, pooling=pooling, seed=seed,
             train_trunk=train_trunk, head_hidden=head_hidden, lora_r=lora_r, lora_alpha=lora_alpha,

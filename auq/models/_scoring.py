@@ -374,10 +374,10 @@ def _score_local(
     ids = list(getattr(dataset, "ids", range(len(dataset))))
     exact = getattr(dataset, "targets", None)  # float64 labels without the collator's float32 round trip
     if feature_cache is not None and _scores_from_features(model):
-        from ._features import FeatureCache
+        from ._features import cached_pair_features
 
-        cache = feature_cache if isinstance(feature_cache, FeatureCache) else FeatureCache(feature_cache)
-        fc, fr = cache.features(model, dataset, collator=collator, batch_size=batch_size, device=device, progress=progress)
+        fc, fr = cached_pair_features(feature_cache, model, dataset, collator=collator, batch_size=batch_size,
+                                      device=device, progress=progress)
         if exact is None:
             exact = [_target(dataset[i]) for i in range(len(dataset))]
         model.to(device)

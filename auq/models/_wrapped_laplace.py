@@ -217,13 +217,14 @@ class WrappedLaplaceRewardModel(LaplaceRewardModel):
         -------
         LaplacePosterior
         """
-        from ._features import FeatureCache
+        from ._features import cached_pair_features
         from ._scoring import encode_dataset
 
         batch_size = check_int(batch_size, "batch_size", minimum=1)
         if feature_cache is not None:
-            cache = feature_cache if isinstance(feature_cache, FeatureCache) else FeatureCache(feature_cache)
-            fc, fr = cache.features(self, dataset, collator=collator, batch_size=batch_size, device=device, progress=progress)
+            fc, fr = cached_pair_features(
+                feature_cache, self, dataset, collator=collator, batch_size=batch_size, device=device, progress=progress
+            )
         else:
             fc, fr = encode_dataset(self, dataset, batch_size=batch_size, device=device, progress=progress, collator=collator)
         targets = getattr(dataset, "targets", None)

@@ -113,22 +113,14 @@ def response_features(model: Any, prompts: Sequence[Any], completions: Sequence[
     """
     if not callable(getattr(model, "encode", None)) or not callable(getattr(model, "make_collator", None)):
         raise TypeError(f"model must be an auq reward model with encode() and make_collator(), got {type(model).__name__}")
-    if len(prompts) != len(completions):
-        raise ValueError(f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}")
-    collator = model.make_collator()
+    from auq.models._completions import score_completions
+
     device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()
-    out = []
-    try:
-        for s in range(0, len(prompts), batch_size):
-            b = collator([{"prompt": p, "chosen": c, "rejected": c}
-                          for p, c in zip(prompts[s : s + batch_size], completions[s : s + batch_size])])
-            f = model.encode(b["input_ids_chosen"].to(device), b["attention_mask_chosen"].to(device))
-            out.append((f.mean(1) if f.dim() == 3 else f).float().cpu().to(torch.float64))
-    finally:
-        model.train(was_training)
-    return torch.cat(out).numpy()
+    _, feats = score_completions(
+        model, model.make_collator(), prompts, completions, batch_size=batch_size, device=device,
+        rewards=False, features=True,
+    )
+    return feats
 
 
 def online_monitor_callback(

@@ -129,3 +129,32 @@ def check_mapping(obj: Mapping[Any, Any], name: str) -> None:
     """Raise when a mapping of entries is empty."""
     if len(obj) == 0:
         raise ValueError(f"{name} is empty; give at least one entry")
+
+
+def input_items(
+    obj: Any, companion: Any, arg: str, companion_arg: str, is_summary: Any
+) -> tuple[list[str] | None, list[tuple[str, Any, Any, str]]]:
+    """Every accepted input form of a multi-model plot as ``(keys, items)``.
+
+    ``obj`` is a summary (``is_summary``: a reliability table, a risk-coverage curve), a sequence of
+    summaries, raw values (with ``companion``: labels, correctness) or a mapping name -> any of
+    those or a ``(values, companion)`` tuple; ``companion`` may be a mapping with the same keys.
+    ``keys`` are the mapping's names (None otherwise); each item is ``(error name, summary or raw
+    values, companion or None, the companion's error name)``.
+    """
+    if isinstance(obj, Mapping) and not is_summary(obj):
+        check_mapping(obj, arg)
+        items = []
+        for k, v in obj.items():
+            comp = companion[k] if isinstance(companion, Mapping) else companion
+            comp_name = f"{companion_arg}[{k!r}]" if isinstance(companion, Mapping) else companion_arg
+            if isinstance(v, tuple) and len(v) == 2 and not is_summary(v):
+                v, comp = v
+                comp_name = f"{arg}[{k!r}][1]"
+            items.append((f"{arg}[{k!r}]", v, comp, comp_name))
+        return [str(k) for k in obj], items
+    if is_summary(obj):
+        return None, [(arg, obj, None, companion_arg)]
+    if is_sequence_of(obj, is_summary):
+        return None, [(f"{arg}[{i}]", s, None, companion_arg) for i, s in enumerate(obj)]
+    return None, [(arg, obj, companion, companion_arg)]

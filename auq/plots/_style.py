@@ -145,6 +145,28 @@ def paper_style(**overrides: Any) -> Iterator[dict[str, Any]]:
         yield rc
 
 
+@contextmanager
+def axes_or_new(ax: Any, figsize: tuple[float, float]) -> Iterator[Any]:
+    """``ax`` as given, or the axes of a new ``figsize`` figure drawn in the paper style.
+
+    Examples
+    --------
+    >>> with axes_or_new(None, (3.0, 2.0)) as ax:
+    ...     _ = ax.plot([0, 1], [0, 1])
+    >>> ax.figure.get_size_inches().tolist()
+    [3.0, 2.0]
+    >>> import matplotlib.pyplot as plt; plt.close(ax.figure)
+    """
+    if ax is not None:
+        yield ax
+        return
+    import matplotlib.pyplot as plt
+
+    with paper_style():
+        _, ax = plt.subplots(figsize=figsize)
+        yield ax
+
+
 def color(i: int) -> str:
     """Return the ``i``-th palette colour (cycling)."""
     return PALETTE[i % len(PALETTE)]

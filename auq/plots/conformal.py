@@ -82,9 +82,7 @@ def conformal_coverage_plot(
         raise ValueError(f"coverage must have {alpha.shape[0]} columns (one per level), got shape {cov.shape}")
     order = np.argsort(alpha)
     alpha, cov = alpha[order], cov[:, order]
-    with _style.paper_style() if ax is None else nullcontext():
-        if ax is None:
-            _, ax = plt.subplots(figsize=(_style.SINGLE_COLUMN, 2.8))
+    with _style.axes_or_new(ax, (_style.SINGLE_COLUMN, 2.8)) as ax:
         ax.plot(alpha, 1.0 - alpha, color=_style.REFERENCE_COLOR, linestyle="--", linewidth=1.2,
                 label="target 1 − α", gid="target")
         if n_calibration:

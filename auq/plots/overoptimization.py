@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.lines import Line2D
 
@@ -131,9 +129,7 @@ def overoptimization_plot(
             series.append(_series(kl, gold, proxy, prefix=""))
     names = entry_names(keys, len(series), labels, "objective")
 
-    with _style.paper_style() if ax is None else nullcontext():
-        if ax is None:
-            _, ax = plt.subplots(figsize=(_style.SINGLE_COLUMN, 2.8))
+    with _style.axes_or_new(ax, (_style.SINGLE_COLUMN, 2.8)) as ax:
         handles: list[Any] = []
         any_proxy = False
         for i, ((k, g, p), name) in enumerate(zip(series, names)):

@@ -25,9 +25,8 @@ from auq._checks import (
 )
 from auq.plots import _style
 from auq.plots._inputs import (
-    check_mapping,
     entry_names,
-    is_sequence_of,
+    input_items,
     is_table,
     nonempty_bins,
     table_arrays,
@@ -152,28 +151,12 @@ def _entries(
 ) -> list[_Entry]:
     """Normalise every accepted input form into a list of named tables with their ECE."""
     arg = "probs_or_tables"
-    items: list[tuple[str, Any, Any]]  # (error name, table or probs, labels)
-    keys: list[str] | None = None
-    if isinstance(probs_or_tables, Mapping) and not is_table(probs_or_tables):
-        check_mapping(probs_or_tables, arg)
-        keys = [str(k) for k in probs_or_tables]
-        items = []
-        for k, v in probs_or_tables.items():
-            lab = labels[k] if isinstance(labels, Mapping) else labels
-            if isinstance(v, tuple) and len(v) == 2 and not is_table(v):
-                v, lab = v
-            items.append((f"{arg}[{k!r}]", v, lab))
-    elif is_table(probs_or_tables):
-        items = [(arg, probs_or_tables, None)]
-    elif is_sequence_of(probs_or_tables, is_table):
-        items = [(f"{arg}[{i}]", t, None) for i, t in enumerate(probs_or_tables)]
-    else:
-        items = [(arg, probs_or_tables, labels)]
+    keys, items = input_items(probs_or_tables, labels, arg, "labels", is_table)
     if isinstance(labels, Mapping) and keys is None:
         raise TypeError("labels may be a mapping only when probs_or_tables is a mapping")
     entry_labels = entry_names(keys, len(items), names, "model")
     out = []
-    for (err_name, obj, lab), name in zip(items, entry_labels):
+    for (err_name, obj, lab, _), name in zip(items, entry_labels):
         if is_table(obj):
             if ece_ci:
                 raise ValueError(

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
-from contextlib import nullcontext
+from collections.abc import Sequence
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 
 from auq._checks import as_float_array, check_choice, check_labels, check_same_length
 from auq.plots import _style
 from auq.plots._inputs import (
-    check_mapping,
     entry_names,
     field_array,
     get_field,
     has_fields,
+    input_items,
     is_curve,
-    is_sequence_of,
 )
 
 logger = logging.getLogger(__name__)
@@ -156,25 +153,7 @@ def risk_coverage_plot(
     check_choice(score, "score", ("uncertainty", "confidence"))
     if curves_or_scores is None:
         raise TypeError(f"{arg} is required, got None")
-    keys: list[str] | None = None
-    items: list[tuple[str, Any, Any, str]]
-    if isinstance(curves_or_scores, Mapping) and not is_curve(curves_or_scores):
-        check_mapping(curves_or_scores, arg)
-        keys = [str(k) for k in curves_or_scores]
-        items = []
-        for k, v in curves_or_scores.items():
-            corr = correct[k] if isinstance(correct, Mapping) else correct
-            corr_name = f"correct[{k!r}]" if isinstance(correct, Mapping) else "correct"
-            if isinstance(v, tuple) and len(v) == 2 and not is_curve(v):
-                v, corr = v
-                corr_name = f"{arg}[{k!r}][1]"
-            items.append((f"{arg}[{k!r}]", v, corr, corr_name))
-    elif is_curve(curves_or_scores):
-        items = [(arg, curves_or_scores, None, "correct")]
-    elif is_sequence_of(curves_or_scores, is_curve):
-        items = [(f"{arg}[{i}]", c, None, "correct") for i, c in enumerate(curves_or_scores)]
-    else:
-        items = [(arg, curves_or_scores, correct, "correct")]
+    keys, items = input_items(curves_or_scores, correct, arg, "correct", is_curve)
     labels = entry_names(keys, len(items), names, "model")
 
     drawn: list[tuple[str | None, np.ndarray, np.ndarray, float | None]] = []
@@ -198,9 +177,7 @@ def risk_coverage_plot(
         drawn.append((label, cov, risk, _aurc(curve, err_name)))
 
     scale = 100.0 if percent else 1.0
-    with _style.paper_style() if ax is None else nullcontext():
-        if ax is None:
-            _, ax = plt.subplots(figsize=(_style.SINGLE_COLUMN, 2.8))
+    with _style.axes_or_new(ax, (_style.SINGLE_COLUMN, 2.8)) as ax:
         for i, (label, cov, risk, aurc) in enumerate(drawn):
             text = label
             if aurc is not None:

@@ -31,6 +31,14 @@ _FIELD_LABELS = {
 }
 
 
+def _group_handles(group_names: Sequence[Any]) -> list[Any]:
+    """Legend patches of the groups, in the groups' colours."""
+    return [
+        Patch(facecolor=_style.color(g), alpha=0.6, edgecolor=_style.color(g), label=str(n))
+        for g, n in enumerate(group_names)
+    ]
+
+
 def _axis_label(field: str, unit: str) -> str:
     label = _FIELD_LABELS.get(field, field)
     if field in _ENTROPY_FIELDS:
@@ -226,11 +234,7 @@ def uncertainty_decomposition_plot(
         for a in axes:
             _style.apply_tick_style(a)
         if any(n is not None for n in group_names):
-            handles = [
-                Patch(facecolor=_style.color(i), alpha=0.6, edgecolor=_style.color(i),
-                      label=str(n))
-                for i, n in enumerate(group_names)
-            ]
+            handles = _group_handles(group_names)
             top = max(a.get_position().y1 for a in axes)
             fig.legend(
                 handles=handles, loc="lower center", bbox_to_anchor=(0.5, top + 0.03),
@@ -314,11 +318,8 @@ def member_reward_plot(
     n_groups = len(arrays)
     slot = 0.8 / n_groups
     width = slot * 0.9
-    with _style.paper_style() if ax is None else nullcontext():
-        if ax is None:
-            _, ax = plt.subplots(
-                figsize=(min(_style.DOUBLE_COLUMN, max(_style.SINGLE_COLUMN, 0.45 * n_members * n_groups + 1.2)), 2.8)
-            )
+    figsize = (min(_style.DOUBLE_COLUMN, max(_style.SINGLE_COLUMN, 0.45 * n_members * n_groups + 1.2)), 2.8)
+    with _style.axes_or_new(ax, figsize) as ax:
         centers = np.arange(1, n_members + 1, dtype=float)
         for g, a in enumerate(arrays):
             c = _style.color(g)
@@ -358,11 +359,7 @@ def member_reward_plot(
         ax.set_ylabel(ylabel or ("reward (centred per member)" if center else "reward"))
         ax.grid(axis="x", visible=False)
         if any(n is not None for n in group_names) and n_groups > 1:
-            handles = [
-                Patch(facecolor=_style.color(g), alpha=0.6, edgecolor=_style.color(g),
-                      label=str(n))
-                for g, n in enumerate(group_names)
-            ]
+            handles = _group_handles(group_names)
             _style.place_legend(ax, legend_loc, handles=handles, ncol=n_groups)
         _style.apply_tick_style(ax)
     return ax

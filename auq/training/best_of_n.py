@@ -152,40 +152,19 @@ def ensemble_reward_fn(
     >>> fn(["Human: hi. Assistant:"], [" Hello!"]).shape  # doctest: +SKIP
     (1, 8)
     """
-    from auq.data import PreferenceCollator
+    from auq.models._completions import completion_collator, score_completions
 
     tok = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
     if tok is None:
         raise TypeError("tokenizer is required when the model has no tokenizer attribute")
     batch_size = check_int(batch_size, "batch_size", minimum=1)
-    if hasattr(model, "make_collator"):  # the training length, capped at the backbone's positions
-        collator = model.make_collator(max_length, tokenizer=tok)
-    else:
-        collator = PreferenceCollator(tok, max_length=max_length or 512)
+    collator = completion_collator(model, tok, max_length)
 
     def reward_fn(prompts: Sequence[str], completions: Sequence[str]) -> np.ndarray:
         prompts = _check_prompts(prompts)
         completions = _check_prompts(completions, "completions")
-        if len(prompts) != len(completions):
-            raise ValueError(
-                f"prompts and completions must have the same length, got {len(prompts)} and {len(completions)}"
-            )
         dev = torch.device(device) if device is not None else _device(model)
-        was_training = model.training
-        model.eval()
-        outs = []
-        try:
-            with torch.no_grad():
-                for s in range(0, len(prompts), batch_size):
-                    batch = collator(
-                        [{"prompt": p, "chosen": c, "rejected": c}
-                         for p, c in zip(prompts[s : s + batch_size], completions[s : s + batch_size])]
-                    )
-                    r = model(batch["input_ids_chosen"].to(dev), batch["attention_mask_chosen"].to(dev))
-                    outs.append(r.float().cpu().to(torch.float64))
-        finally:
-            model.train(was_training)
-        out = torch.cat(outs).numpy()
+        out, _ = score_completions(model, collator, prompts, completions, batch_size=batch_size, device=dev)
         return model.anchor(out) if reward_fn.anchored else out
 
     reward_fn.anchored = bool(getattr(model, "anchored", False))  # type: ignore[attr-defined]

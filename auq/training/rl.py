@@ -117,6 +117,12 @@ def _same_shapes(tensors: dict[str, Any]) -> list[torch.Tensor]:
     return out
 
 
+def _same_shapes_masked(tensors: dict[str, Any], mask: Any) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """:func:`_same_shapes` of ``tensors`` and of the optional ``mask`` (None stays None)."""
+    ts = _same_shapes(tensors if mask is None else {**tensors, "mask": mask})
+    return ts[: len(tensors)], (None if mask is None else ts[-1])
+
+
 def ppo_loss(
     logprobs: torch.Tensor,
     old_logprobs: torch.Tensor,
@@ -137,12 +143,9 @@ def ppo_loss(
     -1.0
     """
     clip_range = check_float(clip_range, "clip_range", minimum=0.0, inclusive=(False, True))
-    names = {"logprobs": logprobs, "old_logprobs": old_logprobs, "advantages": advantages}
-    if mask is not None:
-        names["mask"] = mask
-    ts = _same_shapes(names)
-    lp, old, adv = ts[0], ts[1], ts[2]
-    m = ts[3] if mask is not None else None
+    (lp, old, adv), m = _same_shapes_masked(
+        {"logprobs": logprobs, "old_logprobs": old_logprobs, "advantages": advantages}, mask
+    )
     log_ratio = lp - old
     ratio = torch.exp(log_ratio)
     pg1 = -adv * ratio
@@ -169,12 +172,7 @@ def value_loss(
     >>> float(value_loss(torch.tensor([2.0]), torch.tensor([0.0]), torch.tensor([0.0]), clip_range_value=None))
     2.0
     """
-    names = {"values": values, "old_values": old_values, "returns": returns}
-    if mask is not None:
-        names["mask"] = mask
-    ts = _same_shapes(names)
-    v, old, ret = ts[0], ts[1], ts[2]
-    m = ts[3] if mask is not None else None
+    (v, old, ret), m = _same_shapes_masked({"values": values, "old_values": old_values, "returns": returns}, mask)
     loss1 = (v - ret) ** 2
     if clip_range_value is None:
         return 0.5 * masked_mean(loss1, m)
@@ -229,12 +227,9 @@ def compute_gae(
     """
     gamma = check_float(gamma, "gamma", minimum=0.0, maximum=1.0)
     lam = check_float(lam, "lam", minimum=0.0, maximum=1.0)
-    names = {"rewards": rewards, "values": values}
-    if mask is not None:
-        names["mask"] = mask
-    ts = _same_shapes(names)
-    r, v = ts[0], ts[1]
-    m = ts[2] if mask is not None else torch.ones_like(r)
+    (r, v), m = _same_shapes_masked({"rewards": rewards, "values": values}, mask)
+    if m is None:
+        m = torch.ones_like(r)
     r = r * m
     v = v * m
     length = r.shape[-1]
