@@ -23,24 +23,24 @@ and NLL (mean ± std over seeds) against the number of labels, the mean accuracy
 with its paired difference to random, and the labels each method needs to reach target
 accuracies. The figure goes to ``--figure``.
 
-Measured (5 seeds, 2 shared CPU cores, one thread, 240 s in all; the hh-rlhf features read from
-an ``.npz`` computed by the same frozen-MiniLM path, max_length 128):
+Measured (5 seeds, 2 shared CPU cores, one thread, 167 s in all; the hh-rlhf features read from
+an ``.npz`` computed by the same frozen-MiniLM path, max_length 128; each seed's initial draw
+and rounds use independent ``SeedSequence`` streams):
 
 * synthetic (true reward: accuracy 0.878, NLL 0.278), 10 random labels then 12 batches of 10.
-  Every uncertainty acquisition beat random. Mean accuracy over the curve, paired difference to
-  random: bald +0.029 ± 0.022, margin_variance +0.032 ± 0.021, ucb +0.035 ± 0.020, thompson
-  +0.025 ± 0.020, information_gain +0.032 ± 0.026, bald+kc +0.032 ± 0.026, information_gain+kc
-  +0.037 ± 0.014. At 130 labels: random 0.801 ± 0.025, the others 0.830-0.844. Labels to reach
-  random's final accuracy (0.801): random 130, ucb and information_gain+kc 70, bald,
-  margin_variance, information_gain and bald+kc 80, thompson 90 (about 40% fewer labels).
-  NLL at 130 labels: random 0.427, bald 0.362, information_gain 0.362, ucb 0.396 (ucb ranks by
-  ``sd - |mean|`` and gains least in NLL).
+  Most uncertainty acquisitions beat random, by less than their seed spread over the curve: mean
+  accuracy over the curve, paired difference to random: bald +0.017 ± 0.025, margin_variance
+  +0.010 ± 0.026, ucb +0.018 ± 0.029, thompson +0.002 ± 0.020, information_gain +0.015 ± 0.027,
+  bald+kc +0.008 ± 0.020, information_gain+kc +0.019 ± 0.027. At 130 labels: random 0.815 ±
+  0.015, the others 0.823-0.841. Labels to reach random's final accuracy (0.815): random 130,
+  bald, ucb, information_gain and information_gain+kc 90, margin_variance and bald+kc 110,
+  thompson 120 (up to 30% fewer labels). NLL at 130 labels: random 0.403, information_gain+kc
+  0.353, information_gain 0.370, bald 0.389.
 * hh-rlhf, 50 random labels then 10 batches of 50 (pool 1,300, test 434): nothing learns much.
-  Random goes from 0.534 ± 0.031 to 0.544 ± 0.035 accuracy between 50 and 550 labels, within
+  Random goes from 0.540 ± 0.035 to 0.558 ± 0.019 accuracy between 50 and 550 labels, within
   its seed spread; no acquisition differs from random in accuracy (paired differences over the
-  curve between -0.001 and +0.005, seed std 0.010-0.013). Every uncertainty acquisition reaches a
-  slightly lower NLL (-0.004 to -0.005 ± 0.004 over the curve; 0.683-0.685 vs 0.688 at 550
-  labels). The frozen-MiniLM features carry little of the hh-rlhf preference signal (0.58
+  curve between -0.006 and +0.002, seed std 0.008-0.019) and NLL barely moves (-0.003 to +0.000
+  over the curve). The frozen-MiniLM features carry little of the hh-rlhf preference signal (0.58
   accuracy with 1,300 labels), so there is little for a choice of pairs to speed up; the
   labels-to-reach table for hh-rlhf is within noise (the script says so).
 
