@@ -195,5 +195,9 @@ if __name__ == "__main__":
     elif mode == "online":
         for algorithm in sys.argv[5].split(","):  # one launch for several algorithms: OUT/<algorithm>
             run_online(sys.argv[2], os.path.join(sys.argv[3], algorithm), int(sys.argv[4]), algorithm)
+    elif mode == "all":  # one launch for every trainer (process start-up dominates): OUT/dpo, OUT/<algorithm>
+        run_dpo(sys.argv[2], os.path.join(sys.argv[3], "dpo"), int(sys.argv[4]))
+        for algorithm in ("rloo", "ppo"):
+            run_online(sys.argv[2], os.path.join(sys.argv[3], algorithm), int(sys.argv[4]), algorithm)
     else:
         raise SystemExit(f"unknown mode {mode!r}")

@@ -43,13 +43,23 @@ def _run_one_and_two(args_two: list[str], args_one: list[str]) -> None:
     assert p1.returncode == 0, p1.stdout[-2000:] + p1.stderr[-4000:]
 
 
+@pytest.fixture(scope="module")
+def runs(tiny_lm_dir, tmp_path_factory) -> tuple[str, str]:
+    """One launch of every trainer: 2 processes x 2 (pairs or prompts) and 1 process x 4;
+    the folders ``(two, one)`` hold ``dpo/``, ``rloo/`` and ``ppo/``."""
+    root = tmp_path_factory.mktemp("ddp")
+    two, one = str(root / "two"), str(root / "one")
+    _run_one_and_two(["all", tiny_lm_dir, two, "2"], ["all", tiny_lm_dir, one, "4"])
+    return two, one
+
+
 def _max_diff(a: dict, b: dict) -> float:
     assert a.keys() == b.keys()
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
 @pytest.mark.slow
-def test_dpo_two_processes_match_one(tiny_lm_dir, tmp_path):
+def test_dpo_two_processes_match_one(tiny_lm_dir, runs):
     """2 processes x 2 pairs == 1 process x 4 pairs: weighted soft-target DPO with precomputed
     reference log-probs, 4 steps; checkpoints written once; resuming on 2 processes is exact."""
     from _ddp_script import dpo_pairs
@@ -58,8 +68,7 @@ def test_dpo_two_processes_match_one(tiny_lm_dir, tmp_path):
 
     from auq.training.dpo_trainer import CausalLMPreferenceCollator, sequence_logps
 
-    two, one = str(tmp_path / "two"), str(tmp_path / "one")
-    _run_one_and_two(["dpo", tiny_lm_dir, two, "2"], ["dpo", tiny_lm_dir, one, "4"])
+    two, one = (os.path.join(d, "dpo") for d in runs)
     r1 = json.load(open(os.path.join(one, "result.json")))
     r2 = json.load(open(os.path.join(two, "result.json")))
     assert (r1["num_processes"], r2["num_processes"]) == (1, 2)
@@ -108,12 +117,11 @@ def test_dpo_two_processes_match_one(tiny_lm_dir, tmp_path):
 
 
 @pytest.mark.slow
-def test_online_two_processes_match_one(tiny_lm_dir, tmp_path):
+def test_online_two_processes_match_one(tiny_lm_dir, runs):
     """RLOO and PPO on 2 processes (2 prompts x k=3 each) == 1 process (4 prompts) for fixed rollouts
     (token means over the global token count; PPO's advantages whitened with global statistics);
     then a sampled step keeps both processes identical and logs the means over processes."""
-    two, one = str(tmp_path / "two"), str(tmp_path / "one")
-    _run_one_and_two(["online", tiny_lm_dir, two, "2", "rloo,ppo"], ["online", tiny_lm_dir, one, "4", "rloo,ppo"])
+    two, one = runs
     for algorithm in ("rloo", "ppo"):
         _check_online(tiny_lm_dir, os.path.join(two, algorithm), os.path.join(one, algorithm), algorithm)
 

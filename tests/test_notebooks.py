@@ -2,7 +2,7 @@
 
 Execution runs each notebook top to bottom in a fresh ``python3`` kernel (nbclient + ipykernel)
 with ``AUQ_NOTEBOOK_SIZE=small``, from a temporary working directory so that the figures it saves
-do not land in the repository. A cell error fails the test.
+do not land in the repository, two kernels at a time. A cell error fails that notebook's test.
 """
 
 from __future__ import annotations
@@ -57,28 +57,56 @@ def _stdout(cell) -> str:
     )
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
-def test_notebook_runs(path, tmp_path, monkeypatch, repo_root):
+@pytest.fixture(scope="module")
+def executed(tmp_path_factory, repo_root) -> dict:
+    """Every notebook executed once, two kernels at a time: ``{name: (notebook, workdir, error)}``.
+
+    Each kernel runs one thread (``OMP_NUM_THREADS=1``), so two side by side use a 2-core runner
+    fully; the kernels are separate processes driven from one asyncio loop.
+    """
+    import asyncio
+
     from nbclient import NotebookClient
 
-    monkeypatch.setenv("AUQ_NOTEBOOK_SIZE", "small")
-    # the kernel starts in tmp_path: make it import this checkout's auq
-    monkeypatch.setenv(
-        "PYTHONPATH", os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")]))
+    env = dict(
+        os.environ,
+        AUQ_NOTEBOOK_SIZE="small",
+        # the kernel starts in its workdir: make it import this checkout's auq
+        PYTHONPATH=os.pathsep.join(filter(None, [str(repo_root), os.environ.get("PYTHONPATH")])),
+        # tiny models: one thread each is faster than two contending ones on a shared 2-core runner
+        OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "1"),
+        MPLBACKEND="module://matplotlib_inline.backend_inline",
     )
-    # tiny models: one thread each is faster than two contending ones on a shared 2-core runner
-    monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1"))
-    monkeypatch.setenv("MPLBACKEND", "module://matplotlib_inline.backend_inline")
-    nb = nbformat.read(path, as_version=4)
-    client = NotebookClient(
-        nb,
-        timeout=CELL_TIMEOUT_S,
-        kernel_name="python3",
-        resources={"metadata": {"path": str(tmp_path)}},
-    )
-    client.execute()  # raises CellExecutionError on the first failing cell
+    results: dict = {}
 
+    async def run(path: Path, slots: asyncio.Semaphore) -> None:
+        async with slots:
+            workdir = tmp_path_factory.mktemp(path.stem)
+            nb = nbformat.read(path, as_version=4)
+            client = NotebookClient(
+                nb, timeout=CELL_TIMEOUT_S, kernel_name="python3",
+                resources={"metadata": {"path": str(workdir)}},
+            )
+            try:
+                await client.async_execute(env=env)  # raises CellExecutionError on the first failing cell
+                results[path.name] = (nb, workdir, None)
+            except Exception as err:  # reported by that notebook's test
+                results[path.name] = (nb, workdir, err)
+
+    async def run_all() -> None:
+        slots = asyncio.Semaphore(max(1, min(2, os.cpu_count() or 1)))
+        await asyncio.gather(*(run(p, slots) for p in NOTEBOOKS))
+
+    asyncio.run(run_all())
+    return results
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_runs(path, executed):
+    nb, tmp_path, err = executed[path.name]
+    if err is not None:
+        raise err
     errors = [
         o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"
     ]
