@@ -25,6 +25,19 @@ def one_thread():
     torch.set_num_threads(n)
 
 
+@pytest.fixture
+def all_threads():
+    """A real trunk (MiniLM) in a module pinned to :func:`one_thread`: every core for this test."""
+    import os
+
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(os.cpu_count() or 1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_lm_dir(tmp_path_factory) -> str:
     """Folder of a tiny offline GPT-2 and its tokenizer (``_tiny_models.build_tiny_lm``), built once per session."""

@@ -365,13 +365,8 @@ def real_scores():
     idx = np.random.default_rng(0).permutation(len(hh))[:400]
     data = hh.select(idx.tolist())
     model = LaplaceRewardModel.from_backbone(os.path.join(os.path.dirname(gt.__file__), "model"))
-    n_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        fc, fr = encode_dataset(model, data, batch_size=64, device="cpu", progress=False,
-                                collator=model.make_collator(max_length=64))
-    finally:
-        torch.set_num_threads(n_threads)
+    fc, fr = encode_dataset(model, data, batch_size=64, device="cpu", progress=False,
+                            collator=model.make_collator(max_length=64))
     halves = np.array_split(np.random.default_rng(1).permutation(len(data)), 2)
     prob, total = np.empty(len(data)), np.empty(len(data))
     for k in range(2):

