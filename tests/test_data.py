@@ -546,3 +546,18 @@ def test_synthetic_texts_tokenise_to_one_token_per_word(bert_tokenizer):
     coll = PreferenceCollator(bert_tokenizer, max_length=32)
     batch = coll([data.dataset[i] for i in range(20)])
     assert (batch["attention_mask_chosen"].sum(1) == data.generator.dim + 2).all()
+
+
+def test_with_columns_replaces_only_what_it_is_given():
+    ds = PreferenceDataset(["p1", "p2"], ["a", "b"], ["c", "d"], votes=[[2, 1], [0, 3]], ids=["x", "y"])
+    ds.format = "standard"
+    out = ds.with_columns(weights=[0.5, 2.0])
+    assert out.weights.tolist() == [0.5, 2.0] and ds.weights is None  # a new dataset
+    assert out.votes.tolist() == ds.votes.tolist() and out.ids == ["x", "y"] and out.format == "standard"
+    assert out.targets.tolist() == pytest.approx([2 / 3, 0.0])  # votes still give the targets
+    assert (out.prompt, out.chosen, out.rejected) == (ds.prompt, ds.chosen, ds.rejected)
+    assert out.with_columns(weights=None).weights is None
+    with pytest.raises(TypeError, match="unknown column"):
+        ds.with_columns(prompt=["q", "r"])
+    with pytest.raises(ValueError, match="weights"):
+        ds.with_columns(weights=[1.0, float("nan")])

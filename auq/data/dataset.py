@@ -317,6 +317,32 @@ class PreferenceDataset:
         out.format = self.format
         return out
 
+    _COLUMNS = ("targets", "votes", "weights", "ids")
+
+    def with_columns(self, **columns: Any) -> PreferenceDataset:
+        """Return a new dataset with the per-pair columns given replaced (the texts are shared).
+
+        Parameters
+        ----------
+        **columns
+            Any of ``targets``, ``votes``, ``weights``, ``ids``: a new column (checked as the
+            constructor checks it) or ``None`` to drop it. Columns not given are kept.
+
+        Examples
+        --------
+        >>> ds = PreferenceDataset(["", ""], ["a", "b"], ["c", "d"])
+        >>> ds.with_columns(weights=[0.5, 2.0]).weights.tolist()
+        [0.5, 2.0]
+        """
+        unknown = sorted(set(columns) - set(self._COLUMNS))
+        if unknown:
+            raise TypeError(f"with_columns: unknown column(s) {unknown}; expected some of {list(self._COLUMNS)}")
+        kept = {"targets": self._targets, "votes": self._votes, "weights": self._weights, "ids": self._ids}
+        kept.update(columns)
+        out = PreferenceDataset(self._prompt, self._chosen, self._rejected, **kept)
+        out.format = self.format
+        return out
+
     def shuffle(self, seed: int = 0) -> PreferenceDataset:
         """Return the pairs in a random order drawn from ``seed``."""
         rng = np.random.default_rng(seed)

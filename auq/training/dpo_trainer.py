@@ -74,22 +74,6 @@ __all__ = [
 # --------------------------------------------------------------------------------------------
 
 
-def _with_columns(dataset: Any, *, weights: Any = None, targets: Any = None) -> Any:
-    from auq.data import PreferenceDataset
-
-    out = PreferenceDataset(
-        dataset.prompt,
-        dataset.chosen,
-        dataset.rejected,
-        targets=dataset.targets if targets is None else targets,
-        votes=dataset.votes,
-        weights=dataset.weights if weights is None else weights,
-        ids=dataset.ids,
-    )
-    out.format = getattr(dataset, "format", None)
-    return out
-
-
 @renamed_kwargs(scheme="method")
 def attach_uncertainty(
     dataset: Any,
@@ -144,7 +128,7 @@ def attach_uncertainty(
 
         u = label_uncertainty(np.asarray(dataset.votes))
         w = uncertainty_weights(u, method, **weight_kwargs) if method is not None else None
-        return _with_columns(dataset, weights=w)
+        return dataset.with_columns(weights=w)
 
     uncertainty = check_choice(uncertainty, "uncertainty", ("epistemic", "total", "aleatoric", "margin_std"))
     preds = predictions
@@ -160,7 +144,9 @@ def attach_uncertainty(
         "ensemble uncertainty (%s): mean %.4g, max %.4g; weights mean %s",
         uncertainty, float(u.mean()), float(u.max()), "n/a" if w is None else f"{float(np.mean(w)):.4g}",
     )
-    return _with_columns(dataset, weights=w, targets=np.clip(prob, 0.0, 1.0) if use_targets else None)
+    if use_targets:
+        return dataset.with_columns(weights=w, targets=np.clip(prob, 0.0, 1.0))
+    return dataset.with_columns(weights=w)
 
 
 def _score_cached(reward_model: Any, dataset: Any, cache_path: str | None, batch_size: int) -> Any:
