@@ -175,30 +175,17 @@ def test_score_under_accelerate_launch_matches_one_process(files, trained, tmp_p
     """`accelerate launch` with 2 CPU processes (gloo): each scores a block of the pairs, the rows come
     back in dataset order without the padding copy, only the main process writes: the file equals a
     1-process run row for row."""
-    import socket
+    from _launch import finish, launch_two
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
     data = _write_jsonl(tmp_path / "odd.jsonl", synthetic_pairs(23, seed=5))  # 23 = 12 + 11 (+1 padding)
     one, two = str(tmp_path / "one.csv"), str(tmp_path / "two.csv")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    env.pop("WORLD_SIZE", None)
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(port),
-        "-m", "auq.cli", "score", "--model", trained, "--data", data, "--output", two,
-        "--batch-size", "4", "--no-progress",
-    ]  # fmt: skip
-    p2 = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    p2 = launch_two(["-m", "auq.cli", "score", "--model", trained, "--data", data, "--output", two,
+                     "--batch-size", "4", "--no-progress"])
     try:
         assert main(["score", "--model", trained, "--data", data, "--output", one, "--batch-size", "4",
                      "--no-progress", "-q"]) == 0
     finally:
-        out = p2.communicate(timeout=300)[0].decode(errors="replace")
-    assert p2.returncode == 0, out[-3000:]
+        out = finish(p2)
     # both processes scored their own block; one of them wrote
     assert "scored 12 of 23 pairs on process 0 of 2" in out and "scored 11 of 23 pairs on process 1 of 2" in out, out[-3000:]
     assert out.count("wrote 23 scored pairs") == 1, out[-3000:]

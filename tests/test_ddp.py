@@ -5,42 +5,16 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
+from _launch import run_one_and_two
 from safetensors.torch import load_file
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "tests", "_ddp_script.py")
 
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _run_one_and_two(args_two: list[str], args_one: list[str]) -> None:
-    """``accelerate launch`` 2 processes and a plain 1-process run side by side; fail with their output."""
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    env.pop("WORLD_SIZE", None)
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()), SCRIPT, *args_two,
-    ]  # fmt: skip
-    p2 = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    p1 = subprocess.run([sys.executable, SCRIPT, *args_one], env=env, capture_output=True, text=True, timeout=300)
-    out2 = p2.communicate(timeout=300)[0].decode(errors="replace")
-    assert p2.returncode == 0, out2[-4000:]
-    assert p1.returncode == 0, p1.stdout[-2000:] + p1.stderr[-4000:]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +23,7 @@ def runs(tiny_lm_dir, tmp_path_factory) -> tuple[str, str]:
     the folders ``(two, one)`` hold ``dpo/``, ``rloo/`` and ``ppo/``."""
     root = tmp_path_factory.mktemp("ddp")
     two, one = str(root / "two"), str(root / "one")
-    _run_one_and_two(["all", tiny_lm_dir, two, "2"], ["all", tiny_lm_dir, one, "4"])
+    run_one_and_two([SCRIPT, "all", tiny_lm_dir, two, "2"], [SCRIPT, "all", tiny_lm_dir, one, "4"])
     return two, one
 
 

@@ -7,14 +7,12 @@ import math
 import os
 import pickle
 import shutil
-import socket
-import subprocess
-import sys
 from dataclasses import replace as dataclasses_replace
 
 import numpy as np
 import pytest
 import torch
+from _launch import run_one_and_two
 from _trainer_fixtures import (
     TinyEnsemble,
     TinyEnsembleConfig,
@@ -438,34 +436,12 @@ def test_bad_arguments(bert, tmp_path):
 # ------------------------------------------------------------------------------------ data parallel
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 def test_two_process_run_matches_one_process(bert, tmp_path):
     """`accelerate launch` with 2 CPU processes (gloo), batch 4 each == 1 process with batch 8."""
     script = os.path.join(ROOT, "tests", "_accelerate_script.py")
-    env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    env.update(OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false", HF_HUB_OFFLINE="1")
-    env.pop("WORLD_SIZE", None)
     two, one = str(tmp_path / "two"), str(tmp_path / "one")
-    launch = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-        "--mixed_precision", "no", "--dynamo_backend", "no",
-        "--main_process_port", str(_free_port()),
-        script, bert, two, "4",
-    ]  # fmt: skip
-    p2 = subprocess.Popen(launch, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    p1 = subprocess.run(
-        [sys.executable, script, bert, one, "8"], env=env, capture_output=True, text=True, timeout=300
-    )
-    out2 = p2.communicate(timeout=300)[0].decode(errors="replace")
-    assert p2.returncode == 0, out2[-3000:]
-    assert p1.returncode == 0, p1.stdout[-2000:] + p1.stderr[-3000:]
+    run_one_and_two([script, bert, two, "4"], [script, bert, one, "8"])
 
     r1 = json.load(open(os.path.join(one, "data_order.json")))
     r2 = json.load(open(os.path.join(two, "data_order.json")))
