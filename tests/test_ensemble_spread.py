@@ -244,10 +244,13 @@ OLD_DEMO_RECIPE = dict(num_train_epochs=8, per_device_train_batch_size=32, learn
                        warmup_ratio=0.05, lr_scheduler_type="cosine", bootstrap=True)
 
 
-@pytest.mark.parametrize("recipe,decreasing", [(HEADS_RECIPE, True), (OLD_DEMO_RECIPE, False)], ids=["default", "old"])
-def test_epistemic_falls_with_training_data_under_the_default_recipe(recipe, decreasing, tmp_path):
+# default: one seed (measured 0.074 > 0.064 > 0.041 and 0.080 > 0.067 > 0.043 for seeds 0 and 1: each
+# seed alone falls by 13% and 37%); old: the mean of two seeds, whose rise is smaller
+@pytest.mark.parametrize("recipe,decreasing,seeds", [(HEADS_RECIPE, True, (0,)), (OLD_DEMO_RECIPE, False, (0, 1))],
+                         ids=["default", "old"])
+def test_epistemic_falls_with_training_data_under_the_default_recipe(recipe, decreasing, seeds, tmp_path):
     sizes = (100, 400, 1600)
-    ep = [np.mean([_mean_epistemic(recipe, n, s, tmp_path) for s in (0, 1)]) for n in sizes]
+    ep = [np.mean([_mean_epistemic(recipe, n, s, tmp_path) for s in seeds]) for n in sizes]
     if decreasing:
         assert ep[0] > ep[1] > ep[2], ep
     else:  # the fixed-epoch recipe: more data = more steps = more spread (why the default changed)
