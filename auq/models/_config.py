@@ -52,8 +52,8 @@ class RewardModelConfig:
     n_samples, scope, p, mc_batch_size, batched :
         MC dropout settings (``auq_model_type="mc_dropout"``); ``n_samples`` is also the number
         of posterior draws of a Laplace model.
-    prior_precision : float, "auto" or None
-        Laplace models: the requested prior precision (the fitted one is saved with the weights).
+    prior_precision : float, "unit", "auto" or None
+        Laplace models: the requested prior precision or rule (the value in use is saved with the weights).
     rank : int or None
         Laplace models: the number of principal directions of the training features the
         likelihood is fitted on (``None``: all of them).
